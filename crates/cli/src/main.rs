@@ -1,0 +1,60 @@
+//! The `scalewise` command. Thin on purpose: parse arguments, build a runtime, hand over to
+//! the product crates.
+#![forbid(unsafe_code)]
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "scalewise",
+    version,
+    about = "A toolkit that makes services scale"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the L7 load-balancing reverse proxy.
+    Gateway(scalewise_gateway::Args),
+    /// Generate load against a URL and report latency and throughput.
+    Load(scalewise_load::LoadArgs),
+    /// Run the benchmark suite (capacity, throughput, latency, scalability) against a URL.
+    Bench(scalewise_load::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Gateway(args) => {
+            let workers = args.workers;
+            runtime(workers).and_then(|rt| rt.block_on(scalewise_gateway::run(args)).map(|()| 0))
+        }
+        Command::Load(args) => {
+            let threads = args.threads;
+            runtime(threads).and_then(|rt| rt.block_on(scalewise_load::run_load(args)))
+        }
+        Command::Bench(args) => {
+            runtime(None).and_then(|rt| rt.block_on(scalewise_load::run_bench(args)))
+        }
+    };
+    match result {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(err) => {
+            eprintln!("scalewise: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// A multi-threaded runtime with `workers` threads (default: one per core).
+fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        builder.worker_threads(n.max(1));
+    }
+    Ok(builder.enable_all().build()?)
+}

@@ -1,0 +1,1 @@
+//! Circuit breakers. (Being built: see issue 3.)

@@ -1,0 +1,1 @@
+//! Adaptive concurrency limits. (Being built: see issue 3.)

@@ -1,0 +1,1 @@
+//! Health checks and outlier detection. (Being built: see issue 2.)

@@ -1,0 +1,1 @@
+//! Prometheus metrics. (Being built: see issue 2.)

@@ -1,0 +1,1 @@
+//! Rate limiting. (Being built: see issue 3.)

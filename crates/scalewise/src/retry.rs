@@ -1,0 +1,1 @@
+//! Retries with backoff and a retry budget. (Being built: see issue 3.)

@@ -1,0 +1,1 @@
+//! Load shedding. (Being built: see issue 3.)

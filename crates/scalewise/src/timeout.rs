@@ -1,0 +1,1 @@
+//! Timeouts. (Being built: see issue 3.)
