@@ -145,6 +145,21 @@ impl Default for BudgetConfig {
     }
 }
 
+/// Whether a request with `method` may be retried without asking: the idempotent methods
+/// of RFC 9110 section 9.2.2. Others (POST, PATCH) may have taken effect before failing.
+pub fn is_idempotent(method: &http::Method) -> bool {
+    use http::Method;
+    [
+        Method::GET,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::PUT,
+        Method::DELETE,
+    ]
+    .contains(method)
+}
+
 /// Fixed-point unit: one retry costs `UNIT`, one request deposits `ratio * UNIT`.
 const UNIT: i64 = 1000;
 const SLICES: usize = 10;
@@ -535,6 +550,14 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn idempotent_methods() {
+        assert!(is_idempotent(&http::Method::GET));
+        assert!(is_idempotent(&http::Method::PUT));
+        assert!(!is_idempotent(&http::Method::POST));
+        assert!(!is_idempotent(&http::Method::PATCH));
+    }
 
     #[test]
     fn backoff_grows_and_caps() {

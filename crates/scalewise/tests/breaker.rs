@@ -176,6 +176,36 @@ proptest! {
     }
 }
 
+proptest! {
+    /// The time window judges exactly the calls of the last `seconds` whole seconds.
+    #[test]
+    fn time_window_math(
+        steps in prop::collection::vec((0u64..2_500, any::<bool>(), any::<bool>()), 0..80),
+        seconds in 1u32..6,
+    ) {
+        let clock = ManualClock::new();
+        let b = breaker(&clock, BreakerConfig {
+            window: WindowConfig::Time { seconds },
+            minimum_calls: u32::MAX,
+            slow_call_duration: Duration::from_millis(100),
+            ..config()
+        });
+        let mut log: Vec<(u64, bool, bool)> = Vec::new();
+        for (advance_ms, failed, slow) in steps {
+            clock.advance(Duration::from_millis(advance_ms));
+            let d = Duration::from_millis(if slow { 100 } else { 1 });
+            b.try_acquire().unwrap().record(Outcome { failure: failed, duration: Some(d) });
+            log.push((clock.now().as_secs(), failed, slow));
+            let now = clock.now().as_secs();
+            let live: Vec<_> = log.iter().filter(|(t, _, _)| t + (seconds as u64) > now).collect();
+            let w = b.window();
+            prop_assert_eq!(w.calls, live.len() as u64);
+            prop_assert_eq!(w.failures, live.iter().filter(|e| e.1).count() as u64);
+            prop_assert_eq!(w.slow, live.iter().filter(|e| e.2).count() as u64);
+        }
+    }
+}
+
 #[test]
 fn minimum_calls_and_threshold() {
     let clock = ManualClock::new();
