@@ -1,4 +1,5 @@
 //! The breaker as a tower middleware.
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -8,8 +9,8 @@ use tower::BoxError;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::classify::{Classify, ErrorsAreFailures};
-use super::{CircuitBreaker, OwnedPermit, Rejected};
+use super::classify::{Classify, ErrorsAreFailures, Verdict};
+use super::{CircuitBreaker, Outcome, Rejected, Ticket};
 
 /// Guards a service with a [`CircuitBreaker`]. When the breaker rejects, the service is not
 /// called and the error is a boxed [`Rejected`] (find it with `err.downcast_ref::<Rejected>()`).
@@ -33,18 +34,33 @@ use super::{CircuitBreaker, OwnedPermit, Rejected};
 /// assert!(err.downcast_ref::<Rejected>().is_some());
 /// # }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct BreakerLayer<C = ErrorsAreFailures> {
+    shared: Arc<Shared<C>>,
+}
+
+/// The breaker and classifier, behind one `Arc` so that each call clones a single pointer.
+struct Shared<C> {
     breaker: CircuitBreaker,
-    classifier: Arc<C>,
+    classifier: C,
+}
+
+impl<C> fmt::Debug for BreakerLayer<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BreakerLayer")
+            .field("breaker", &self.shared.breaker)
+            .finish()
+    }
 }
 
 impl BreakerLayer {
     /// A layer around `breaker`, counting errors as failures.
     pub fn new(breaker: CircuitBreaker) -> Self {
         Self {
-            breaker,
-            classifier: Arc::new(ErrorsAreFailures),
+            shared: Arc::new(Shared {
+                breaker,
+                classifier: ErrorsAreFailures,
+            }),
         }
     }
 }
@@ -53,8 +69,10 @@ impl<C> BreakerLayer<C> {
     /// Judges responses with `classifier` instead.
     pub fn with_classifier<C2>(self, classifier: C2) -> BreakerLayer<C2> {
         BreakerLayer {
-            breaker: self.breaker,
-            classifier: Arc::new(classifier),
+            shared: Arc::new(Shared {
+                breaker: self.shared.breaker.clone(),
+                classifier,
+            }),
         }
     }
 }
@@ -64,24 +82,31 @@ impl<S, C> Layer<S> for BreakerLayer<C> {
     fn layer(&self, inner: S) -> Self::Service {
         BreakerService {
             inner,
-            breaker: self.breaker.clone(),
-            classifier: self.classifier.clone(),
+            shared: self.shared.clone(),
         }
     }
 }
 
 /// The service made by [`BreakerLayer`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct BreakerService<S, C = ErrorsAreFailures> {
     inner: S,
-    breaker: CircuitBreaker,
-    classifier: Arc<C>,
+    shared: Arc<Shared<C>>,
+}
+
+impl<S: fmt::Debug, C> fmt::Debug for BreakerService<S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BreakerService")
+            .field("inner", &self.inner)
+            .field("breaker", &self.shared.breaker)
+            .finish()
+    }
 }
 
 impl<S, C> BreakerService<S, C> {
     /// The breaker guarding this service.
     pub fn breaker(&self) -> &CircuitBreaker {
-        &self.breaker
+        &self.shared.breaker
     }
 }
 
@@ -100,19 +125,49 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        match self.breaker.try_acquire_owned() {
-            Ok(permit) => ResponseFuture {
+        match self.shared.breaker.inner.acquire() {
+            Ok(ticket) => ResponseFuture {
                 inner: Some(self.inner.call(req)),
-                permit: Some(permit),
+                guard: Some(Guard {
+                    shared: self.shared.clone(),
+                    ticket: Some(ticket),
+                }),
                 rejected: None,
-                classifier: self.classifier.clone(),
             },
             Err(rejected) => ResponseFuture {
                 inner: None,
-                permit: None,
+                guard: None,
                 rejected: Some(rejected),
-                classifier: self.classifier.clone(),
             },
+        }
+    }
+}
+
+/// A permit in flight; abandons its ticket if the future is dropped before completion.
+struct Guard<C> {
+    shared: Arc<Shared<C>>,
+    ticket: Option<Ticket>,
+}
+
+impl<C> Guard<C> {
+    fn finish<T, E>(mut self, result: &Result<T, E>)
+    where
+        C: Classify<T, E>,
+    {
+        let Some(t) = self.ticket.take() else { return };
+        let inner = &self.shared.breaker.inner;
+        match self.shared.classifier.classify(result) {
+            Verdict::Success => inner.finish(t, Outcome::success()),
+            Verdict::Failure => inner.finish(t, Outcome::failure()),
+            Verdict::Ignored => inner.abandon(t),
+        }
+    }
+}
+
+impl<C> Drop for Guard<C> {
+    fn drop(&mut self) {
+        if let Some(t) = self.ticket.take() {
+            self.shared.breaker.inner.abandon(t);
         }
     }
 }
@@ -122,9 +177,8 @@ pin_project_lite::pin_project! {
     pub struct ResponseFuture<F, C> {
         #[pin]
         inner: Option<F>,
-        permit: Option<OwnedPermit>,
+        guard: Option<Guard<C>>,
         rejected: Option<Rejected>,
-        classifier: Arc<C>,
     }
 }
 
@@ -146,8 +200,8 @@ where
             return Poll::Ready(Err("breaker response future polled after completion".into()));
         };
         let result = ready!(fut.poll(cx));
-        if let Some(p) = this.permit.take() {
-            p.verdict(this.classifier.classify(&result));
+        if let Some(g) = this.guard.take() {
+            g.finish(&result);
         }
         Poll::Ready(result.map_err(Into::into))
     }
