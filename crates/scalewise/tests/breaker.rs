@@ -567,3 +567,83 @@ fn registry_shares_events_and_serialises_stats() {
     assert_eq!(reg.stats()[0].retry_after_ms, Some(600));
     assert!(clock.now_nanos() > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_tasks_through_the_layer() {
+    const TASKS: u32 = 16;
+    const CALLS: u32 = 200;
+    let clock = ManualClock::new();
+    let b = breaker(
+        &clock,
+        BreakerConfig {
+            window: WindowConfig::Count { size: 100_000 },
+            minimum_calls: 1_000,
+            failure_rate_threshold: 0.5,
+            ..config()
+        },
+    );
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let layer = BreakerLayer::new(b.clone());
+    let admitted = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let rejected = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let run = |fail: bool, calls: u32| {
+        failing.store(fail, std::sync::atomic::Ordering::SeqCst);
+        let mut tasks = Vec::new();
+        for _ in 0..TASKS {
+            let failing = failing.clone();
+            let admitted = admitted.clone();
+            let rejected = rejected.clone();
+            let mut svc = tower::Layer::layer(
+                &layer,
+                service_fn(move |_: ()| {
+                    let fail = failing.load(std::sync::atomic::Ordering::SeqCst);
+                    async move {
+                        if fail {
+                            Err::<(), BoxError>("backend down".into())
+                        } else {
+                            Ok(())
+                        }
+                    }
+                }),
+            );
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..calls {
+                    match svc.ready().await.unwrap().call(()).await {
+                        Err(e) if e.is::<Rejected>() => {
+                            rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        _ => {
+                            admitted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                }
+            }));
+        }
+        tasks
+    };
+    for t in run(false, CALLS) {
+        t.await.unwrap();
+    }
+    assert_eq!(b.window().calls, u64::from(TASKS * CALLS));
+    assert_eq!(b.state(), State::Closed);
+
+    let mut rx = b.subscribe();
+    for t in run(true, 2 * CALLS) {
+        t.await.unwrap();
+    }
+    assert_eq!(b.state(), State::Open);
+    assert_eq!(drain(&mut rx).len(), 1, "opened exactly once");
+    let (a, r) = (
+        admitted.load(std::sync::atomic::Ordering::Relaxed),
+        rejected.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    assert_eq!(a + r, 3 * TASKS * CALLS);
+    assert_eq!(u64::from(r), b.stats().rejected);
+    // After N successes the failure rate reaches 50% at the N-th failure; calls admitted
+    // before the opening but finished after it add at most one per task.
+    let failing_admitted = a - TASKS * CALLS;
+    assert!(
+        (TASKS * CALLS..=TASKS * CALLS + TASKS).contains(&failing_admitted),
+        "{failing_admitted}"
+    );
+}
