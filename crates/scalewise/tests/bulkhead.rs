@@ -174,3 +174,12 @@ async fn long_waits_make_the_shedder_refuse_work() {
     );
     assert!(shedder.stats().congested);
 }
+
+#[test]
+fn config_reads_human_durations() {
+    let c: BulkheadConfig =
+        serde_json::from_str(r#"{"max_concurrent": 8, "max_waiting": 2, "max_wait": "250ms"}"#)
+            .unwrap();
+    assert_eq!(c.max_wait, Duration::from_millis(250));
+    assert!(serde_json::from_str::<BulkheadConfig>(r#"{"max_wait": 5}"#).is_err());
+}

@@ -191,3 +191,16 @@ async fn layer_gives_up_with_the_last_response() {
     assert_eq!(start.elapsed(), Duration::from_millis(100 + 200 + 300));
     assert_eq!(retry.stats().exhausted, 1);
 }
+
+#[test]
+fn configs_read_human_durations() {
+    let c: RetryConfig = serde_json::from_str(
+        r#"{"max_attempts": 4, "initial_backoff": "10ms", "max_backoff": "1s", "jitter": "decorrelated"}"#,
+    )
+    .unwrap();
+    assert_eq!(c.initial_backoff, Duration::from_millis(10));
+    assert_eq!(c.jitter, Jitter::Decorrelated);
+    let b: BudgetConfig = serde_json::from_str(r#"{"retry_ratio": 0.1, "window": "30s"}"#).unwrap();
+    assert_eq!(b.window, Duration::from_secs(30));
+    assert_eq!(b.min_retries_per_second, 10);
+}

@@ -108,3 +108,14 @@ async fn layer_sheds_with_overloaded_and_frees_places() {
     gate.add_permits(1);
     assert_eq!(svc.ready().await.unwrap().call(()).await.unwrap(), "ok");
 }
+
+#[test]
+fn configs_read_human_durations() {
+    let c: ShedConfig =
+        serde_json::from_str(r#"{"max_in_flight": 5, "queue_target": "20ms"}"#).unwrap();
+    assert_eq!(c.queue_target, Some(Duration::from_millis(20)));
+    assert_eq!(c.interval, Duration::from_millis(100));
+    let c: ShedConfig = serde_json::from_str(r#"{"queue_target": null}"#).unwrap();
+    assert_eq!(c.queue_target, None);
+    assert!(serde_json::from_str::<ShedConfig>(r#"{"queue_targt": "1s"}"#).is_err());
+}
