@@ -165,6 +165,7 @@ impl Bulkhead {
 
     /// Reports every wait for a slot to `shedder` as queueing delay, so a
     /// [`LoadShedder`] in front can refuse work while this queue is congested.
+    /// A builder step: the result is a new bulkhead, not shared with earlier clones.
     pub fn report_waits_to(self, shedder: LoadShedder) -> Self {
         Self::build(self.inner.cfg.clone(), Some(shedder))
     }

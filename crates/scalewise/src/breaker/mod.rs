@@ -1166,6 +1166,16 @@ mod tests {
     }
 
     #[test]
+    fn handles_cross_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<CircuitBreaker>();
+        send_sync::<Permit<'static>>();
+        send_sync::<OwnedPermit>();
+        send_sync::<Rejected>();
+        send_sync::<BreakerRegistry>();
+    }
+
+    #[test]
     fn config_validation_names_the_field() {
         let e = BreakerConfig {
             failure_rate_threshold: 1.5,
