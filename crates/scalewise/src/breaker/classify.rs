@@ -37,7 +37,23 @@ impl<T, E> Classify<T, E> for ErrorsAreFailures {
     }
 }
 
-/// A classifier from a closure, e.g. `ClassifyFn(|r: &Result<u16, ()>| ...)`.
+/// A classifier from a closure, for judging by error kind:
+///
+/// ```
+/// use scalewise::breaker::classify::{Classify, ClassifyFn, Verdict};
+/// use std::io::{Error, ErrorKind};
+///
+/// // Refused connections and timeouts say the backend is in trouble; a bad request doesn't.
+/// let c = ClassifyFn(|r: &Result<(), Error>| match r {
+///     Ok(()) => Verdict::Success,
+///     Err(e) if matches!(e.kind(), ErrorKind::ConnectionRefused | ErrorKind::TimedOut) => {
+///         Verdict::Failure
+///     }
+///     Err(_) => Verdict::Ignored,
+/// });
+/// assert_eq!(c.classify(&Err(Error::from(ErrorKind::TimedOut))), Verdict::Failure);
+/// assert_eq!(c.classify(&Err(Error::from(ErrorKind::InvalidInput))), Verdict::Ignored);
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct ClassifyFn<F>(pub F);
 
