@@ -5,7 +5,7 @@
 //! contention an aggregate can be briefly off by the few updates in flight (one thread has
 //! replaced a slot, another has not yet adjusted the sum), never drifting, and reads clamp
 //! at zero.
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
 
 /// Largest count-based window, so that a window fits comfortably in memory.
 pub(crate) const MAX_COUNT_WINDOW: u32 = 1 << 20;
@@ -82,7 +82,9 @@ impl Aggregate {
 
 /// The last `N` calls.
 pub(crate) struct CountWindow {
-    head: AtomicU64,
+    /// Next slot to write, always `< slots.len()`. Wrapped with a CAS rather than taken
+    /// modulo after a `fetch_add`: a 64-bit division costs more than the rest of the path.
+    head: AtomicUsize,
     slots: Box<[AtomicU8]>,
     agg: Aggregate,
 }
@@ -91,7 +93,7 @@ impl CountWindow {
     pub(crate) fn new(size: u32) -> Self {
         let size = size.clamp(1, MAX_COUNT_WINDOW) as usize;
         Self {
-            head: AtomicU64::new(0),
+            head: AtomicUsize::new(0),
             slots: (0..size).map(|_| AtomicU8::new(EMPTY)).collect(),
             agg: Aggregate::default(),
         }
@@ -99,8 +101,25 @@ impl CountWindow {
 
     #[inline]
     pub(crate) fn record(&self, code: u8) {
-        let i = (self.head.fetch_add(1, Relaxed) % self.slots.len() as u64) as usize;
-        let old = self.slots[i].swap(code, Relaxed);
+        let n = self.slots.len();
+        let mut i = self.head.load(Relaxed);
+        loop {
+            let next = if i + 1 >= n { 0 } else { i + 1 };
+            match self.head.compare_exchange_weak(i, next, Relaxed, Relaxed) {
+                Ok(_) => break,
+                Err(cur) => i = cur,
+            }
+        }
+        let Some(slot) = self.slots.get(i) else {
+            return;
+        };
+        // The common case, an outcome replacing the same outcome, changes nothing: a plain
+        // load skips the write. A writer lapping us on this slot meanwhile is equivalent
+        // to our write having come first.
+        if slot.load(Relaxed) == code {
+            return;
+        }
+        let old = slot.swap(code, Relaxed);
         if old != code {
             self.agg.apply(old, code);
         }
