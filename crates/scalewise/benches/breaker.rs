@@ -24,6 +24,11 @@ fn breaker(window: WindowConfig) -> CircuitBreaker {
 
 fn closed_state(c: &mut Criterion) {
     let mut g = c.benchmark_group("breaker_closed");
+    // The floor: the closed path makes one atomic read-modify-write (advancing the window).
+    let counter = std::sync::atomic::AtomicUsize::new(0);
+    g.bench_function("baseline_one_atomic_fetch_add", |b| {
+        b.iter(|| black_box(&counter).fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    });
     let count = breaker(WindowConfig::Count { size: 100 });
     g.bench_function("try_acquire_success/count_window", |b| {
         b.iter(|| black_box(&count).try_acquire().unwrap().success())
