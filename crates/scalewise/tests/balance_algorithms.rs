@@ -265,10 +265,7 @@ fn consistent_hashing_moves_about_one_nth_of_keys() {
             .filter(|&i| before[i] != after[i])
             .collect();
         let frac = moved.len() as f64 / f64::from(KEYS);
-        assert!(
-            (0.045..0.15).contains(&frac),
-            "{alg}: {frac} moved on add"
-        );
+        assert!((0.045..0.15).contains(&frac), "{alg}: {frac} moved on add");
         let to_new = moved.iter().filter(|&&i| after[i] == addr(10)).count();
         // Ketama moves keys only to the new node; Maglev may shuffle a few others.
         let min_share = if alg == Algorithm::Ketama { 1.0 } else { 0.8 };
@@ -291,7 +288,10 @@ fn consistent_hashing_moves_about_one_nth_of_keys() {
             .count();
         let owned_by_3 = after.iter().filter(|&&a| a == addr(3)).count();
         let frac = moved as f64 / f64::from(KEYS);
-        assert!((0.045..0.15).contains(&frac), "{alg}: {frac} moved on remove");
+        assert!(
+            (0.045..0.15).contains(&frac),
+            "{alg}: {frac} moved on remove"
+        );
         assert!(moved >= owned_by_3, "{alg}");
         if alg == Algorithm::Ketama {
             assert_eq!(moved, owned_by_3, "ketama moved keys it did not have to");
@@ -312,7 +312,10 @@ fn maglev_table_is_balanced() {
     let ideal = table.len() / 10;
     for (&id, &n) in &per {
         // Maglev guarantees shares within one slot per round of each other.
-        assert!(n.abs_diff(ideal) <= 1, "backend {id} has {n} slots, ideal {ideal}");
+        assert!(
+            n.abs_diff(ideal) <= 1,
+            "backend {id} has {n} slots, ideal {ideal}"
+        );
     }
     // And keys spread evenly.
     let owners = owners(&up, 50_000);

@@ -23,7 +23,8 @@ fn up_with(addrs: &[usize]) -> Upstream {
 fn go(up: &Upstream, pin: Option<&str>) -> (SocketAddr, Option<String>, bool) {
     let p = up.select_pinned(pin, &PickContext::default()).unwrap();
     let a = p.selection.endpoint().addr();
-    p.selection.finish(Outcome::success(Duration::from_millis(1)));
+    p.selection
+        .finish(Outcome::success(Duration::from_millis(1)));
     (a, p.set_cookie, p.moved)
 }
 

@@ -136,7 +136,10 @@ fn drained_backends_get_nothing_and_no_backend_is_an_error() {
         .build();
     up.endpoints()[0].set_draining(true);
     for _ in 0..10 {
-        assert_eq!(up.select(&PickContext::default()).unwrap().endpoint().id(), 1);
+        assert_eq!(
+            up.select(&PickContext::default()).unwrap().endpoint().id(),
+            1
+        );
     }
     up.endpoints()[1].set_draining(true);
     assert_eq!(
@@ -218,7 +221,10 @@ fn health_config_deserialises_strictly() {
     let active = cfg.active.unwrap();
     assert_eq!(active.interval, ms(500));
     assert_eq!(active.expected_status.max, 204);
-    assert_eq!(cfg.outlier.unwrap().max_ejection_time, Duration::from_secs(120));
+    assert_eq!(
+        cfg.outlier.unwrap().max_ejection_time,
+        Duration::from_secs(120)
+    );
     assert!(serde_json::from_str::<HealthConfig>(r#"{"actve":{}}"#).is_err());
     assert!(serde_json::from_str::<HealthConfig>(r#"{"active":{"interval":"soon"}}"#).is_err());
     assert!(

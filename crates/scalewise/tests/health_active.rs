@@ -120,7 +120,11 @@ async fn tcp_check_follows_listener_going_away_and_back() {
 
     drop(listener);
     check_round(&up, &cfg).await;
-    assert_eq!(e.health(), HealthStatus::Healthy, "one failure is below fall=2");
+    assert_eq!(
+        e.health(),
+        HealthStatus::Healthy,
+        "one failure is below fall=2"
+    );
     check_round(&up, &cfg).await;
     assert_eq!(e.health(), HealthStatus::Unhealthy);
     assert!(!selectable(&up));
@@ -129,7 +133,11 @@ async fn tcp_check_follows_listener_going_away_and_back() {
 
     let _listener = TcpListener::bind(addr).await.unwrap();
     check_round(&up, &cfg).await;
-    assert_eq!(e.health(), HealthStatus::Unhealthy, "one pass is below rise=2");
+    assert_eq!(
+        e.health(),
+        HealthStatus::Unhealthy,
+        "one pass is below rise=2"
+    );
     check_round(&up, &cfg).await;
     assert_eq!(e.health(), HealthStatus::Healthy);
     assert!(selectable(&up));
@@ -216,7 +224,10 @@ async fn healthy_on_start_and_reloaded_backends() {
         active: Some(cfg.clone()),
         ..Default::default()
     });
-    up.update(vec![EndpointConfig::new(a.addr), EndpointConfig::new(b.addr)]);
+    up.update(vec![
+        EndpointConfig::new(a.addr),
+        EndpointConfig::new(b.addr),
+    ]);
     let added = up.endpoints()[1].clone();
     assert_eq!(added.health(), HealthStatus::Unknown);
     for _ in 0..10 {

@@ -1,7 +1,5 @@
 //! Passive outlier detection, panic mode and slow start, driven by a manual clock.
-use scalewise::balance::{
-    Algorithm, EndpointConfig, HealthStatus, Outcome, PickContext, Upstream,
-};
+use scalewise::balance::{Algorithm, EndpointConfig, HealthStatus, Outcome, PickContext, Upstream};
 use scalewise::clock::ManualClock;
 use scalewise::health::{HealthConfig, OutlierConfig, SlowStartConfig};
 use std::collections::HashMap;
