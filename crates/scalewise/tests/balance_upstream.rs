@@ -231,3 +231,46 @@ fn health_config_deserialises_strictly() {
         serde_json::from_str::<HealthConfig>(r#"{"active":{"expected_status":"abc"}}"#).is_err()
     );
 }
+
+#[test]
+fn concurrent_picks_during_reloads() {
+    for alg in Algorithm::ALL {
+        let up = Upstream::builder("t")
+            .algorithm(alg)
+            .endpoints((0..4).map(|i| EndpointConfig::new(addr(i))))
+            .build();
+        let stable = up.endpoints()[0].clone();
+        std::thread::scope(|s| {
+            for t in 0..3u64 {
+                let up = up.clone();
+                s.spawn(move || {
+                    for i in 0..2_000u64 {
+                        let key = (t * 10_000 + i).to_le_bytes();
+                        let sel = up
+                            .select(&PickContext {
+                                hash_key: Some(&key),
+                                ..Default::default()
+                            })
+                            .expect("backend 0 is always present");
+                        if i % 3 == 0 {
+                            drop(sel);
+                        } else {
+                            sel.finish(Outcome::success(ms(1)));
+                        }
+                    }
+                });
+            }
+            let up = up.clone();
+            s.spawn(move || {
+                for i in 0..100usize {
+                    let n = 1 + i % 6;
+                    up.update((0..n).map(|j| EndpointConfig::new(addr(j))).collect());
+                }
+            });
+        });
+        assert!(Arc::ptr_eq(&stable, &up.endpoints()[0]), "{alg}");
+        assert_eq!(stable.in_flight(), 0, "{alg}");
+        let total: u64 = up.endpoints().iter().map(|e| e.snapshot().requests).sum();
+        assert!(total > 0 && stable.snapshot().requests > 0, "{alg}");
+    }
+}
