@@ -416,3 +416,21 @@ fn every_algorithm_survives_exclusion_and_single_backend() {
             .is_err());
     }
 }
+
+#[test]
+fn huge_weights_stay_bounded_and_proportional() {
+    // A config with absurd weights must neither blow up memory nor starve a backend.
+    for alg in [Algorithm::Ketama, Algorithm::Maglev] {
+        let up = upstream(alg, &[1_000_000, 1_000_000, 500_000]);
+        let owners = owners(&up, 20_000);
+        let mut c: HashMap<SocketAddr, usize> = HashMap::new();
+        for a in owners {
+            *c.entry(a).or_default() += 1;
+        }
+        assert!((6_500..9_500).contains(&c[&addr(0)]), "{alg}: {c:?}");
+        assert!((3_000..5_000).contains(&c[&addr(2)]), "{alg}: {c:?}");
+    }
+    let m = Maglev::default();
+    m.rebuild(&upstream(Algorithm::Maglev, &[u32::MAX; 3]).endpoints());
+    assert!(m.table().len() <= 655_373);
+}

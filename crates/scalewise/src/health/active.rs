@@ -51,11 +51,14 @@ async fn probe_inner(addr: SocketAddr, cfg: &ActiveCheckConfig) -> Result<(), Ch
     if cfg.kind == CheckKind::Tcp {
         return Ok(());
     }
-    let host = cfg.host.clone().unwrap_or_else(|| addr.to_string());
-    let path = if cfg.path.starts_with('/') {
-        cfg.path.clone()
+    // Control characters would let a config value inject header lines.
+    let clean = |s: &str| s.chars().filter(|c| !c.is_control()).collect::<String>();
+    let host = clean(&cfg.host.clone().unwrap_or_else(|| addr.to_string()));
+    let path = clean(&cfg.path);
+    let path = if path.starts_with('/') {
+        path
     } else {
-        format!("/{}", cfg.path)
+        format!("/{path}")
     };
     let req = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: scalewise-health\r\nAccept: */*\r\nConnection: close\r\n\r\n"

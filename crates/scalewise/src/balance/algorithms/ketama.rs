@@ -14,8 +14,9 @@ use std::sync::Arc;
 
 /// Points per unit of weight, as libketama.
 const POINTS_PER_WEIGHT: u64 = 160;
-/// Cap so a huge weight cannot make the ring unbounded.
-const MAX_POINTS_PER_BACKEND: u64 = 16_000;
+/// Cap on the ring (16 bytes a point), so huge weights or backend counts in a config cannot
+/// make it unbounded; above it every backend's share is scaled down proportionally.
+const MAX_RING_POINTS: u64 = 320_000;
 
 /// Ketama consistent-hash ring keyed by [`PickContext::key_hash`].
 #[derive(Debug)]
@@ -71,11 +72,18 @@ impl Balancer for Ketama {
     }
 
     fn rebuild(&self, all: &[Arc<Endpoint>]) {
+        let wanted: u64 = all
+            .iter()
+            .map(|e| POINTS_PER_WEIGHT * u64::from(e.weight().max(1)))
+            .sum();
         let mut ring = Vec::new();
         for e in all {
             let addr = e.addr().to_string();
-            let points =
-                (POINTS_PER_WEIGHT * u64::from(e.weight().max(1))).min(MAX_POINTS_PER_BACKEND);
+            let mut points = POINTS_PER_WEIGHT * u64::from(e.weight().max(1));
+            if wanted > MAX_RING_POINTS {
+                points = (u128::from(points) * u128::from(MAX_RING_POINTS) / u128::from(wanted))
+                    .max(1) as u64;
+            }
             for p in 0..points {
                 ring.push((hash_key(format!("{addr}-{p}").as_bytes()), e.id()));
             }

@@ -13,8 +13,9 @@ use crate::balance::{Balancer, Candidates, Endpoint, PickContext};
 use arc_swap::ArcSwap;
 use std::sync::Arc;
 
-/// Table size: a prime well above 100 × backends, as the paper recommends.
-const SIZES: [usize; 3] = [65_537, 655_373, 6_553_577];
+/// Table size: a prime well above 100 × total weight, as the paper recommends; the largest
+/// (5 MiB of slots) bounds memory whatever the config says.
+const SIZES: [usize; 2] = [65_537, 655_373];
 
 /// Maglev consistent hashing keyed by [`PickContext::key_hash`].
 #[derive(Debug)]
@@ -60,6 +61,15 @@ impl Maglev {
             .copied()
             .find(|&m| m as u64 >= total_weight * 100)
             .unwrap_or(SIZES[SIZES.len() - 1]);
+        // Claims per round must stay well below the table size, or the first backends in a
+        // round would fill it alone; scale huge weights down proportionally.
+        let limit = m as u64 / 100;
+        if total_weight > limit {
+            for b in &mut backends {
+                b.2 =
+                    (u128::from(b.2) * u128::from(limit) / u128::from(total_weight)).max(1) as u64;
+            }
+        }
         let perms: Vec<(u64, u64)> = backends
             .iter()
             .map(|(addr, _, _)| {
