@@ -189,7 +189,7 @@ impl Endpoint {
             .store(t.ewma_decay.as_nanos().max(1) as u64, Ordering::Relaxed);
         let mut e = lock(&self.ewma);
         if e.value == 0.0 {
-            e.value = t.default_rtt.as_nanos() as f64;
+            e.value = t.default_rtt.as_secs_f64() * 1e9;
         }
     }
 

@@ -716,7 +716,8 @@ impl Selection {
         if failed {
             sample = sample.max(self.shared.failure_penalty);
         }
-        self.endpoint.observe_latency(sample.as_nanos() as f64, now);
+        self.endpoint
+            .observe_latency(sample.as_secs_f64() * 1e9, now);
         let m = self.shared.members.load();
         if let Some(cfg) = &m.health.outlier {
             observe_outlier(&self.shared, &m, &self.endpoint, kind, now, cfg);
