@@ -222,8 +222,14 @@ mod tests {
         registry.register("lat_seconds", "latency", h.clone());
         h.observe(0.002);
         let text = registry.encode();
-        assert!(text.contains("x_lat_seconds_bucket{le=\"0.0025\"} 1"), "{text}");
-        assert!(text.contains("x_lat_seconds_bucket{le=\"0.001\"} 0"), "{text}");
+        assert!(
+            text.contains("x_lat_seconds_bucket{le=\"0.0025\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("x_lat_seconds_bucket{le=\"0.001\"} 0"),
+            "{text}"
+        );
         let g: Gauge = Gauge::default();
         registry.register("g", "g", g.clone());
         g.set(7);
