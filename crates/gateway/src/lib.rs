@@ -2,6 +2,8 @@
 //! WebSocket, built on the [`scalewise`] library. (Being built: see issue 2.)
 #![forbid(unsafe_code)]
 
+pub mod config;
+
 /// Command-line arguments of `scalewise gateway`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
