@@ -51,7 +51,7 @@ impl Format {
 /// A config that could not be read. `Display` gives one line a person can act on, such as
 /// `gateway.toml:7:1: upstreams.app.algorithm: unknown variant `fastest`, expected one of ...`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
+pub struct LoadError {
     /// The file name (or `<request body>`, `<command line>`).
     pub origin: String,
     /// 1-based line and column in the origin, when known.
@@ -64,7 +64,7 @@ pub struct ConfigError {
     pub message: String,
 }
 
-impl ConfigError {
+impl LoadError {
     /// An error not tied to a key or location.
     pub fn new(origin: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
@@ -77,7 +77,7 @@ impl ConfigError {
     }
 }
 
-impl fmt::Display for ConfigError {
+impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.env_var {
             Some(var) => write!(f, "environment variable {var}")?,
@@ -95,7 +95,7 @@ impl fmt::Display for ConfigError {
     }
 }
 
-impl std::error::Error for ConfigError {}
+impl std::error::Error for LoadError {}
 
 /// Environment variables that look like overrides (`SCALEWISE_A__B...`), from the process.
 ///
@@ -114,10 +114,10 @@ fn is_override(name: &str) -> bool {
 /// # Errors
 /// The file cannot be read, does not parse, an override is malformed, or the document does not
 /// match `T` (unknown key, wrong type, bad value).
-pub fn load_file<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+pub fn load_file<T: DeserializeOwned>(path: &Path) -> Result<T, LoadError> {
     let origin = path.display().to_string();
     let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::new(&origin, format!("cannot read file: {e}")))?;
+        .map_err(|e| LoadError::new(&origin, format!("cannot read file: {e}")))?;
     parse_str(&text, Format::from_path(path), &origin, env_overrides())
 }
 
@@ -130,7 +130,7 @@ pub fn parse_str<T: DeserializeOwned>(
     format: Format,
     origin: &str,
     env: impl IntoIterator<Item = (String, String)>,
-) -> Result<T, ConfigError> {
+) -> Result<T, LoadError> {
     let mut tree = parse_tree(text, format, origin)?;
     let applied = apply_env(&mut tree, env)?;
     deserialize(tree, &applied, origin, Some((text, format)))
@@ -145,19 +145,19 @@ pub fn apply_env_to<T: Serialize + DeserializeOwned>(
     config: &T,
     origin: &str,
     env: impl IntoIterator<Item = (String, String)>,
-) -> Result<T, ConfigError> {
+) -> Result<T, LoadError> {
     let mut tree = toml::Value::try_from(config)
-        .map_err(|e| ConfigError::new(origin, format!("cannot represent config: {e}")))?;
+        .map_err(|e| LoadError::new(origin, format!("cannot represent config: {e}")))?;
     let applied = apply_env(&mut tree, env)?;
     deserialize(tree, &applied, origin, None)
 }
 
-fn parse_tree(text: &str, format: Format, origin: &str) -> Result<toml::Value, ConfigError> {
+fn parse_tree(text: &str, format: Format, origin: &str) -> Result<toml::Value, LoadError> {
     match format {
         Format::Toml => text
             .parse::<toml::Table>()
             .map(toml::Value::Table)
-            .map_err(|e| ConfigError {
+            .map_err(|e| LoadError {
                 origin: origin.to_owned(),
                 location: e.span().map(|s| line_col(text, s.start)),
                 key: None,
@@ -165,7 +165,7 @@ fn parse_tree(text: &str, format: Format, origin: &str) -> Result<toml::Value, C
                 message: e.message().trim().to_owned(),
             }),
         Format::Json => {
-            let json: serde_json::Value = serde_json::from_str(text).map_err(|e| ConfigError {
+            let json: serde_json::Value = serde_json::from_str(text).map_err(|e| LoadError {
                 origin: origin.to_owned(),
                 location: Some((e.line(), e.column())),
                 key: None,
@@ -173,7 +173,7 @@ fn parse_tree(text: &str, format: Format, origin: &str) -> Result<toml::Value, C
                 message: strip_json_position(&e.to_string()),
             })?;
             toml::Value::try_from(&json).map_err(|e| {
-                ConfigError::new(origin, format!("{e} (JSON null is not a valid setting)"))
+                LoadError::new(origin, format!("{e} (JSON null is not a valid setting)"))
             })
         }
     }
@@ -189,7 +189,7 @@ struct Applied {
 fn apply_env(
     tree: &mut toml::Value,
     env: impl IntoIterator<Item = (String, String)>,
-) -> Result<Vec<Applied>, ConfigError> {
+) -> Result<Vec<Applied>, LoadError> {
     let mut env: Vec<_> = env.into_iter().filter(|(k, _)| is_override(k)).collect();
     // Deterministic order whatever the environment's order.
     env.sort();
@@ -198,17 +198,17 @@ fn apply_env(
         let rest = &var[ENV_PREFIX.len()..];
         let segments: Vec<&str> = rest.split("__").collect();
         if segments.iter().any(|s| s.is_empty()) {
-            return Err(ConfigError {
+            return Err(LoadError {
                 env_var: Some(var.clone()),
-                ..ConfigError::new(
+                ..LoadError::new(
                     "<environment>",
                     "expected SCALEWISE_<SECTION>__<KEY> with non-empty parts",
                 )
             });
         }
-        let path = set_path(tree, &segments, &value).map_err(|msg| ConfigError {
+        let path = set_path(tree, &segments, &value).map_err(|msg| LoadError {
             env_var: Some(var.clone()),
-            ..ConfigError::new("<environment>", msg)
+            ..LoadError::new("<environment>", msg)
         })?;
         applied.push(Applied { var, path });
     }
@@ -295,7 +295,7 @@ fn deserialize<T: DeserializeOwned>(
     applied: &[Applied],
     origin: &str,
     source: Option<(&str, Format)>,
-) -> Result<T, ConfigError> {
+) -> Result<T, LoadError> {
     let err = match serde_path_to_error::deserialize::<_, T>(tree) {
         Ok(v) => return Ok(v),
         Err(e) => e,
@@ -327,7 +327,7 @@ fn deserialize<T: DeserializeOwned>(
         (Some((text, Format::Json)), None) => json_location::<T>(text),
         _ => None,
     };
-    Err(ConfigError {
+    Err(LoadError {
         origin: origin.to_owned(),
         location,
         key: (!path.is_empty()).then(|| display_path(&path)),
@@ -504,7 +504,7 @@ algorithm = "round_robin"
 backends = [{ addr = "a" }, { addr = "b", weight = 2 }]
 "#;
 
-    fn parse(text: &str, env: &[(&str, &str)]) -> Result<Cfg, ConfigError> {
+    fn parse(text: &str, env: &[(&str, &str)]) -> Result<Cfg, LoadError> {
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
         parse_str(text, Format::Toml, "gw.toml", env)
     }

@@ -2,6 +2,7 @@
 //! WebSocket, built on the [`scalewise`] library. (Being built: see issue 2.)
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod config_file;
 
 /// Command-line arguments of `scalewise gateway`.
