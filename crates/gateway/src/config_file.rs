@@ -10,8 +10,8 @@
 //!
 //! The loader is generic over `T` so it stays ignorant of the config's shape; the gateway's
 //! `Config::validate()` runs after it.
+use crate::config::Config;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 use std::fmt;
 use std::path::Path;
 
@@ -134,22 +134,6 @@ pub fn parse_str<T: DeserializeOwned>(
     let mut tree = parse_tree(text, format, origin)?;
     let applied = apply_env(&mut tree, env)?;
     deserialize(tree, &applied, origin, Some((text, format)))
-}
-
-/// Applies `env` overrides to an already-built config (for a start without a file) by
-/// round-tripping it through the same tree, so overrides behave exactly as with a file.
-///
-/// # Errors
-/// An override is malformed or sets a bad value.
-pub fn apply_env_to<T: Serialize + DeserializeOwned>(
-    config: &T,
-    origin: &str,
-    env: impl IntoIterator<Item = (String, String)>,
-) -> Result<T, LoadError> {
-    let mut tree = toml::Value::try_from(config)
-        .map_err(|e| LoadError::new(origin, format!("cannot represent config: {e}")))?;
-    let applied = apply_env(&mut tree, env)?;
-    deserialize(tree, &applied, origin, None)
 }
 
 fn parse_tree(text: &str, format: Format, origin: &str) -> Result<toml::Value, LoadError> {
@@ -317,11 +301,7 @@ fn deserialize<T: DeserializeOwned>(
             path.push(name.to_owned());
         }
     }
-    let env_var = applied
-        .iter()
-        .rev()
-        .find(|a| path.starts_with(&a.path) || a.path.starts_with(&path) && !path.is_empty())
-        .map(|a| a.var.clone());
+    let env_var = env_for(applied, &path);
     let location = match (source, &env_var) {
         (Some((text, Format::Toml)), None) => toml_location(text, &path),
         (Some((text, Format::Json)), None) => json_location::<T>(text),
@@ -433,6 +413,123 @@ fn strip_json_position(msg: &str) -> String {
     }
 }
 
+/// Every problem of a config, one per line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadErrors(pub Vec<LoadError>);
+
+impl fmt::Display for LoadErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for LoadErrors {}
+
+impl From<LoadError> for LoadErrors {
+    fn from(e: LoadError) -> Self {
+        Self(vec![e])
+    }
+}
+
+/// Reads, overrides from the process environment, deserialises and validates the gateway
+/// config at `path`.
+///
+/// # Errors
+/// Every problem found; see [`parse_config`].
+pub fn load_config(path: &Path) -> Result<Config, LoadErrors> {
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| LoadError::new(&origin, format!("cannot read file: {e}")))?;
+    parse_config(&text, Format::from_path(path), &origin, env_overrides())
+}
+
+/// Parses `text`, applies `env` overrides, deserialises a [`Config`] and runs
+/// [`Config::validate`], locating each validation error in the text as well.
+///
+/// # Errors
+/// The first parse or type error, or every validation error.
+pub fn parse_config(
+    text: &str,
+    format: Format,
+    origin: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, LoadErrors> {
+    let mut tree = parse_tree(text, format, origin)?;
+    let applied = apply_env(&mut tree, env)?;
+    let config: Config = deserialize(tree, &applied, origin, Some((text, format)))?;
+    validate(&config, &applied, origin, Some((text, format)))?;
+    Ok(config)
+}
+
+/// The one-line start's config (or any built in code) with the process's env overrides
+/// applied, validated.
+///
+/// # Errors
+/// A bad override, or a validation error.
+pub fn finish_built(config: &Config, origin: &str) -> Result<Config, LoadErrors> {
+    let mut tree = toml::Value::try_from(config)
+        .map_err(|e| LoadError::new(origin, format!("cannot represent config: {e}")))?;
+    let applied = apply_env(&mut tree, env_overrides())?;
+    let config: Config = deserialize(tree, &applied, origin, None)?;
+    validate(&config, &applied, origin, None)?;
+    Ok(config)
+}
+
+fn validate(
+    config: &Config,
+    applied: &[Applied],
+    origin: &str,
+    source: Option<(&str, Format)>,
+) -> Result<(), LoadErrors> {
+    let errs = match config.validate() {
+        Ok(()) => return Ok(()),
+        Err(errs) => errs,
+    };
+    Err(LoadErrors(
+        errs.into_iter()
+            .map(|e| {
+                let path = split_key_path(&e.key_path);
+                let env_var = env_for(applied, &path);
+                let location = match (source, &env_var) {
+                    (Some((text, Format::Toml)), None) => toml_location(text, &path),
+                    _ => None,
+                };
+                LoadError {
+                    origin: origin.to_owned(),
+                    location,
+                    key: Some(e.key_path),
+                    env_var,
+                    message: format!("got {}, expected {}", e.value, e.expected),
+                }
+            })
+            .collect(),
+    ))
+}
+
+/// `upstreams.api.backends[0].weight` → `["upstreams", "api", "backends", "0", "weight"]`.
+fn split_key_path(key: &str) -> Vec<String> {
+    key.replace('[', ".")
+        .replace(']', "")
+        .split('.')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn env_for(applied: &[Applied], path: &[String]) -> Option<String> {
+    applied
+        .iter()
+        .rev()
+        .find(|a| path.starts_with(&a.path) || (!path.is_empty() && a.path.starts_with(path)))
+        .map(|a| a.var.clone())
+}
+
 /// Replaces every value whose key names a secret (`token`, `password`, `secret`, `key` as in
 /// `private_key`) with `"<redacted>"`, for showing a config over the admin API.
 pub fn redact(value: &mut serde_json::Value) {
@@ -458,7 +555,7 @@ pub fn redact(value: &mut serde_json::Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde::Deserialize;
+    use serde::{Deserialize, Serialize};
 
     #[derive(Debug, Deserialize, Serialize, PartialEq)]
     #[serde(deny_unknown_fields)]
