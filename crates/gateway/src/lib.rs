@@ -3,6 +3,12 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod listener;
+pub mod metrics;
+pub mod proxy;
+pub mod route;
+pub mod state;
+pub mod tls;
 
 /// Command-line arguments of `scalewise gateway`.
 #[derive(Debug, clap::Args)]
