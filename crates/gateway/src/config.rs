@@ -151,6 +151,9 @@ pub struct TlsConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
+    /// Label in metrics and logs (default: the route's index).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// Only requests arriving on this listener (by name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listener: Option<String>,
@@ -180,6 +183,7 @@ impl RouteConfig {
     /// A catch-all route to `upstream`.
     pub fn to_upstream(upstream: impl Into<String>) -> Self {
         Self {
+            name: None,
             listener: None,
             host: None,
             path_prefix: None,

@@ -12,8 +12,12 @@ pub mod config;
 pub mod config_file;
 pub mod listener;
 pub mod logging;
+pub mod metrics;
+pub mod proxy;
+pub mod route;
 pub mod server;
 pub mod state;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

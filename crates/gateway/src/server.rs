@@ -8,14 +8,17 @@
 //! reload is refused and the running config stays.
 use crate::config::{Config, LogFormat};
 use crate::config_file::{self, Format, LoadError, LoadErrors};
-use crate::state::{GatewayState, Shared};
+use crate::metrics::GatewayMetrics;
+use crate::state::{Shared, UpstreamRuntime};
 use crate::{admin, listener, AdminAddr, Args};
 use arc_swap::ArcSwap;
-use scalewise::metrics::{MetricsRegistry, Samples, SnapshotCollector};
+use prometheus_client::registry::Registry;
+use scalewise::health::{ActiveCheckConfig, ActiveHealthChecks, CheckKind, StatusRange};
+use scalewise::metrics::{Samples, SnapshotCollector};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -87,7 +90,7 @@ pub struct Controller {
     started: Instant,
     listeners: std::sync::OnceLock<Vec<(String, SocketAddr)>>,
     admin_addr: std::sync::OnceLock<SocketAddr>,
-    metrics: MetricsRegistry,
+    health: Mutex<HealthSupervisor>,
     reloads: AtomicU64,
     failed_reloads: AtomicU64,
 }
@@ -117,11 +120,12 @@ impl Controller {
 
     /// `GET /api/status`.
     pub fn status(&self) -> serde_json::Value {
-        let state = self.shared.state();
+        let state = self.shared.load();
         let upstreams: Vec<_> = state
             .upstreams()
+            .iter()
             .map(|(name, up)| {
-                let eps = up.endpoints();
+                let eps = up.balancer.endpoints();
                 let snaps: Vec<_> = eps.iter().map(|e| e.snapshot()).collect();
                 serde_json::json!({
                     "name": name,
@@ -155,10 +159,11 @@ impl Controller {
 
     /// `GET /api/backends`: every backend's library snapshot plus its admin id.
     pub fn backends(&self) -> serde_json::Value {
-        let state = self.shared.state();
+        let state = self.shared.load();
         let mut out = serde_json::Map::new();
         for (name, up) in state.upstreams() {
             let list: Vec<_> = up
+                .balancer
                 .endpoints()
                 .iter()
                 .map(|e| {
@@ -183,13 +188,12 @@ impl Controller {
         let (upstream, backend) = id.split_once('/').ok_or_else(|| {
             format!("backend id `{id}` is not `upstream/index` or `upstream/addr`")
         })?;
-        let state = self.shared.state();
+        let state = self.shared.load();
         let up = state
-            .upstreams()
-            .find(|(name, _)| name.as_str() == upstream)
-            .map(|(_, up)| up.clone())
+            .upstream(upstream)
             .ok_or_else(|| format!("no upstream `{upstream}`"))?;
         let endpoint = up
+            .balancer
             .endpoints()
             .into_iter()
             .find(|e| match backend.parse::<usize>() {
@@ -219,7 +223,7 @@ impl Controller {
 
     /// `GET /metrics`.
     pub fn metrics_text(&self) -> String {
-        self.metrics.encode()
+        self.shared.metrics.encode()
     }
 
     /// Re-reads the config file (what SIGHUP does).
@@ -297,11 +301,14 @@ impl Controller {
         let _guard = self.reload_lock.lock().await;
         let old = self.config.load_full();
         fixed_keys_unchanged(&old, &config).map_err(ReloadError::Fixed)?;
-        let current = self.shared.state();
-        let next = GatewayState::build(&config, Some(&current))
-            .map_err(|e| ReloadError::Build(format!("{e:#}")))?;
-        self.shared.swap(next);
+        self.shared
+            .apply(config.clone())
+            .map_err(|e| ReloadError::Build(e.to_string()))?;
         self.config.store(Arc::new(config));
+        self.health
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .sync(&self.shared);
         Ok(())
     }
 }
@@ -382,19 +389,29 @@ impl Gateway {
                 config.admin.addr
             );
         }
-        let state = GatewayState::build(&config, None).map_err(|e| anyhow::anyhow!("{e:#}"))?;
-        let shared = Shared::new(state);
-        let metrics = MetricsRegistry::new();
-        register_metrics(&metrics, &shared);
+        // The backend collector needs the Shared that owns the registry it is registered in:
+        // hand it a weak slot filled right after, so the two don't keep each other alive.
+        let slot: Arc<std::sync::OnceLock<Weak<Shared>>> = Arc::default();
+        let mut registry = Registry::default();
+        let collector_slot = slot.clone();
+        registry.register_collector(Box::new(SnapshotCollector::new(move |out| {
+            if let Some(shared) = collector_slot.get().and_then(Weak::upgrade) {
+                upstream_samples(&shared, out);
+            }
+        })));
+        let shared = Shared::new(config.clone(), GatewayMetrics::with_registry(registry))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let _ = slot.set(Arc::downgrade(&shared));
+        let mut health = HealthSupervisor::default();
+        health.sync(&shared);
         let shutdown = CancellationToken::new();
 
         let mut listening = Vec::new();
         let mut bound = Vec::new();
         for l in &config.listeners {
-            let handle = listener::serve(l.clone(), shared.clone(), shutdown.child_token())
-                .await
-                .map_err(|e| anyhow::anyhow!("listeners `{}` ({}): {e:#}", l.name, l.addr))?;
-            bound.push((l.name.clone(), handle.local_addr()));
+            let handle = listener::serve(l, shared.clone(), shutdown.child_token())
+                .map_err(|e| anyhow::anyhow!("listener `{}` ({}): {e}", l.name, l.addr))?;
+            bound.push((l.name.clone(), handle.local_addr));
             listening.push(handle);
         }
 
@@ -406,7 +423,7 @@ impl Gateway {
             started: Instant::now(),
             listeners: std::sync::OnceLock::new(),
             admin_addr: std::sync::OnceLock::new(),
-            metrics,
+            health: Mutex::new(health),
             reloads: AtomicU64::new(0),
             failed_reloads: AtomicU64::new(0),
         });
@@ -459,7 +476,7 @@ impl Gateway {
         self.shutdown.cancel();
         let drained = tokio::time::timeout(deadline, async {
             for l in self.listening {
-                l.drained().await;
+                let _ = l.join.await;
             }
         })
         .await
@@ -471,26 +488,14 @@ impl Gateway {
     }
 }
 
-fn register_metrics(registry: &MetricsRegistry, shared: &Arc<Shared>) {
-    registry.with_registry(|r| {
-        shared
-            .metrics()
-            .register(r.sub_registry_with_prefix("scalewise_gateway"))
-    });
-    let shared = shared.clone();
-    registry.register_collector(SnapshotCollector::new(move |out| {
-        upstream_samples(&shared, out);
-    }));
-}
-
 /// Per-backend gauges and counters read from the library's endpoint snapshots at scrape time.
 /// Every numeric field of the snapshot becomes a metric, so fields the library adds later
 /// (ejections, EWMA, effective weight) are exported without a change here.
 fn upstream_samples(shared: &Shared, out: &mut Samples) {
     const COUNTERS: [&str; 3] = ["requests", "failures", "ejections"];
-    let state = shared.state();
+    let state = shared.load();
     for (name, up) in state.upstreams() {
-        for e in up.endpoints() {
+        for e in up.balancer.endpoints() {
             let addr = e.addr().to_string();
             let labels = [("upstream", name.as_str()), ("backend", addr.as_str())];
             let snap = serde_json::to_value(e.snapshot()).unwrap_or_default();
@@ -525,6 +530,51 @@ fn upstream_samples(shared: &Shared, out: &mut Samples) {
                 }
             }
         }
+    }
+}
+
+/// Runs the library's active health checks for every upstream that configures them, and
+/// restarts them when a reload replaces an upstream's balancer.
+#[derive(Debug, Default)]
+struct HealthSupervisor {
+    running: std::collections::HashMap<String, (Arc<UpstreamRuntime>, ActiveHealthChecks)>,
+}
+
+impl HealthSupervisor {
+    fn sync(&mut self, shared: &Shared) {
+        let state = shared.load();
+        self.running
+            .retain(|name, (up, _)| state.upstream(name).is_some_and(|now| Arc::ptr_eq(&now.balancer, &up.balancer)));
+        for (name, up) in state.upstreams() {
+            let Some(active) = &up.config.health.active else {
+                self.running.remove(name);
+                continue;
+            };
+            if self.running.contains_key(name) {
+                continue;
+            }
+            let checks = ActiveHealthChecks::spawn((*up.balancer).clone(), active_check_config(active));
+            self.running.insert(name.clone(), (up.clone(), checks));
+        }
+    }
+}
+
+fn active_check_config(c: &crate::config::ActiveHealthConfig) -> ActiveCheckConfig {
+    ActiveCheckConfig {
+        kind: match c.kind {
+            crate::config::ProbeKind::Http => CheckKind::Http,
+            crate::config::ProbeKind::Tcp => CheckKind::Tcp,
+        },
+        path: c.path.clone(),
+        host: None,
+        expected_status: StatusRange {
+            min: c.expected_status,
+            max: c.expected_status,
+        },
+        interval: c.interval,
+        timeout: c.timeout,
+        rise: c.rise,
+        fall: c.fall,
     }
 }
 

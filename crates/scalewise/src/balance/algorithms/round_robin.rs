@@ -1,16 +1,15 @@
 //! Plain round robin: each candidate in turn, ignoring weights.
-use super::{Balancer, Endpoint, PickContext};
+use crate::balance::{Balancer, Candidates, PickContext};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 
-/// Round robin over the eligible candidates.
+/// Round robin over the eligible candidates. Ignores weights (and so slow start).
 #[derive(Debug, Default)]
 pub struct RoundRobin {
     next: AtomicUsize,
 }
 
 impl Balancer for RoundRobin {
-    fn pick(&self, candidates: &[Arc<Endpoint>], _ctx: &PickContext<'_>) -> usize {
+    fn pick(&self, candidates: &Candidates<'_>, _ctx: &PickContext<'_>) -> usize {
         self.next.fetch_add(1, Ordering::Relaxed) % candidates.len()
     }
 

@@ -1,1 +1,0 @@
-//! Health checks and outlier detection. (Being built: see issue 2.)

@@ -1,0 +1,276 @@
+//! Active health checks against real loopback TCP and HTTP servers.
+//!
+//! Rounds are driven with `check_round` so state transitions are exact; one test runs the
+//! spawned task on a short interval and waits for state changes on its round counter.
+use scalewise::balance::{EndpointConfig, HealthStatus, PickContext, Upstream};
+use scalewise::health::{
+    check_round, probe, ActiveCheckConfig, ActiveHealthChecks, CheckError, HealthConfig,
+    StatusRange,
+};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// Status the server answers with; 0 = accept and never answer; 1 = answer garbage.
+struct HttpServer {
+    addr: SocketAddr,
+    status: Arc<AtomicU16>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn http_server(status: u16) -> HttpServer {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let status = Arc::new(AtomicU16::new(status));
+    let st = status.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let st = st.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 512];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                assert!(buf.starts_with(b"GET /healthz HTTP/1.1\r\n"));
+                match st.load(Ordering::SeqCst) {
+                    0 => std::future::pending::<()>().await,
+                    1 => {
+                        let _ = sock.write_all(b"garbage\r\n\r\n").await;
+                    }
+                    s => {
+                        let resp = format!(
+                            "HTTP/1.1 {s} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        );
+                        let _ = sock.write_all(resp.as_bytes()).await;
+                    }
+                }
+            });
+        }
+    });
+    HttpServer { addr, status, task }
+}
+
+fn http_cfg() -> ActiveCheckConfig {
+    ActiveCheckConfig {
+        path: "/healthz".into(),
+        timeout: Duration::from_millis(500),
+        interval: Duration::from_millis(10),
+        rise: 2,
+        fall: 2,
+        ..ActiveCheckConfig::default()
+    }
+}
+
+fn upstream(addrs: &[SocketAddr], cfg: &ActiveCheckConfig) -> Upstream {
+    Upstream::builder("t")
+        .health(HealthConfig {
+            active: Some(cfg.clone()),
+            ..Default::default()
+        })
+        .endpoints(addrs.iter().map(|&a| EndpointConfig::new(a)))
+        .build()
+}
+
+fn selectable(up: &Upstream) -> bool {
+    match up.select(&PickContext::default()) {
+        Ok(s) => {
+            drop(s);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+#[tokio::test]
+async fn tcp_check_follows_listener_going_away_and_back() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let cfg = ActiveCheckConfig {
+        timeout: Duration::from_secs(2),
+        rise: 2,
+        fall: 2,
+        ..ActiveCheckConfig::tcp()
+    };
+    let up = upstream(&[addr], &cfg);
+    let e = up.endpoints()[0].clone();
+
+    // No traffic before the first check passes.
+    assert_eq!(e.health(), HealthStatus::Unknown);
+    assert!(!selectable(&up));
+    check_round(&up, &cfg).await;
+    assert_eq!(e.health(), HealthStatus::Healthy);
+    assert!(selectable(&up));
+
+    drop(listener);
+    check_round(&up, &cfg).await;
+    assert_eq!(
+        e.health(),
+        HealthStatus::Healthy,
+        "one failure is below fall=2"
+    );
+    check_round(&up, &cfg).await;
+    assert_eq!(e.health(), HealthStatus::Unhealthy);
+    assert!(!selectable(&up));
+    let err = e.snapshot().last_check_error.unwrap();
+    assert!(err.contains("connect failed"), "{err}");
+
+    let _listener = TcpListener::bind(addr).await.unwrap();
+    check_round(&up, &cfg).await;
+    assert_eq!(
+        e.health(),
+        HealthStatus::Unhealthy,
+        "one pass is below rise=2"
+    );
+    check_round(&up, &cfg).await;
+    assert_eq!(e.health(), HealthStatus::Healthy);
+    assert!(selectable(&up));
+    assert_eq!(e.snapshot().last_check_error, None);
+}
+
+#[tokio::test]
+async fn http_check_expected_status_fall_and_rise() {
+    let server = http_server(200).await;
+    let cfg = http_cfg();
+    let up = upstream(&[server.addr], &cfg);
+    let e = up.endpoints()[0].clone();
+    check_round(&up, &cfg).await;
+    assert_eq!(e.health(), HealthStatus::Healthy);
+
+    server.status.store(503, Ordering::SeqCst);
+    check_round(&up, &cfg).await;
+    assert_eq!(e.health(), HealthStatus::Healthy);
+    check_round(&up, &cfg).await;
+    assert_eq!(e.health(), HealthStatus::Unhealthy);
+    assert_eq!(
+        e.snapshot().last_check_error.as_deref(),
+        Some("unexpected status 503")
+    );
+
+    server.status.store(204, Ordering::SeqCst);
+    check_round(&up, &cfg).await;
+    assert_eq!(e.health(), HealthStatus::Unhealthy);
+    check_round(&up, &cfg).await;
+    assert_eq!(e.health(), HealthStatus::Healthy);
+
+    // A redirect is fine by default but not for a 2xx-only range.
+    server.status.store(302, Ordering::SeqCst);
+    assert!(probe(server.addr, &cfg).await.is_ok());
+    let strict = ActiveCheckConfig {
+        expected_status: "200-299".parse::<StatusRange>().unwrap(),
+        ..cfg.clone()
+    };
+    assert!(matches!(
+        probe(server.addr, &strict).await,
+        Err(CheckError::Status(302))
+    ));
+}
+
+#[tokio::test]
+async fn http_check_times_out_on_hanging_backend_and_rejects_garbage() {
+    let server = http_server(0).await;
+    let cfg = ActiveCheckConfig {
+        timeout: Duration::from_millis(100),
+        ..http_cfg()
+    };
+    assert!(matches!(
+        probe(server.addr, &cfg).await,
+        Err(CheckError::Timeout)
+    ));
+    let up = upstream(&[server.addr], &cfg);
+    check_round(&up, &cfg).await;
+    assert_eq!(up.endpoints()[0].health(), HealthStatus::Unhealthy);
+
+    server.status.store(1, Ordering::SeqCst);
+    assert!(matches!(
+        probe(server.addr, &cfg).await,
+        Err(CheckError::BadResponse)
+    ));
+}
+
+#[tokio::test]
+async fn healthy_on_start_and_reloaded_backends() {
+    let a = http_server(200).await;
+    let b = http_server(200).await;
+    let cfg = http_cfg();
+    let up = Upstream::builder("t")
+        .health(HealthConfig {
+            active: Some(cfg.clone()),
+            healthy_on_start: true,
+            ..Default::default()
+        })
+        .endpoint(EndpointConfig::new(a.addr))
+        .build();
+    assert!(selectable(&up));
+
+    // Switch the setting off: a backend added by reload now waits for its first check.
+    up.set_health_config(HealthConfig {
+        active: Some(cfg.clone()),
+        ..Default::default()
+    });
+    up.update(vec![
+        EndpointConfig::new(a.addr),
+        EndpointConfig::new(b.addr),
+    ]);
+    let added = up.endpoints()[1].clone();
+    assert_eq!(added.health(), HealthStatus::Unknown);
+    for _ in 0..10 {
+        let s = up.select(&PickContext::default()).unwrap();
+        assert_eq!(s.endpoint().addr(), a.addr);
+    }
+    check_round(&up, &cfg).await;
+    assert_eq!(added.health(), HealthStatus::Healthy);
+}
+
+/// Waits (bounded) until `cond` holds after some check round.
+async fn wait_for(checks: &ActiveHealthChecks, cond: impl Fn() -> bool) {
+    let mut rounds = checks.rounds();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !cond() {
+            rounds.changed().await.expect("checker stopped");
+        }
+    })
+    .await
+    .expect("state change within 10s");
+}
+
+#[tokio::test]
+async fn spawned_checks_mark_down_and_up() {
+    let server = http_server(200).await;
+    let cfg = http_cfg();
+    let up = upstream(&[server.addr], &cfg);
+    let e = up.endpoints()[0].clone();
+    let checks = ActiveHealthChecks::spawn(up.clone(), cfg);
+    wait_for(&checks, || e.health() == HealthStatus::Healthy).await;
+    server.status.store(500, Ordering::SeqCst);
+    wait_for(&checks, || e.health() == HealthStatus::Unhealthy).await;
+    assert!(!selectable(&up));
+    server.status.store(200, Ordering::SeqCst);
+    wait_for(&checks, || e.health() == HealthStatus::Healthy).await;
+    assert!(selectable(&up));
+
+    let mut rounds = checks.rounds();
+    checks.stop();
+    // The task is gone: the round counter's sender is dropped.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while rounds.changed().await.is_ok() {}
+    })
+    .await
+    .expect("checker stopped");
+}
