@@ -543,8 +543,11 @@ struct HealthSupervisor {
 impl HealthSupervisor {
     fn sync(&mut self, shared: &Shared) {
         let state = shared.load();
-        self.running
-            .retain(|name, (up, _)| state.upstream(name).is_some_and(|now| Arc::ptr_eq(&now.balancer, &up.balancer)));
+        self.running.retain(|name, (up, _)| {
+            state
+                .upstream(name)
+                .is_some_and(|now| Arc::ptr_eq(&now.balancer, &up.balancer))
+        });
         for (name, up) in state.upstreams() {
             let Some(active) = &up.config.health.active else {
                 self.running.remove(name);
@@ -553,7 +556,8 @@ impl HealthSupervisor {
             if self.running.contains_key(name) {
                 continue;
             }
-            let checks = ActiveHealthChecks::spawn((*up.balancer).clone(), active_check_config(active));
+            let checks =
+                ActiveHealthChecks::spawn((*up.balancer).clone(), active_check_config(active));
             self.running.insert(name.clone(), (up.clone(), checks));
         }
     }
