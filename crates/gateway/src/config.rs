@@ -217,7 +217,7 @@ pub enum AlgorithmName {
     #[serde(alias = "weighted_random")]
     Random,
     /// Consistent hashing on a ketama ring with virtual nodes.
-    #[serde(alias = "ketama", alias = "consistent_hash")]
+    #[serde(rename = "ketama", alias = "ring_hash", alias = "consistent_hash")]
     RingHash,
     /// Consistent hashing with a Maglev lookup table.
     Maglev,
@@ -245,8 +245,23 @@ impl AlgorithmName {
             Self::PeakEwma => "peak_ewma",
             Self::P2c => "p2c",
             Self::Random => "random",
-            Self::RingHash => "ring_hash",
+            Self::RingHash => "ketama",
             Self::Maglev => "maglev",
+        }
+    }
+
+    /// The library's algorithm of this name.
+    pub fn algorithm(self) -> scalewise::balance::Algorithm {
+        use scalewise::balance::Algorithm;
+        match self {
+            Self::RoundRobin => Algorithm::RoundRobin,
+            Self::WeightedRoundRobin => Algorithm::WeightedRoundRobin,
+            Self::LeastConn => Algorithm::LeastConn,
+            Self::PeakEwma => Algorithm::PeakEwma,
+            Self::P2c => Algorithm::PowerOfTwo,
+            Self::Random => Algorithm::Random,
+            Self::RingHash => Algorithm::Ketama,
+            Self::Maglev => Algorithm::Maglev,
         }
     }
 
@@ -435,92 +450,9 @@ impl BackendConfig {
     }
 }
 
-/// Health checking of an upstream's backends.
-///
-/// Without an `active` section backends are taken as healthy from the start and only passive
-/// outlier detection (if configured) takes them out.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HealthConfig {
-    /// Periodic probes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub active: Option<ActiveHealthConfig>,
-    /// Ejection of backends that fail real requests.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub passive: Option<PassiveHealthConfig>,
-    /// After becoming healthy a backend's weight ramps up over this window.
-    #[serde(
-        default,
-        with = "humantime_serde",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub slow_start: Option<Duration>,
-    /// Below this percentage of healthy backends, all backends get traffic (panic mode).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub panic_threshold_percent: Option<u8>,
-}
-
-/// Kind of active probe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ProbeKind {
-    /// `GET path`, healthy if the status is the expected one.
-    #[default]
-    Http,
-    /// Healthy if a TCP connection can be established.
-    Tcp,
-}
-
-/// Active health probes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ActiveHealthConfig {
-    /// HTTP or TCP.
-    #[serde(default)]
-    pub kind: ProbeKind,
-    /// Path probed by HTTP checks.
-    #[serde(default = "defaults::health_path")]
-    pub path: String,
-    /// Status an HTTP check expects.
-    #[serde(default = "defaults::health_status")]
-    pub expected_status: u16,
-    /// Time between probes.
-    #[serde(default = "defaults::health_interval", with = "humantime_serde")]
-    pub interval: Duration,
-    /// Time a probe may take.
-    #[serde(default = "defaults::health_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
-    /// Consecutive passes that make an unhealthy backend healthy.
-    #[serde(default = "defaults::rise")]
-    pub rise: u32,
-    /// Consecutive failures that make a healthy backend unhealthy.
-    #[serde(default = "defaults::fall")]
-    pub fall: u32,
-    /// Send traffic to a new backend before its first probe passed.
-    #[serde(default)]
-    pub assume_healthy: bool,
-}
-
-/// Passive outlier detection.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PassiveHealthConfig {
-    /// Consecutive 5xx answers that eject a backend.
-    #[serde(default = "defaults::consecutive_5xx")]
-    pub consecutive_5xx: u32,
-    /// Consecutive connect failures that eject a backend.
-    #[serde(default = "defaults::consecutive_connect_failures")]
-    pub consecutive_connect_failures: u32,
-    /// Ejection time = this × times ejected, up to `max_ejection_time`.
-    #[serde(default = "defaults::base_ejection_time", with = "humantime_serde")]
-    pub base_ejection_time: Duration,
-    /// Cap on the ejection time.
-    #[serde(default = "defaults::max_ejection_time", with = "humantime_serde")]
-    pub max_ejection_time: Duration,
-    /// Never eject more than this percentage of the backends.
-    #[serde(default = "defaults::max_ejected_percent")]
-    pub max_ejected_percent: u8,
-}
+/// Health checking of an upstream (`[upstreams.NAME.health]`): the library's settings,
+/// see [`scalewise::health::HealthConfig`] and docs/health.md.
+pub use scalewise::health::HealthConfig;
 
 /// The admin API (`[admin]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -837,7 +769,8 @@ impl Config {
                     "a duration above zero when queue_size > 0",
                 );
             }
-            if let Some(a) = &u.health.active {
+            let h = &u.health;
+            if let Some(a) = &h.active {
                 let k = |f: &str| format!("upstreams.{name}.health.active.{f}");
                 if a.interval.is_zero() {
                     e(k("interval"), &"0s", "a duration above zero");
@@ -854,36 +787,38 @@ impl Config {
                 if !a.path.starts_with('/') {
                     e(k("path"), &quoted(&a.path), "a path starting with `/`");
                 }
-                if !(100..=599).contains(&a.expected_status) {
-                    e(
-                        k("expected_status"),
-                        &a.expected_status,
-                        "an HTTP status 100 to 599",
-                    );
-                }
             }
-            if let Some(p) = &u.health.passive {
-                let k = |f: &str| format!("upstreams.{name}.health.passive.{f}");
-                if p.base_ejection_time.is_zero() {
+            if let Some(o) = &h.outlier {
+                let k = |f: &str| format!("upstreams.{name}.health.outlier.{f}");
+                if o.base_ejection_time.is_zero() {
                     e(k("base_ejection_time"), &"0s", "a duration above zero");
                 }
-                if p.max_ejection_time < p.base_ejection_time {
+                if o.max_ejection_time < o.base_ejection_time {
                     e(
                         k("max_ejection_time"),
-                        &humantime::format_duration(p.max_ejection_time),
+                        &humantime::format_duration(o.max_ejection_time),
                         "at least base_ejection_time",
                     );
                 }
-                if p.max_ejected_percent > 100 {
-                    e(k("max_ejected_percent"), &p.max_ejected_percent, "0 to 100");
+                if o.max_ejection_percent > 100 {
+                    e(
+                        k("max_ejection_percent"),
+                        &o.max_ejection_percent,
+                        "0 to 100",
+                    );
                 }
             }
-            if u.health.panic_threshold_percent.is_some_and(|p| p > 100) {
-                e(
-                    k("health.panic_threshold_percent"),
-                    &u.health.panic_threshold_percent.unwrap_or_default(),
-                    "0 to 100",
-                );
+            if let Some(w) = &h.slow_start {
+                if w.min_weight_percent > 100 {
+                    e(
+                        format!("upstreams.{name}.health.slow_start.min_weight_percent"),
+                        &w.min_weight_percent,
+                        "0 to 100",
+                    );
+                }
+            }
+            if h.panic_threshold > 100 {
+                e(k("health.panic_threshold"), &h.panic_threshold, "0 to 100");
             }
         }
 
@@ -967,39 +902,6 @@ mod defaults {
     }
     pub fn weight() -> u32 {
         1
-    }
-    pub fn health_path() -> String {
-        "/health".into()
-    }
-    pub fn health_status() -> u16 {
-        200
-    }
-    pub fn health_interval() -> Duration {
-        Duration::from_secs(5)
-    }
-    pub fn health_timeout() -> Duration {
-        Duration::from_secs(1)
-    }
-    pub fn rise() -> u32 {
-        2
-    }
-    pub fn fall() -> u32 {
-        3
-    }
-    pub fn consecutive_5xx() -> u32 {
-        5
-    }
-    pub fn consecutive_connect_failures() -> u32 {
-        3
-    }
-    pub fn base_ejection_time() -> Duration {
-        Duration::from_secs(30)
-    }
-    pub fn max_ejection_time() -> Duration {
-        Duration::from_secs(300)
-    }
-    pub fn max_ejected_percent() -> u8 {
-        50
     }
     pub fn admin_addr() -> SocketAddr {
         SocketAddr::from((Ipv4Addr::LOCALHOST, 9090))

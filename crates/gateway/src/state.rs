@@ -27,7 +27,8 @@ use crate::route::{Route, Router};
 use crate::tls::{self, TlsError};
 use arc_swap::ArcSwap;
 use prometheus_client::metrics::counter::Counter;
-use scalewise::balance::{Algorithm, EndpointConfig, Upstream};
+use scalewise::balance::{EndpointConfig, Upstream};
+use scalewise::health::ActiveHealthChecks;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -80,8 +81,10 @@ pub struct UpstreamRuntime {
     pub name: String,
     /// Its configuration.
     pub config: UpstreamConfig,
-    /// The balancer (endpoints, health, statistics) from the library.
-    pub balancer: Arc<Upstream>,
+    /// The balancer (endpoints, health, statistics) from the library. Kept across reloads
+    /// while the upstream's name stays.
+    pub balancer: Upstream,
+    checks: Option<Arc<ActiveHealthChecks>>,
     /// Backend clients by endpoint id.
     backends: Vec<Option<Arc<BackendClient>>>,
     pub(crate) retries: Counter,
@@ -116,35 +119,57 @@ pub struct GatewayState {
     upstreams: BTreeMap<String, Arc<UpstreamRuntime>>,
 }
 
-/// Maps a config algorithm name to the library's algorithm.
-fn algorithm(name: crate::config::AlgorithmName) -> Algorithm {
-    // The library's balancer set grows on its own branch; until an algorithm exists there,
-    // round robin stands in (documented in docs/proxy.md).
-    let _ = name;
-    Algorithm::RoundRobin
+fn endpoint_configs(cfg: &UpstreamConfig) -> Vec<EndpointConfig> {
+    cfg.backends
+        .iter()
+        .map(|b| {
+            let e = EndpointConfig::new(b.addr).weight(b.weight);
+            match cfg.max_connections_per_backend {
+                Some(n) => e.max_connections(n),
+                None => e,
+            }
+        })
+        .collect()
 }
 
 fn build_upstream(name: &str, cfg: &UpstreamConfig) -> Upstream {
-    let mut b = Upstream::builder(name).algorithm(algorithm(cfg.algorithm));
-    for be in &cfg.backends {
-        b = b.endpoint(EndpointConfig::new(be.addr).weight(be.weight));
-    }
-    b.build()
+    Upstream::builder(name)
+        .algorithm(cfg.algorithm.algorithm())
+        .health(cfg.health.clone())
+        .endpoints(endpoint_configs(cfg))
+        .build()
 }
 
-/// Whether a balancer built for `old` can serve `new` unchanged (same members, same policy).
-fn same_balancer(old: &UpstreamConfig, new: &UpstreamConfig) -> bool {
-    old.algorithm == new.algorithm
-        && old.hash_key == new.hash_key
-        && old.sticky_cookie == new.sticky_cookie
-        && old.backends == new.backends
-        && old.health == new.health
+/// Brings the live balancer of a kept upstream to `new`: endpoints with unchanged addresses
+/// keep their counters, latency estimate, health and ejections (the library's
+/// `Upstream::update`).
+fn update_upstream(up: &Upstream, old: &UpstreamConfig, new: &UpstreamConfig) {
+    if old.health != new.health {
+        up.set_health_config(new.health.clone());
+    }
+    if old.algorithm != new.algorithm {
+        up.set_algorithm(new.algorithm.algorithm());
+    }
+    if old.backends != new.backends
+        || old.max_connections_per_backend != new.max_connections_per_backend
+    {
+        up.update(endpoint_configs(new));
+    }
+}
+
+fn spawn_checks(up: &Upstream, cfg: &UpstreamConfig) -> Option<Arc<ActiveHealthChecks>> {
+    let active = cfg.health.active.clone()?;
+    // Without a runtime (a state built in a plain unit test) there is nothing to run on;
+    // every real caller is async.
+    tokio::runtime::Handle::try_current().ok()?;
+    Some(Arc::new(ActiveHealthChecks::spawn(up.clone(), active)))
 }
 
 impl GatewayState {
-    /// Builds the runtime for `config`. With `prev`, balancers of unchanged upstreams (and
-    /// so their counters, latency averages and health) and clients of unchanged backends
-    /// (and so their warm connections) are carried over.
+    /// Builds the runtime for `config`. With `prev`, upstreams that keep their name keep
+    /// their balancer, updated in place: backends with unchanged addresses keep counters,
+    /// latency averages, health, ejections and sticky pins; clients of backends with unchanged
+    /// connection settings keep their warm connections; unchanged active checks keep running.
     ///
     /// # Errors
     /// [`StateError::Invalid`] if the config does not validate, [`StateError::Tls`] if a
@@ -156,12 +181,36 @@ impl GatewayState {
     ) -> Result<Self, StateError> {
         config.validate().map_err(StateError::Invalid)?;
 
+        // Everything fallible first: a failed build must leave the live balancers untouched.
+        let mut tls_acceptors = HashMap::new();
+        for l in &config.listeners {
+            if let Some(t) = &l.tls {
+                let acc = tls::acceptor(t, l.http2).map_err(|source| StateError::Tls {
+                    listener: l.name.clone(),
+                    source,
+                })?;
+                tls_acceptors.insert(l.name.clone(), acc);
+            }
+        }
+
         let mut upstreams = BTreeMap::new();
         for (name, ucfg) in &config.upstreams {
             let old = prev.and_then(|p| p.upstreams.get(name));
-            let balancer = match old {
-                Some(o) if same_balancer(&o.config, ucfg) => o.balancer.clone(),
-                _ => Arc::new(build_upstream(name, ucfg)),
+            let (balancer, checks) = match old {
+                Some(o) => {
+                    update_upstream(&o.balancer, &o.config, ucfg);
+                    let checks = if o.config.health.active == ucfg.health.active {
+                        o.checks.clone()
+                    } else {
+                        spawn_checks(&o.balancer, ucfg)
+                    };
+                    (o.balancer.clone(), checks)
+                }
+                None => {
+                    let up = build_upstream(name, ucfg);
+                    let checks = spawn_checks(&up, ucfg);
+                    (up, checks)
+                }
             };
             let mut backends: Vec<Option<Arc<BackendClient>>> = Vec::new();
             for ep in balancer.endpoints() {
@@ -186,6 +235,7 @@ impl GatewayState {
                     name: name.clone(),
                     config: ucfg.clone(),
                     balancer,
+                    checks,
                     backends,
                     retries: metrics.retries(name),
                 }),
@@ -207,13 +257,7 @@ impl GatewayState {
 
         let mut listeners = HashMap::new();
         for l in &config.listeners {
-            let tls = match &l.tls {
-                Some(t) => Some(tls::acceptor(t, l.http2).map_err(|source| StateError::Tls {
-                    listener: l.name.clone(),
-                    source,
-                })?),
-                None => None,
-            };
+            let tls = tls_acceptors.remove(&l.name);
             let router = Router::new(
                 routes
                     .iter()

@@ -149,7 +149,17 @@ pub(crate) async fn handle(mut req: Request<Incoming>, ci: &ConnInfo) -> Respons
             hash_key: hash_key(&upstream.config.hash_key, &parts),
             exclude,
         };
-        let selection = match upstream.balancer.select(&ctx) {
+        let picked = match &upstream.config.sticky_cookie {
+            Some(name) => {
+                let pin = cookie(&parts.headers, name).and_then(|v| std::str::from_utf8(v).ok());
+                upstream
+                    .balancer
+                    .select_pinned(pin, &ctx)
+                    .map(|p| (p.selection, p.set_cookie))
+            }
+            None => upstream.balancer.select(&ctx).map(|s| (s, None)),
+        };
+        let (selection, set_cookie) = match picked {
             Ok(s) => s,
             Err(_) if tried.is_some() => {
                 shared.metrics.local_reply(&ci.listener, "bad_gateway");
@@ -208,7 +218,10 @@ pub(crate) async fn handle(mut req: Request<Incoming>, ci: &ConnInfo) -> Respons
                 return local(StatusCode::GATEWAY_TIMEOUT, Some(active));
             }
             Ok(Err(e)) => {
-                selection.finish(Outcome::failure(latency));
+                selection.finish(match e {
+                    SendError::Connect(_) => Outcome::connect_failure(latency),
+                    SendError::Request(_) => Outcome::failure(latency),
+                });
                 backend.metrics.in_flight.dec();
                 if let SendError::Request(inner) = &e {
                     if is_body_too_large(inner.as_ref()) {
@@ -232,17 +245,18 @@ pub(crate) async fn handle(mut req: Request<Incoming>, ci: &ConnInfo) -> Respons
         let status = resp.status();
         route.metrics.count(status.as_u16());
         route.metrics.latency.observe(latency.as_secs_f64());
-        let outcome = if status.is_server_error() {
-            Outcome::failure(latency)
-        } else {
-            Outcome::success(latency)
-        };
+        let outcome = Outcome::from_status(status.as_u16(), latency);
 
         let switching = status == StatusCode::SWITCHING_PROTOCOLS;
         headers::strip_hop_by_hop(resp.headers_mut(), switching && upgrade);
         if !resp.headers().contains_key(&headers::X_REQUEST_ID) {
             resp.headers_mut()
                 .insert(headers::X_REQUEST_ID.clone(), request_id);
+        }
+        if let (Some(pin), Some(name)) = (set_cookie, &upstream.config.sticky_cookie) {
+            if let Ok(v) = HeaderValue::from_str(&format!("{name}={pin}; Path=/; HttpOnly")) {
+                resp.headers_mut().append(header::SET_COOKIE, v);
+            }
         }
 
         if switching {
