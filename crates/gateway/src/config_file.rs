@@ -1,7 +1,7 @@
 //! Reading a configuration from a file, a request body or the environment, with errors that
 //! name the file, the line and column, the key path, the bad value and what was expected.
 //!
-//! Pipeline: text → a [`toml::Value`] tree (JSON is converted into the same tree) → environment
+//! Pipeline: text → a `serde_json::Value` tree (TOML is converted into the same tree) → environment
 //! overrides `SCALEWISE_<SECTION>__<KEY>` applied to the tree → deserialised into `T` with
 //! [`serde_path_to_error`], which records the key path of the first error. The line and column
 //! are then looked up in the original text by that key path, so an error in the tree (and the
@@ -136,32 +136,33 @@ pub fn parse_str<T: DeserializeOwned>(
     deserialize(tree, &applied, origin, Some((text, format)))
 }
 
-fn parse_tree(text: &str, format: Format, origin: &str) -> Result<toml::Value, LoadError> {
+fn parse_tree(text: &str, format: Format, origin: &str) -> Result<Tree, LoadError> {
     match format {
         Format::Toml => text
             .parse::<toml::Table>()
-            .map(toml::Value::Table)
             .map_err(|e| LoadError {
                 origin: origin.to_owned(),
                 location: e.span().map(|s| line_col(text, s.start)),
                 key: None,
                 env_var: None,
                 message: e.message().trim().to_owned(),
-            }),
-        Format::Json => {
-            let json: serde_json::Value = serde_json::from_str(text).map_err(|e| LoadError {
-                origin: origin.to_owned(),
-                location: Some((e.line(), e.column())),
-                key: None,
-                env_var: None,
-                message: strip_json_position(&e.to_string()),
-            })?;
-            toml::Value::try_from(&json).map_err(|e| {
-                LoadError::new(origin, format!("{e} (JSON null is not a valid setting)"))
             })
-        }
+            .and_then(|t| {
+                serde_json::to_value(t).map_err(|e| LoadError::new(origin, e.to_string()))
+            }),
+        Format::Json => serde_json::from_str(text).map_err(|e| LoadError {
+            origin: origin.to_owned(),
+            location: Some((e.line(), e.column())),
+            key: None,
+            env_var: None,
+            message: strip_json_position(&e.to_string()),
+        }),
     }
 }
+
+/// The document as a tree. JSON's value type rather than TOML's because it can say `null`
+/// (an absent `Option`), which a config read back from `GET /api/config` contains.
+type Tree = serde_json::Value;
 
 /// Key path segments of an override and the variable it came from.
 #[derive(Debug)]
@@ -171,7 +172,7 @@ struct Applied {
 }
 
 fn apply_env(
-    tree: &mut toml::Value,
+    tree: &mut Tree,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Vec<Applied>, LoadError> {
     let mut env: Vec<_> = env.into_iter().filter(|(k, _)| is_override(k)).collect();
@@ -201,13 +202,13 @@ fn apply_env(
 
 /// Sets the value at the path spelled by env segments, creating tables as needed, and returns
 /// the real key path used.
-fn set_path(tree: &mut toml::Value, segments: &[&str], raw: &str) -> Result<Vec<String>, String> {
+fn set_path(tree: &mut Tree, segments: &[&str], raw: &str) -> Result<Vec<String>, String> {
     let mut node = tree;
     let mut path = Vec::with_capacity(segments.len());
     for (i, seg) in segments.iter().enumerate() {
         let last = i + 1 == segments.len();
         match node {
-            toml::Value::Table(table) => {
+            Tree::Object(table) => {
                 // Env names are upper case; config keys are lower case. Match an existing key
                 // case-insensitively (with `-` spelled `_`) so `APP` finds an upstream `App`.
                 let key = table
@@ -223,9 +224,9 @@ fn set_path(tree: &mut toml::Value, segments: &[&str], raw: &str) -> Result<Vec<
                 }
                 node = table
                     .entry(key)
-                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                    .or_insert_with(|| Tree::Object(serde_json::Map::new()));
             }
-            toml::Value::Array(items) => {
+            Tree::Array(items) => {
                 // An array element by index, or a table element by its `name`.
                 let idx = match seg.parse::<usize>() {
                     Ok(n) if n < items.len() => n,
@@ -236,7 +237,7 @@ fn set_path(tree: &mut toml::Value, segments: &[&str], raw: &str) -> Result<Vec<
                         .iter()
                         .position(|item| {
                             item.get("name")
-                                .and_then(toml::Value::as_str)
+                                .and_then(Tree::as_str)
                                 .is_some_and(|n| n.replace('-', "_").eq_ignore_ascii_case(seg))
                         })
                         .ok_or_else(|| {
@@ -263,19 +264,20 @@ fn set_path(tree: &mut toml::Value, segments: &[&str], raw: &str) -> Result<Vec<
 
 /// Interprets an env value: a string where a string already is; otherwise a TOML value if it
 /// parses as one (`30`, `true`, `["a", "b"]`), else a string (`127.0.0.1:9090`, `5s`).
-fn env_value(raw: &str, existing: Option<&toml::Value>) -> toml::Value {
-    if matches!(existing, Some(toml::Value::String(_))) {
-        return toml::Value::String(raw.to_owned());
+fn env_value(raw: &str, existing: Option<&Tree>) -> Tree {
+    if matches!(existing, Some(Tree::String(_))) {
+        return Tree::String(raw.to_owned());
     }
     format!("v = {raw}")
         .parse::<toml::Table>()
         .ok()
         .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+        .and_then(|v| serde_json::to_value(v).ok())
+        .unwrap_or_else(|| Tree::String(raw.to_owned()))
 }
 
 fn deserialize<T: DeserializeOwned>(
-    tree: toml::Value,
+    tree: Tree,
     applied: &[Applied],
     origin: &str,
     source: Option<(&str, Format)>,
@@ -284,7 +286,7 @@ fn deserialize<T: DeserializeOwned>(
         Ok(v) => return Ok(v),
         Err(e) => e,
     };
-    let message = err.inner().message().trim().to_owned();
+    let message = err.inner().to_string().trim().to_owned();
     let mut path: Vec<String> = err
         .path()
         .iter()
@@ -473,7 +475,7 @@ pub fn parse_config(
 /// # Errors
 /// A bad override, or a validation error.
 pub fn finish_built(config: &Config, origin: &str) -> Result<Config, LoadErrors> {
-    let mut tree = toml::Value::try_from(config)
+    let mut tree = serde_json::to_value(config)
         .map_err(|e| LoadError::new(origin, format!("cannot represent config: {e}")))?;
     let applied = apply_env(&mut tree, env_overrides())?;
     let config: Config = deserialize(tree, &applied, origin, None)?;

@@ -9,16 +9,15 @@
 use crate::config::{Config, LogFormat};
 use crate::config_file::{self, Format, LoadError, LoadErrors};
 use crate::metrics::GatewayMetrics;
-use crate::state::{Shared, UpstreamRuntime};
+use crate::state::Shared;
 use crate::{admin, listener, AdminAddr, Args};
 use arc_swap::ArcSwap;
 use prometheus_client::registry::Registry;
-use scalewise::health::{ActiveCheckConfig, ActiveHealthChecks, CheckKind, StatusRange};
 use scalewise::metrics::{Samples, SnapshotCollector};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -90,7 +89,6 @@ pub struct Controller {
     started: Instant,
     listeners: std::sync::OnceLock<Vec<(String, SocketAddr)>>,
     admin_addr: std::sync::OnceLock<SocketAddr>,
-    health: Mutex<HealthSupervisor>,
     reloads: AtomicU64,
     failed_reloads: AtomicU64,
 }
@@ -305,10 +303,6 @@ impl Controller {
             .apply(config.clone())
             .map_err(|e| ReloadError::Build(e.to_string()))?;
         self.config.store(Arc::new(config));
-        self.health
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .sync(&self.shared);
         Ok(())
     }
 }
@@ -402,8 +396,6 @@ impl Gateway {
         let shared = Shared::new(config.clone(), GatewayMetrics::with_registry(registry))
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let _ = slot.set(Arc::downgrade(&shared));
-        let mut health = HealthSupervisor::default();
-        health.sync(&shared);
         let shutdown = CancellationToken::new();
 
         let mut listening = Vec::new();
@@ -423,7 +415,6 @@ impl Gateway {
             started: Instant::now(),
             listeners: std::sync::OnceLock::new(),
             admin_addr: std::sync::OnceLock::new(),
-            health: Mutex::new(health),
             reloads: AtomicU64::new(0),
             failed_reloads: AtomicU64::new(0),
         });
@@ -530,55 +521,6 @@ fn upstream_samples(shared: &Shared, out: &mut Samples) {
                 }
             }
         }
-    }
-}
-
-/// Runs the library's active health checks for every upstream that configures them, and
-/// restarts them when a reload replaces an upstream's balancer.
-#[derive(Debug, Default)]
-struct HealthSupervisor {
-    running: std::collections::HashMap<String, (Arc<UpstreamRuntime>, ActiveHealthChecks)>,
-}
-
-impl HealthSupervisor {
-    fn sync(&mut self, shared: &Shared) {
-        let state = shared.load();
-        self.running.retain(|name, (up, _)| {
-            state
-                .upstream(name)
-                .is_some_and(|now| Arc::ptr_eq(&now.balancer, &up.balancer))
-        });
-        for (name, up) in state.upstreams() {
-            let Some(active) = &up.config.health.active else {
-                self.running.remove(name);
-                continue;
-            };
-            if self.running.contains_key(name) {
-                continue;
-            }
-            let checks =
-                ActiveHealthChecks::spawn((*up.balancer).clone(), active_check_config(active));
-            self.running.insert(name.clone(), (up.clone(), checks));
-        }
-    }
-}
-
-fn active_check_config(c: &crate::config::ActiveHealthConfig) -> ActiveCheckConfig {
-    ActiveCheckConfig {
-        kind: match c.kind {
-            crate::config::ProbeKind::Http => CheckKind::Http,
-            crate::config::ProbeKind::Tcp => CheckKind::Tcp,
-        },
-        path: c.path.clone(),
-        host: None,
-        expected_status: StatusRange {
-            min: c.expected_status,
-            max: c.expected_status,
-        },
-        interval: c.interval,
-        timeout: c.timeout,
-        rise: c.rise,
-        fall: c.fall,
     }
 }
 
