@@ -145,7 +145,7 @@ fn parse_tree(text: &str, format: Format, origin: &str) -> Result<Tree, LoadErro
                 location: e.span().map(|s| line_col(text, s.start)),
                 key: None,
                 env_var: None,
-                message: e.message().trim().to_owned(),
+                message: e.message().trim().replace('\n', "; "),
             })
             .and_then(|t| {
                 serde_json::to_value(t).map_err(|e| LoadError::new(origin, e.to_string()))
@@ -282,11 +282,13 @@ fn deserialize<T: DeserializeOwned>(
     origin: &str,
     source: Option<(&str, Format)>,
 ) -> Result<T, LoadError> {
+    // Kept to quote the bad value when serde's message does not (e.g. an address parse error).
+    let original = tree.clone();
     let err = match serde_path_to_error::deserialize::<_, T>(tree) {
         Ok(v) => return Ok(v),
         Err(e) => e,
     };
-    let message = err.inner().to_string().trim().to_owned();
+    let mut message = err.inner().to_string().trim().to_owned();
     let mut path: Vec<String> = err
         .path()
         .iter()
@@ -303,6 +305,13 @@ fn deserialize<T: DeserializeOwned>(
             path.push(name.to_owned());
         }
     }
+    if let Some(value) = lookup(&original, &path).filter(|v| !v.is_object() && !v.is_array()) {
+        let shown = value.to_string();
+        let bare = value.as_str().map_or(shown.as_str(), |s| s);
+        if !message.contains(bare) {
+            message = format!("{message}: got {shown}");
+        }
+    }
     let env_var = env_for(applied, &path);
     let location = match (source, &env_var) {
         (Some((text, Format::Toml)), None) => toml_location(text, &path),
@@ -315,6 +324,14 @@ fn deserialize<T: DeserializeOwned>(
         key: (!path.is_empty()).then(|| display_path(&path)),
         env_var,
         message,
+    })
+}
+
+fn lookup<'a>(tree: &'a Tree, path: &[String]) -> Option<&'a Tree> {
+    path.iter().try_fold(tree, |node, seg| match node {
+        Tree::Object(map) => map.get(seg),
+        Tree::Array(items) => seg.parse::<usize>().ok().and_then(|i| items.get(i)),
+        _ => None,
     })
 }
 
