@@ -332,6 +332,16 @@ async fn one_line_start_balances_over_the_backends() {
             .any(|l| l.starts_with('{') && l.contains("admin API listening")),
         "{logs}"
     );
+    // Access log lines: one per request, with method, status, client and request id.
+    let access: Vec<_> = logs
+        .lines()
+        .filter(|l| l.contains("\"target\":\"access\""))
+        .collect();
+    assert_eq!(access.len(), 4, "{logs}");
+    assert!(access[0].contains("\"status\":200"), "{logs}");
+    assert!(access[0].contains("\"method\":\"GET\""), "{logs}");
+    assert!(access[0].contains("\"request_id\":\""), "{logs}");
+    assert!(access[0].contains("\"client\":\"127.0.0.1:"), "{logs}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

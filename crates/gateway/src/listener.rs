@@ -241,7 +241,11 @@ async fn serve_io<I>(
     });
     let svc = service_fn(move |req| {
         let info = info.clone();
-        async move { Ok::<_, Infallible>(proxy::handle(req, &info).await) }
+        async move {
+            let log = crate::logging::AccessEntry::start(&req, info.peer, access_log(&info));
+            let resp = proxy::handle(req, &info).await;
+            Ok::<_, Infallible>(crate::logging::AccessEntry::finish(log, resp))
+        }
     });
     let io = Watched::new(io, activity, timeouts);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
@@ -257,6 +261,10 @@ async fn serve_io<I>(
     }
     conn.as_mut().graceful_shutdown();
     let _ = conn.await;
+}
+
+fn access_log(info: &ConnInfo) -> bool {
+    info.shared.state.load().config().log.access_log
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -73,3 +73,67 @@ pub fn access(r: &AccessRecord<'_>) {
         r.status,
     );
 }
+
+/// Put into a response's extensions by the proxy to name the backend that answered
+/// (`upstream/addr`); the access log prints it when present.
+#[derive(Debug, Clone)]
+pub struct AnsweredBy(pub String);
+
+/// An access-log entry in progress: what is known when the request head arrives.
+/// `None` when the access log is off, so a disabled log costs one branch per request.
+#[derive(Debug)]
+pub struct AccessEntry {
+    started: std::time::Instant,
+    client: SocketAddr,
+    method: http::Method,
+    path: String,
+    request_id: Option<String>,
+}
+
+impl AccessEntry {
+    /// Records the request head if `enabled` and the `access` target is not filtered out.
+    pub fn start<B>(req: &http::Request<B>, client: SocketAddr, enabled: bool) -> Option<Self> {
+        if !enabled || !tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO) {
+            return None;
+        }
+        Some(Self {
+            started: std::time::Instant::now(),
+            client,
+            method: req.method().clone(),
+            path: req
+                .uri()
+                .path_and_query()
+                .map_or_else(|| "/".to_owned(), ToString::to_string),
+            request_id: header_str(req.headers(), "x-request-id"),
+        })
+    }
+
+    /// Logs the entry once the response head is ready, and passes the response through.
+    /// The byte count is the response's `Content-Length`, when it has one (bodies are
+    /// streamed, so the line is written before the body is).
+    pub fn finish<B>(entry: Option<Self>, resp: http::Response<B>) -> http::Response<B> {
+        if let Some(e) = entry {
+            let request_id = e
+                .request_id
+                .or_else(|| header_str(resp.headers(), "x-request-id"))
+                .unwrap_or_default();
+            let bytes = header_str(resp.headers(), "content-length").and_then(|v| v.parse().ok());
+            let backend = resp.extensions().get::<AnsweredBy>().map(|b| b.0.as_str());
+            access(&AccessRecord {
+                request_id: &request_id,
+                client: Some(e.client),
+                method: e.method.as_str(),
+                path: &e.path,
+                status: resp.status().as_u16(),
+                duration: e.started.elapsed(),
+                backend,
+                bytes,
+            });
+        }
+        resp
+    }
+}
+
+fn header_str(h: &http::HeaderMap, name: &str) -> Option<String> {
+    h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
