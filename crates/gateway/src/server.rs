@@ -324,9 +324,18 @@ fn fixed_keys_unchanged(old: &Config, new: &Config) -> Result<(), String> {
                 a.addr, b.addr
             ));
         }
-        if a != b {
+        // TLS certificates, the request timeout and the body limit are read per request from
+        // the state; everything else was applied to the socket or the connection builder.
+        let socket_part = |l: &crate::config::ListenerConfig| crate::config::ListenerConfig {
+            tls: None,
+            request_timeout: Duration::ZERO,
+            max_body_bytes: None,
+            ..l.clone()
+        };
+        if socket_part(a) != socket_part(b) {
             return Err(format!(
-                "listeners[{i}] ({}): its settings {restart}",
+                "listeners[{i}] ({}): only tls, request_timeout and max_body_bytes can change \
+                 on reload; the other listener settings are bound to its socket and {restart}",
                 a.name
             ));
         }
@@ -560,10 +569,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let gateway = Gateway::start(config, options).await?;
     wait_for_signals(gateway.controller()).await?;
     tracing::info!(deadline = ?args.shutdown_timeout, "shutting down: draining in-flight requests");
-    if gateway.shutdown(args.shutdown_timeout).await {
-        tracing::info!("drained; bye");
-    } else {
-        tracing::warn!("shutdown deadline passed; closed the remaining connections");
+    tokio::select! {
+        drained = gateway.shutdown(args.shutdown_timeout) => {
+            if drained {
+                tracing::info!("drained; bye");
+            } else {
+                tracing::warn!("shutdown deadline passed; closed the remaining connections");
+            }
+        }
+        // An operator who signals again does not want to wait for the drain.
+        () = second_signal() => {
+            tracing::warn!("second signal: exiting without waiting for the drain");
+        }
     }
     Ok(())
 }
@@ -585,6 +602,28 @@ async fn wait_for_signals(controller: &Arc<Controller>) -> anyhow::Result<()> {
             _ = int.recv() => return Ok(()),
         }
     }
+}
+
+#[cfg(unix)]
+async fn second_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
+}
+
+#[cfg(not(unix))]
+async fn second_signal() {
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 #[cfg(not(unix))]
