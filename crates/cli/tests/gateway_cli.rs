@@ -78,3 +78,21 @@ fn public_admin_without_token_is_refused() {
     assert_eq!(code, Some(2));
     assert!(err.contains("admin.token"), "{err}");
 }
+
+#[test]
+fn env_overrides_apply_to_the_one_line_start() {
+    let out = Command::new(env!("CARGO_BIN_EXE_scalewise"))
+        .arg("gateway")
+        .args(ONE_LINE)
+        .env("SCALEWISE_UPSTREAMS__DEFAULT__ALGORITHM", "fastest")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        err.contains("environment variable SCALEWISE_UPSTREAMS__DEFAULT__ALGORITHM")
+            && err.contains("fastest")
+            && err.contains("round_robin"),
+        "{err}"
+    );
+}

@@ -18,13 +18,17 @@ use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// Largest `PUT /api/config` body accepted.
 const MAX_BODY: usize = 1 << 20;
+/// Concurrent admin connections; more wait in the backlog.
+const MAX_CONNECTIONS: usize = 64;
+/// Time an admin client has to send a request head.
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 type Body = Full<Bytes>;
 
@@ -32,7 +36,23 @@ type Body = Full<Bytes>;
 /// then finish.
 pub async fn serve(listener: TcpListener, ctl: Arc<Controller>, shutdown: CancellationToken) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // The admin API is for a few operators and scrapers: cap its connections and give each a
+    // head deadline so a stuck or hostile local client cannot hold file descriptors.
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let builder = builder.http1_only();
     loop {
+        let permit = tokio::select! {
+            () = shutdown.cancelled() => break,
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
         let stream = tokio::select! {
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -50,13 +70,13 @@ pub async fn serve(listener: TcpListener, ctl: Arc<Controller>, shutdown: Cancel
             let ctl = ctl.clone();
             async move { Ok::<_, std::convert::Infallible>(handle(&ctl, req).await) }
         });
-        let conn = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-            .http1_only()
+        let conn = builder
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             let _ = conn.await;
+            drop(permit);
         });
     }
     graceful.shutdown().await;

@@ -229,12 +229,10 @@ impl Controller {
     /// # Errors
     /// See [`ReloadError`]; the running config stays.
     pub async fn reload_from_file(&self) -> Result<(), ReloadError> {
-        let path = self
-            .options
-            .config_path
-            .as_ref()
-            .ok_or(ReloadError::NoFile)?;
-        let loaded = config_file::load_config(path).map_err(ReloadError::Invalid);
+        let loaded = match &self.options.config_path {
+            Some(path) => config_file::load_config(path).map_err(ReloadError::Invalid),
+            None => Err(ReloadError::NoFile),
+        };
         self.finish_reload(loaded).await
     }
 

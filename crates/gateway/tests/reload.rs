@@ -63,11 +63,16 @@ async fn sighup_reload_rereads_the_file_and_keeps_the_old_config_on_error() {
     assert_eq!(ctl.config().upstreams["app"].backends.len(), 2);
 
     // Per-request listener settings may change.
-    let text = toml_config(&[a.addr, b.addr], "")
-        .replace("name = \"main\"", "name = \"main\"\nrequest_timeout = \"7s\"");
+    let text = toml_config(&[a.addr, b.addr], "").replace(
+        "name = \"main\"",
+        "name = \"main\"\nrequest_timeout = \"7s\"",
+    );
     std::fs::write(&path, text).unwrap();
     ctl.reload_from_file().await.unwrap();
-    assert_eq!(ctl.config().listeners[0].request_timeout, Duration::from_secs(7));
+    assert_eq!(
+        ctl.config().listeners[0].request_timeout,
+        Duration::from_secs(7)
+    );
     drop(gw);
     std::fs::remove_dir_all(&dir).unwrap();
 }
