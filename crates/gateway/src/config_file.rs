@@ -8,8 +8,28 @@
 //! tree is what was deserialised) still points at the line the user wrote. When the offending
 //! key came from the environment, the error names the variable instead.
 //!
-//! The loader is generic over `T` so it stays ignorant of the config's shape; the gateway's
-//! `Config::validate()` runs after it.
+//! [`parse_str`] is generic over `T` so it stays ignorant of the config's shape;
+//! [`parse_config`] and [`load_config`] add the gateway's `Config::validate()`.
+//!
+//! ```
+//! use scalewise_gateway::config_file::{parse_config, Format};
+//!
+//! let text = r#"
+//! [[listeners]]
+//! addr = "127.0.0.1:8080"
+//! [[routes]]
+//! upstream = "app"
+//! [upstreams.app]
+//! algorithm = "fastest"
+//! backends = [{ addr = "127.0.0.1:9001" }]
+//! "#;
+//! let err = parse_config(text, Format::Toml, "gw.toml", []).unwrap_err().to_string();
+//! assert!(err.starts_with("gw.toml:7:1: key `upstreams.app.algorithm`: unknown variant `fastest`"));
+//!
+//! let env = [("SCALEWISE_UPSTREAMS__APP__ALGORITHM".to_string(), "least_conn".to_string())];
+//! let config = parse_config(text, Format::Toml, "gw.toml", env).unwrap();
+//! assert_eq!(config.upstreams["app"].algorithm.as_str(), "least_conn");
+//! ```
 use crate::config::Config;
 use serde::de::DeserializeOwned;
 use std::fmt;

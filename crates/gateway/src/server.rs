@@ -348,6 +348,26 @@ fn fixed_keys_unchanged(old: &Config, new: &Config) -> Result<(), String> {
 }
 
 /// A running gateway.
+///
+/// ```no_run
+/// use scalewise_gateway::config::{AlgorithmName, Config};
+/// use scalewise_gateway::server::{Gateway, StartOptions};
+/// use std::time::Duration;
+///
+/// # async fn run() -> anyhow::Result<()> {
+/// let config = Config::from_backends(
+///     "127.0.0.1:8080".parse()?,
+///     ["127.0.0.1:9001".parse()?, "127.0.0.1:9002".parse()?],
+///     AlgorithmName::LeastConn,
+/// );
+/// let gateway = Gateway::start(config.clone(), StartOptions::default()).await?;
+/// println!("admin API on {:?}", gateway.admin_addr());
+/// // What `PUT /api/config` does:
+/// gateway.controller().apply(config).await?;
+/// // What SIGTERM does:
+/// gateway.shutdown(Duration::from_secs(30)).await;
+/// # Ok(()) }
+/// ```
 pub struct Gateway {
     controller: Arc<Controller>,
     shutdown: CancellationToken,
