@@ -350,3 +350,40 @@ async fn backend_count_default(admin: SocketAddr) -> Option<usize> {
     let v: serde_json::Value = serde_json::from_str(&body).ok()?;
     v["upstreams"]["default"].as_array().map(Vec::len)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_deadline_bounds_the_drain() {
+    let (slow, mut arrived, _never_released) = backend("slow").await;
+    let dir = scratch("deadline");
+    let (listen, admin) = (free_port(), free_port());
+    let path = dir.join("gw.toml");
+    std::fs::write(&path, config(listen, admin, &[slow])).unwrap();
+    let args = [
+        "--config",
+        path.to_str().unwrap(),
+        "--shutdown-timeout",
+        "200ms",
+    ];
+    let mut gw = Gateway::spawn(&args, &dir);
+    gw.until("admin API", || async { backend_count(admin).await })
+        .await;
+    let in_flight = tokio::spawn(async move { get(listen, "/slow").await });
+    tokio::time::timeout(DEADLINE, arrived.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    gw.signal("TERM");
+    // The backend never answers: the gateway gives up at the deadline and still exits 0.
+    assert_eq!(gw.exit_code().await, Some(0), "{}", gw.logs());
+    assert!(
+        gw.logs().contains("shutdown deadline passed"),
+        "{}",
+        gw.logs()
+    );
+    let result = tokio::time::timeout(DEADLINE, in_flight)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(result.is_err(), "{result:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
