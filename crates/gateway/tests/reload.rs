@@ -128,9 +128,14 @@ async fn reload_under_load_fails_no_request() {
                 }
                 .await;
                 match result {
-                    Ok(StatusCode::OK) => ok.fetch_add(1, Ordering::Relaxed),
-                    _ => failed.fetch_add(1, Ordering::Relaxed),
-                };
+                    Ok(StatusCode::OK) => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    other => {
+                        eprintln!("failed request: {other:?}");
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
             }
         }));
     }
