@@ -5,8 +5,8 @@
 //! |---|---|---|
 //! | GET | `/api/status` | version, uptime, listeners, upstream and backend counts |
 //! | GET | `/api/backends` | every backend: health, ejections, in-flight, EWMA, weight, draining |
-//! | POST | `/api/backends/{upstream}/{index or addr}/drain` | stop sending new requests to it |
-//! | POST | `/api/backends/{upstream}/{index or addr}/enable` | undo a drain |
+//! | POST | `/api/backends/{upstream}/{id or addr}/drain` | stop sending new requests to it |
+//! | POST | `/api/backends/{upstream}/{id or addr}/enable` | undo a drain |
 //! | GET | `/api/config` | the running config, secrets redacted |
 //! | PUT | `/api/config` | replace the config (TOML or JSON body), validated, then reloaded |
 //! | GET | `/metrics` | Prometheus/OpenMetrics text |

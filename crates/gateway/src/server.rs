@@ -178,13 +178,13 @@ impl Controller {
         serde_json::json!({ "upstreams": out })
     }
 
-    /// Drains (`true`) or re-enables a backend named `upstream/index` or `upstream/addr`.
+    /// Drains (`true`) or re-enables a backend named `upstream/id` or `upstream/addr`.
     ///
     /// # Errors
     /// No such upstream or backend (the message says which).
     pub fn set_draining(&self, id: &str, draining: bool) -> Result<serde_json::Value, String> {
         let (upstream, backend) = id.split_once('/').ok_or_else(|| {
-            format!("backend id `{id}` is not `upstream/index` or `upstream/addr`")
+            format!("backend id `{id}` is not `upstream/id` or `upstream/addr`")
         })?;
         let state = self.shared.load();
         let up = state
