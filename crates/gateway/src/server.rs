@@ -3,9 +3,11 @@
 //!
 //! A reload builds a complete new `GatewayState` next to the running one (reusing balancer
 //! state of unchanged backends) and swaps it in atomically, so requests in flight finish on
-//! the state they started with and new ones see the new state; nothing is dropped. Settings
-//! bound to sockets at start (`listeners`, `admin`, `log`) cannot change on reload: such a
-//! reload is refused and the running config stays.
+//! the state they started with and new ones see the new state; nothing is dropped. Active
+//! health checks belong to the state's upstreams and follow it. Settings bound to sockets or
+//! the log subscriber at start (a listener's socket settings, `admin`, `log.format`,
+//! `log.level`) cannot change on reload: such a reload is refused and the running config
+//! stays.
 use crate::config::{Config, LogFormat};
 use crate::config_file::{self, Format, LoadError, LoadErrors};
 use crate::metrics::GatewayMetrics;
@@ -183,9 +185,9 @@ impl Controller {
     /// # Errors
     /// No such upstream or backend (the message says which).
     pub fn set_draining(&self, id: &str, draining: bool) -> Result<serde_json::Value, String> {
-        let (upstream, backend) = id.split_once('/').ok_or_else(|| {
-            format!("backend id `{id}` is not `upstream/id` or `upstream/addr`")
-        })?;
+        let (upstream, backend) = id
+            .split_once('/')
+            .ok_or_else(|| format!("backend id `{id}` is not `upstream/id` or `upstream/addr`"))?;
         let state = self.shared.load();
         let up = state
             .upstream(upstream)
@@ -490,19 +492,27 @@ impl Gateway {
 
     /// Stops accepting, lets in-flight requests finish for up to `deadline`, then closes what
     /// is left. Returns whether everything finished in time.
-    pub async fn shutdown(self, deadline: Duration) -> bool {
+    pub async fn shutdown(mut self, deadline: Duration) -> bool {
         self.shutdown.cancel();
+        let listening = std::mem::take(&mut self.listening);
         let drained = tokio::time::timeout(deadline, async {
-            for l in self.listening {
+            for l in listening {
                 let _ = l.join.await;
             }
         })
         .await
         .is_ok();
-        if let Some(task) = self.admin_task {
+        if let Some(task) = self.admin_task.take() {
             task.abort();
         }
         drained
+    }
+}
+
+impl Drop for Gateway {
+    /// A gateway dropped without [`Gateway::shutdown`] stops accepting at once.
+    fn drop(&mut self) {
+        self.shutdown.cancel();
     }
 }
 
