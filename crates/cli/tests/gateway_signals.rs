@@ -342,6 +342,10 @@ async fn one_line_start_balances_over_the_backends() {
     assert!(access[0].contains("\"method\":\"GET\""), "{logs}");
     assert!(access[0].contains("\"request_id\":\""), "{logs}");
     assert!(access[0].contains("\"client\":\"127.0.0.1:"), "{logs}");
+    assert!(
+        access[0].contains("\"backend\":\"default/127.0.0.1:"),
+        "{logs}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -266,6 +266,14 @@ pub(crate) async fn handle(mut req: Request<Incoming>, ci: &ConnInfo) -> Respons
             resp.headers_mut()
                 .insert(headers::X_REQUEST_ID.clone(), request_id);
         }
+        if ci.shared.state.load().config().log.access_log {
+            resp.extensions_mut()
+                .insert(crate::logging::AnsweredBy(format!(
+                    "{}/{}",
+                    upstream.name,
+                    backend.addr()
+                )));
+        }
         if let (Some(pin), Some(name)) = (set_cookie, &upstream.config.sticky_cookie) {
             if let Ok(v) = HeaderValue::from_str(&format!("{name}={pin}; Path=/; HttpOnly")) {
                 resp.headers_mut().append(header::SET_COOKIE, v);
