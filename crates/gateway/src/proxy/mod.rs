@@ -175,10 +175,23 @@ pub(crate) async fn handle(mut req: Request<Incoming>, ci: &ConnInfo) -> Respons
             }
         };
         let endpoint_id = selection.endpoint().id();
-        let Some(backend) = upstream.backend(endpoint_id).cloned() else {
-            // A balancer endpoint without a client cannot happen: both come from one build.
-            shared.metrics.local_reply(&ci.listener, "internal");
-            return local(StatusCode::INTERNAL_SERVER_ERROR, Some(active));
+        let backend = match upstream.backend(endpoint_id) {
+            Some(b) => b.clone(),
+            // A reload updates the live balancer before the new state is swapped in, so for a
+            // moment an old state can be handed an endpoint it has no client for. Use the
+            // newest state's client, or a one-off client until the swap is visible.
+            None => shared
+                .state
+                .load()
+                .upstream(&upstream.name)
+                .and_then(|u| u.backend(endpoint_id).cloned())
+                .unwrap_or_else(|| {
+                    let addr = selection.endpoint().addr();
+                    Arc::new(pool::BackendClient::new(
+                        pool::BackendSettings::new(addr, &upstream.config),
+                        shared.metrics.backend(&upstream.name, &addr.to_string()),
+                    ))
+                }),
         };
 
         let permit = match backend.acquire().await {

@@ -25,7 +25,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// The settings a backend's client is built from; an unchanged set lets a reload keep the
 /// client and its warm connections.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct BackendSettings {
+pub struct BackendSettings {
     addr: SocketAddr,
     protocol: UpstreamProtocol,
     connect_timeout: Duration,
@@ -37,7 +37,8 @@ pub(crate) struct BackendSettings {
 }
 
 impl BackendSettings {
-    pub(crate) fn new(addr: SocketAddr, u: &UpstreamConfig) -> Self {
+    /// The settings of backend `addr` of upstream `u`.
+    pub fn new(addr: SocketAddr, u: &UpstreamConfig) -> Self {
         Self {
             addr,
             protocol: u.protocol,
