@@ -83,7 +83,7 @@ type H2Client = Client<Connector, RequestBody>;
 
 enum Transport {
     H1(Arc<H1Pool>),
-    H2(H2Client),
+    H2(Box<H2Client>),
 }
 
 struct Limiter {
@@ -171,7 +171,7 @@ impl BackendClient {
             UpstreamProtocol::Http1 => Transport::H1(Arc::new(H1Pool {
                 idle: Mutex::new(Vec::new()),
             })),
-            UpstreamProtocol::Http2 => Transport::H2(
+            UpstreamProtocol::Http2 => Transport::H2(Box::new(
                 Client::builder(TokioExecutor::new())
                     .http2_only(true)
                     .pool_idle_timeout(settings.idle_timeout)
@@ -180,7 +180,7 @@ impl BackendClient {
                         addr: settings.addr,
                         timeout: settings.connect_timeout,
                     }),
-            ),
+            )),
         };
         let limiter = settings.max_connections.map(|n| Limiter {
             sem: Arc::new(Semaphore::new(n as usize)),
