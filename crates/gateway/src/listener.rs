@@ -318,7 +318,14 @@ impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
         if this.activity.active.load(Ordering::Acquire) > 0 {
             this.phase = Phase::Busy;
-            return r;
+            if r.is_ready() {
+                return r;
+            }
+            this.activity.idle.register(cx.waker());
+            // The last request may have ended between the check and the registration.
+            if this.activity.active.load(Ordering::Acquire) > 0 {
+                return r;
+            }
         }
         match &r {
             Poll::Ready(Ok(())) if buf.filled().len() > before => {

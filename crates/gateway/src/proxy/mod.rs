@@ -177,9 +177,9 @@ pub(crate) async fn handle(mut req: Request<Incoming>, ci: &ConnInfo) -> Respons
         let endpoint_id = selection.endpoint().id();
         let backend = match upstream.backend(endpoint_id) {
             Some(b) => b.clone(),
-            // The balancer is shared with newer states (Upstream::update on reload), so a
-            // request that started on an older state can be handed an endpoint added since.
-            // Use the newest state's client; before that state is swapped in, a fresh one.
+            // A reload updates the live balancer before the new state is swapped in, so for a
+            // moment an old state can be handed an endpoint it has no client for. Use the
+            // newest state's client, or a one-off client until the swap is visible.
             None => shared
                 .state
                 .load()
@@ -266,13 +266,12 @@ pub(crate) async fn handle(mut req: Request<Incoming>, ci: &ConnInfo) -> Respons
             resp.headers_mut()
                 .insert(headers::X_REQUEST_ID.clone(), request_id);
         }
-        if ci.shared.state.load().config().log.access_log {
-            resp.extensions_mut()
-                .insert(crate::logging::AnsweredBy(format!(
-                    "{}/{}",
-                    upstream.name,
-                    backend.addr()
-                )));
+        if shared.state.load().config().log.access_log {
+            resp.extensions_mut().insert(crate::logging::AnsweredBy(format!(
+                "{}/{}",
+                upstream.name,
+                backend.addr()
+            )));
         }
         if let (Some(pin), Some(name)) = (set_cookie, &upstream.config.sticky_cookie) {
             if let Ok(v) = HeaderValue::from_str(&format!("{name}={pin}; Path=/; HttpOnly")) {

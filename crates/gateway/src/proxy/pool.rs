@@ -25,7 +25,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// The settings a backend's client is built from; an unchanged set lets a reload keep the
 /// client and its warm connections.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct BackendSettings {
+pub struct BackendSettings {
     addr: SocketAddr,
     protocol: UpstreamProtocol,
     connect_timeout: Duration,
@@ -37,7 +37,8 @@ pub(crate) struct BackendSettings {
 }
 
 impl BackendSettings {
-    pub(crate) fn new(addr: SocketAddr, u: &UpstreamConfig) -> Self {
+    /// The settings of backend `addr` of upstream `u`.
+    pub fn new(addr: SocketAddr, u: &UpstreamConfig) -> Self {
         Self {
             addr,
             protocol: u.protocol,
@@ -82,7 +83,7 @@ type H2Client = Client<Connector, RequestBody>;
 
 enum Transport {
     H1(Arc<H1Pool>),
-    H2(H2Client),
+    H2(Box<H2Client>),
 }
 
 struct Limiter {
@@ -170,7 +171,7 @@ impl BackendClient {
             UpstreamProtocol::Http1 => Transport::H1(Arc::new(H1Pool {
                 idle: Mutex::new(Vec::new()),
             })),
-            UpstreamProtocol::Http2 => Transport::H2(
+            UpstreamProtocol::Http2 => Transport::H2(Box::new(
                 Client::builder(TokioExecutor::new())
                     .http2_only(true)
                     .pool_idle_timeout(settings.idle_timeout)
@@ -179,7 +180,7 @@ impl BackendClient {
                         addr: settings.addr,
                         timeout: settings.connect_timeout,
                     }),
-            ),
+            )),
         };
         let limiter = settings.max_connections.map(|n| Limiter {
             sem: Arc::new(Semaphore::new(n as usize)),
