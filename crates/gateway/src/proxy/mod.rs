@@ -267,11 +267,12 @@ pub(crate) async fn handle(mut req: Request<Incoming>, ci: &ConnInfo) -> Respons
                 .insert(headers::X_REQUEST_ID.clone(), request_id);
         }
         if shared.state.load().config().log.access_log {
-            resp.extensions_mut().insert(crate::logging::AnsweredBy(format!(
-                "{}/{}",
-                upstream.name,
-                backend.addr()
-            )));
+            resp.extensions_mut()
+                .insert(crate::logging::AnsweredBy(format!(
+                    "{}/{}",
+                    upstream.name,
+                    backend.addr()
+                )));
         }
         if let (Some(pin), Some(name)) = (set_cookie, &upstream.config.sticky_cookie) {
             if let Ok(v) = HeaderValue::from_str(&format!("{name}={pin}; Path=/; HttpOnly")) {
