@@ -89,40 +89,10 @@ pub(crate) fn cookie<'a>(h: &'a http::HeaderMap, name: &str) -> Option<&'a [u8]>
 }
 
 /// Handles one client request. Never fails: every error becomes a response.
-pub(crate) async fn handle(req: Request<Incoming>, ci: &ConnInfo) -> Response<ResponseBody> {
-    let state = ci.shared.state.load_full();
-    if !state.config().log.access_log {
-        return proxy(req, ci, state).await;
-    }
-    let started = Instant::now();
-    let (method, uri) = (req.method().clone(), req.uri().clone());
-    let resp = proxy(req, ci, state).await;
-    tracing::info!(
-        target: "scalewise_gateway::access",
-        listener = %ci.listener,
-        client = %ci.peer,
-        %method,
-        path = uri.path(),
-        status = resp.status().as_u16(),
-        request_id = resp.headers().get(&headers::X_REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-"),
-        upstream = resp.extensions().get::<ServedBy>().map_or("-", |s| s.0.as_str()),
-        head_ms = started.elapsed().as_secs_f64() * 1000.0,
-        "request"
-    );
-    resp
-}
-
-/// Which upstream and backend answered, attached to proxied responses for the access log.
-#[derive(Debug, Clone)]
-pub struct ServedBy(pub String);
-
-async fn proxy(
-    mut req: Request<Incoming>,
-    ci: &ConnInfo,
-    state: Arc<crate::state::GatewayState>,
-) -> Response<ResponseBody> {
+pub(crate) async fn handle(mut req: Request<Incoming>, ci: &ConnInfo) -> Response<ResponseBody> {
     let active = ActiveGuard::new(&ci.activity);
     let shared = &ci.shared;
+    let state = shared.state.load_full();
     let Some(listener) = state.listener(&ci.listener) else {
         // The listener was removed by a reload while this connection stayed open.
         shared.metrics.local_reply(&ci.listener, "no_route");
@@ -207,9 +177,9 @@ async fn proxy(
         let endpoint_id = selection.endpoint().id();
         let backend = match upstream.backend(endpoint_id) {
             Some(b) => b.clone(),
-            // A reload updates the live balancer before the new state is swapped in, so for a
-            // moment an old state can be handed an endpoint it has no client for. Use the
-            // newest state's client, or a one-off client until the swap is visible.
+            // The balancer is shared with newer states (Upstream::update on reload), so a
+            // request that started on an older state can be handed an endpoint added since.
+            // Use the newest state's client; before that state is swapped in, a fresh one.
             None => shared
                 .state
                 .load()
@@ -327,12 +297,7 @@ async fn proxy(
             return Response::from_parts(parts, ResponseBody::full(Bytes::new(), None));
         }
 
-        let (mut parts, incoming) = resp.into_parts();
-        if state.config().log.access_log {
-            parts
-                .extensions
-                .insert(ServedBy(format!("{}/{}", upstream.name, backend.addr())));
-        }
+        let (parts, incoming) = resp.into_parts();
         let guard = Box::new(Upstreamed {
             pooled,
             selection: Some((selection, outcome)),
