@@ -340,8 +340,8 @@ fn build_request(
     let path = parts
         .uri
         .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
     // The client's authority: from an HTTP/2 `:authority` or absolute-form URI, else `Host`.
     let authority = parts.uri.authority().map(|a| a.as_str().to_owned());
     let uri = if h2 {
@@ -366,7 +366,7 @@ fn build_request(
                 h.insert(header::HOST, v);
             }
         }
-        Uri::try_from(path).ok()
+        Some(Uri::from(path))
     };
 
     let mut req = Request::new(body);
