@@ -590,8 +590,8 @@ impl Config {
             if !addrs.insert(l.addr) {
                 e(k("addr"), &l.addr, "an address no other listener binds");
             }
-            if l.max_connections == 0 {
-                e(k("max_connections"), &0, "at least 1");
+            if l.max_connections == 0 || l.max_connections > 10_000_000 {
+                e(k("max_connections"), &l.max_connections, "1 to 10000000");
             }
             if l.backlog == 0 {
                 e(k("backlog"), &0, "at least 1");
@@ -608,9 +608,20 @@ impl Config {
                 ("idle_timeout", l.idle_timeout),
                 ("request_timeout", l.request_timeout),
             ] {
-                if d.is_zero() {
-                    e(k(f), &"0s", "a duration above zero");
+                if d.is_zero() || too_long(d) {
+                    e(
+                        k(f),
+                        &humantime::format_duration(d),
+                        "a duration above zero, at most 30 days",
+                    );
                 }
+            }
+            if l.keepalive.is_some_and(too_long) {
+                e(
+                    k("keepalive"),
+                    &humantime::format_duration(l.keepalive.unwrap_or_default()),
+                    "at most 30 days",
+                );
             }
             if l.keepalive.is_some_and(|d| d.as_secs() == 0) {
                 e(
@@ -695,8 +706,12 @@ impl Config {
                     }
                 }
             }
-            if r.timeout.is_some_and(|d| d.is_zero()) {
-                e(k("timeout"), &"0s", "a duration above zero");
+            if let Some(d) = r.timeout.filter(|d| d.is_zero() || too_long(*d)) {
+                e(
+                    k("timeout"),
+                    &humantime::format_duration(d),
+                    "a duration above zero, at most 30 days",
+                );
             }
         }
 
@@ -749,8 +764,18 @@ impl Config {
                     );
                 }
             }
-            if u.connect_timeout.is_zero() {
-                e(k("connect_timeout"), &"0s", "a duration above zero");
+            for (f, d) in [
+                ("connect_timeout", u.connect_timeout),
+                ("queue_timeout", u.queue_timeout),
+                ("pool_idle_timeout", u.pool_idle_timeout),
+            ] {
+                if too_long(d) || (f == "connect_timeout" && d.is_zero()) {
+                    e(
+                        k(f),
+                        &humantime::format_duration(d),
+                        "a duration above zero, at most 30 days",
+                    );
+                }
             }
             if u.max_connections_per_backend == Some(0) {
                 e(
@@ -772,11 +797,14 @@ impl Config {
             let h = &u.health;
             if let Some(a) = &h.active {
                 let k = |f: &str| format!("upstreams.{name}.health.active.{f}");
-                if a.interval.is_zero() {
-                    e(k("interval"), &"0s", "a duration above zero");
-                }
-                if a.timeout.is_zero() {
-                    e(k("timeout"), &"0s", "a duration above zero");
+                for (f, d) in [("interval", a.interval), ("timeout", a.timeout)] {
+                    if d.is_zero() || too_long(d) {
+                        e(
+                            k(f),
+                            &humantime::format_duration(d),
+                            "a duration above zero, at most 30 days",
+                        );
+                    }
                 }
                 if a.rise == 0 {
                     e(k("rise"), &0, "at least 1");
@@ -790,8 +818,19 @@ impl Config {
             }
             if let Some(o) = &h.outlier {
                 let k = |f: &str| format!("upstreams.{name}.health.outlier.{f}");
-                if o.base_ejection_time.is_zero() {
-                    e(k("base_ejection_time"), &"0s", "a duration above zero");
+                if o.base_ejection_time.is_zero() || too_long(o.base_ejection_time) {
+                    e(
+                        k("base_ejection_time"),
+                        &humantime::format_duration(o.base_ejection_time),
+                        "a duration above zero, at most 30 days",
+                    );
+                }
+                if too_long(o.max_ejection_time) {
+                    e(
+                        k("max_ejection_time"),
+                        &humantime::format_duration(o.max_ejection_time),
+                        "at most 30 days",
+                    );
                 }
                 if o.max_ejection_time < o.base_ejection_time {
                     e(
@@ -809,6 +848,13 @@ impl Config {
                 }
             }
             if let Some(w) = &h.slow_start {
+                if too_long(w.window) {
+                    e(
+                        format!("upstreams.{name}.health.slow_start.window"),
+                        &humantime::format_duration(w.window),
+                        "at most 30 days",
+                    );
+                }
                 if w.min_weight_percent > 100 {
                     e(
                         format!("upstreams.{name}.health.slow_start.min_weight_percent"),
@@ -838,6 +884,14 @@ impl Config {
             Err(errs)
         }
     }
+}
+
+/// Longest accepted duration for any timeout: far beyond any sensible setting, short enough
+/// that `now + timeout` can never overflow a clock.
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+fn too_long(d: Duration) -> bool {
+    d > MAX_DURATION
 }
 
 fn quoted(s: &str) -> String {
@@ -1003,6 +1057,7 @@ mod tests {
         c.routes[0].upstream = "nope".into();
         c.upstreams.get_mut("api").unwrap().backends[0].weight = 0;
         c.listeners[0].max_header_bytes = 100;
+        c.listeners[0].idle_timeout = Duration::from_secs(u64::MAX / 4);
         c.routes.push(RouteConfig {
             path_prefix: Some("api".into()),
             methods: Some(vec!["get".into()]),
@@ -1015,6 +1070,7 @@ mod tests {
             keys,
             [
                 "listeners[0].max_header_bytes",
+                "listeners[0].idle_timeout",
                 "routes[0].upstream",
                 "routes[1].listener",
                 "routes[1].path_prefix",
@@ -1023,7 +1079,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            errs[1].to_string(),
+            errs[2].to_string(),
             "routes[0].upstream: got \"nope\", expected one of the [upstreams] names (api)"
         );
     }

@@ -115,7 +115,7 @@ fn http_builder(cfg: &ListenerConfig) -> auto::Builder<TokioExecutor> {
         // Our own reader enforces header/idle timeouts (see `Watched`): hyper's header timer
         // also runs while a keep-alive connection is idle, which would make the two one.
         .header_read_timeout(None)
-        .max_buf_size(cfg.max_header_bytes)
+        .max_buf_size(cfg.max_header_bytes.max(crate::config::MIN_HEADER_BYTES))
         .keep_alive(true);
     b.http2()
         .timer(TokioTimer::new())
@@ -134,7 +134,9 @@ async fn accept_loop(
     shared: Arc<Shared>,
     cancel: CancellationToken,
 ) {
-    let limit = Arc::new(Semaphore::new(cfg.max_connections));
+    let limit = Arc::new(Semaphore::new(
+        cfg.max_connections.clamp(1, Semaphore::MAX_PERMITS),
+    ));
     let tracker = TaskTracker::new();
     let builder = Arc::new(http_builder(&cfg));
     let name: Arc<str> = Arc::from(cfg.name.as_str());

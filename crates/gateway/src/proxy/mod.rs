@@ -177,9 +177,9 @@ pub(crate) async fn handle(mut req: Request<Incoming>, ci: &ConnInfo) -> Respons
         let endpoint_id = selection.endpoint().id();
         let backend = match upstream.backend(endpoint_id) {
             Some(b) => b.clone(),
-            // A reload updates the live balancer before the new state is swapped in, so for a
-            // moment an old state can be handed an endpoint it has no client for. Use the
-            // newest state's client, or a one-off client until the swap is visible.
+            // The balancer is shared with newer states (Upstream::update on reload), so a
+            // request that started on an older state can be handed an endpoint added since.
+            // Use the newest state's client; before that state is swapped in, a fresh one.
             None => shared
                 .state
                 .load()
@@ -348,8 +348,8 @@ fn build_request(
     let path = parts
         .uri
         .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
     // The client's authority: from an HTTP/2 `:authority` or absolute-form URI, else `Host`.
     let authority = parts.uri.authority().map(|a| a.as_str().to_owned());
     let uri = if h2 {
@@ -374,7 +374,7 @@ fn build_request(
                 h.insert(header::HOST, v);
             }
         }
-        Uri::try_from(path).ok()
+        Some(Uri::from(path))
     };
 
     let mut req = Request::new(body);
