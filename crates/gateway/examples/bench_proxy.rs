@@ -6,8 +6,9 @@
 //! bash ../shared/bench/proxy_anchor.sh 10 \
 //!   "WORKERS=1 target/release/examples/bench_proxy 127.0.0.1:9082 127.0.0.1:9001 127.0.0.1:9002"
 //! ```
-//! `WORKERS` sets the runtime's worker threads (default 1, like `--workers 1`), `ALGORITHM`
-//! the balancing algorithm (default `round_robin`).
+//! `WORKERS` sets the runtime's worker threads (default 1, like `--workers 1`; one worker
+//! runs a current-thread runtime unless `RUNTIME=multi`), `ALGORITHM` the balancing algorithm
+//! (default `round_robin`), `HTTP2=0` turns off HTTP/2 detection.
 use scalewise_gateway::config::{AlgorithmName, Config};
 use scalewise_gateway::listener;
 use scalewise_gateway::metrics::GatewayMetrics;
@@ -31,10 +32,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .parse()?;
     let mut config = Config::from_backends(listen, backends, algorithm);
     config.listeners[0].backlog = 4096;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()?;
+    config.listeners[0].http2 = std::env::var("HTTP2").map_or(true, |v| v != "0");
+    // One worker: a current-thread runtime has no work-stealing bookkeeping at all.
+    let rt = if workers == 1 && std::env::var("RUNTIME").map_or(true, |v| v != "multi") {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()?
+    };
     rt.block_on(async move {
         let shared = Shared::new(config.clone(), GatewayMetrics::new())?;
         let stop = CancellationToken::new();

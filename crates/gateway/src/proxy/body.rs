@@ -215,6 +215,9 @@ impl Body for ResponseBody {
         match &mut self.kind {
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Kind::Upstream(body, up) => {
+                if let Some(p) = up.pooled.as_mut() {
+                    p.poll_conn(cx);
+                }
                 let r = ready!(Pin::new(body).poll_frame(cx));
                 match &r {
                     None => up.complete(true),

@@ -218,7 +218,7 @@ pub(crate) async fn handle(mut req: Request<Incoming>, ci: &ConnInfo) -> Respons
             upgrade,
         );
         let started = Instant::now();
-        let result = tokio::time::timeout_at(deadline, backend.send(up_req)).await;
+        let result = tokio::time::timeout_at(deadline, backend.send(up_req, upgrade)).await;
         let latency = started.elapsed();
 
         let (mut resp, pooled) = match result {

@@ -15,9 +15,12 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -70,8 +73,11 @@ pub(crate) enum QueueError {
     Timeout,
 }
 
+type H1Conn = http1::Connection<TokioIo<TcpStream>, RequestBody>;
+
 struct Idle {
     tx: http1::SendRequest<RequestBody>,
+    conn: H1Conn,
     since: Instant,
 }
 
@@ -108,24 +114,57 @@ impl std::fmt::Debug for BackendClient {
 }
 
 /// An HTTP/1 connection lent out for one request; [`Pooled::release`] returns it.
+///
+/// The connection's I/O future is not spawned on a task of its own: whoever holds the
+/// connection drives it ([`Pooled::poll_conn`]) — the request while waiting for the response
+/// head, the response body while streaming. Client connection, backend connection and both
+/// bodies then run on one task, which saves two task wake-ups per request; idle pooled
+/// connections cost nothing until they are checked out again.
 pub(crate) struct Pooled {
     tx: http1::SendRequest<RequestBody>,
+    /// `None` once the connection future has completed (closed).
+    conn: Option<H1Conn>,
     pool: Weak<H1Pool>,
     max_idle: usize,
 }
 
 impl Pooled {
+    /// Makes progress on the backend connection's reads and writes.
+    pub(crate) fn poll_conn(&mut self, cx: &mut Context<'_>) {
+        if let Some(c) = self.conn.as_mut() {
+            if Pin::new(c).poll(cx).is_ready() {
+                self.conn = None;
+            }
+        }
+    }
+
     pub(crate) fn release(self) {
+        let Some(conn) = self.conn else { return };
         if let Some(pool) = self.pool.upgrade() {
             if let Ok(mut idle) = pool.idle.lock() {
                 if idle.len() < self.max_idle {
                     idle.push(Idle {
                         tx: self.tx,
+                        conn,
                         since: Instant::now(),
                     });
                 }
             }
         }
+    }
+
+    /// Sends `req`, driving the connection until the response head (or an error) arrives.
+    async fn send(
+        &mut self,
+        req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<RequestBody>>> {
+        let fut = self.tx.try_send_request(req);
+        let mut fut = std::pin::pin!(fut);
+        std::future::poll_fn(|cx| {
+            self.poll_conn(cx);
+            fut.as_mut().poll(cx)
+        })
+        .await
     }
 }
 
@@ -234,6 +273,7 @@ impl BackendClient {
     pub(crate) async fn send(
         &self,
         req: Request<RequestBody>,
+        upgrade: bool,
     ) -> Result<(Response<Incoming>, Option<Pooled>), SendError> {
         match &self.transport {
             Transport::H2(client) => match client.request(req).await {
@@ -244,53 +284,82 @@ impl BackendClient {
                 }
                 Err(e) => Err(SendError::Request(Box::new(e))),
             },
+            Transport::H1(pool) if upgrade => {
+                // Upgraded connections leave the pool for good; their I/O runs on its own
+                // task so the upgrade can complete after the response head.
+                let (mut tx, conn) = self.connect_h1().await?;
+                tokio::spawn(async move {
+                    // Errors here are the backend hanging up; the tunnel reports them.
+                    let _ = conn.with_upgrades().await;
+                });
+                let _ = pool;
+                match tx.send_request(req).await {
+                    Ok(resp) => Ok((resp, None)),
+                    Err(e) => Err(SendError::Request(Box::new(e))),
+                }
+            }
             Transport::H1(pool) => {
-                let (mut tx, reused) = match self.checkout(pool).await {
-                    Some(tx) => (tx, true),
-                    None => (self.connect_h1().await?, false),
+                let (mut pooled, reused) = match self.checkout(pool).await {
+                    Some(p) => (p, true),
+                    None => {
+                        let (tx, conn) = self.connect_h1().await?;
+                        (self.pooled(pool, tx, conn), false)
+                    }
                 };
                 // A pooled connection may have been closed by the backend while idle; if
                 // hyper hands the request back unsent, one fresh connection gets it.
-                let req = match tx.try_send_request(req).await {
-                    Ok(resp) => return Ok((resp, Some(self.pooled(pool, tx)))),
+                let req = match pooled.send(req).await {
+                    Ok(resp) => return Ok((resp, Some(pooled))),
                     Err(mut e) => match e.take_message() {
                         Some(back) if reused => back,
                         _ => return Err(SendError::Request(Box::new(e.into_error()))),
                     },
                 };
-                let mut tx = self.connect_h1().await?;
-                match tx.try_send_request(req).await {
-                    Ok(resp) => Ok((resp, Some(self.pooled(pool, tx)))),
+                let (tx, conn) = self.connect_h1().await?;
+                let mut pooled = self.pooled(pool, tx, conn);
+                match pooled.send(req).await {
+                    Ok(resp) => Ok((resp, Some(pooled))),
                     Err(e) => Err(SendError::Request(Box::new(e.into_error()))),
                 }
             }
         }
     }
 
-    fn pooled(&self, pool: &Arc<H1Pool>, tx: http1::SendRequest<RequestBody>) -> Pooled {
+    fn pooled(
+        &self,
+        pool: &Arc<H1Pool>,
+        tx: http1::SendRequest<RequestBody>,
+        conn: H1Conn,
+    ) -> Pooled {
         Pooled {
             tx,
+            conn: Some(conn),
             pool: Arc::downgrade(pool),
             max_idle: self.settings.max_idle,
         }
     }
 
-    async fn checkout(&self, pool: &H1Pool) -> Option<http1::SendRequest<RequestBody>> {
+    async fn checkout(&self, pool: &Arc<H1Pool>) -> Option<Pooled> {
         loop {
             let idle = pool.idle.lock().ok()?.pop()?;
             if idle.since.elapsed() > self.settings.idle_timeout || idle.tx.is_closed() {
                 continue;
             }
-            let mut tx = idle.tx;
-            // Normally immediate: the connection finished its previous exchange. An error
-            // means the backend closed it while idle.
-            if tx.ready().await.is_ok() {
-                return Some(tx);
+            let mut p = self.pooled(pool, idle.tx, idle.conn);
+            // One poll lets the connection finish its previous exchange (and notice a close
+            // by the backend while idle); then it must want the next request.
+            let ready = std::future::poll_fn(|cx| {
+                p.poll_conn(cx);
+                Poll::Ready(p.conn.is_some() && matches!(p.tx.poll_ready(cx), Poll::Ready(Ok(()))))
+            })
+            .await;
+            if ready {
+                return Some(p);
             }
         }
     }
 
-    async fn connect_h1(&self) -> Result<http1::SendRequest<RequestBody>, SendError> {
+    async fn connect_h1(&self) -> Result<(http1::SendRequest<RequestBody>, H1Conn), SendError> {
         let stream = connect(self.settings.addr, self.settings.connect_timeout)
             .await
             .map_err(|e| {
@@ -301,10 +370,6 @@ impl BackendClient {
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| SendError::Request(Box::new(e)))?;
-        tokio::spawn(async move {
-            // Errors here are the backend hanging up; the request side reports them.
-            let _ = conn.with_upgrades().await;
-        });
-        Ok(tx)
+        Ok((tx, conn))
     }
 }
