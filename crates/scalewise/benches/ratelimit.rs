@@ -1,1 +1,143 @@
-fn main() {}
+//! Rate-limiter check cost: keyed (ours vs governor's keyed limiter, same run), scaling with
+//! two threads, and every algorithm unkeyed.
+//!
+//! `cargo bench -p scalewise --bench ratelimit -- --warm-up-time 1 --measurement-time 3`
+use std::hint::black_box;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use scalewise::ratelimit::{
+    FixedWindow, Gcra, GcraLimiter, KeyedRateLimiter, LeakyBucket, Limiter, Quota, Rate,
+    RateLimiter, SlidingWindowCounter, SlidingWindowLog, TokenBucket,
+};
+
+/// Distinct keys cycled through, like client IPs of a busy service.
+const KEYS: u64 = 10_000;
+
+fn quota() -> Quota {
+    Quota::per_second(1_000_000)
+}
+
+fn ours() -> KeyedRateLimiter<u64, Gcra> {
+    KeyedRateLimiter::new(Gcra::new(quota()))
+}
+
+fn governor_keyed() -> governor::DefaultKeyedRateLimiter<u64> {
+    governor::RateLimiter::keyed(governor::Quota::per_second(
+        NonZeroU32::new(1_000_000).expect("non-zero"),
+    ))
+}
+
+fn keyed_single_thread(c: &mut Criterion) {
+    let mut g = c.benchmark_group("keyed_check_1_thread");
+    let l = ours();
+    let mut k = 0u64;
+    g.bench_function("scalewise", |b| {
+        b.iter(|| {
+            k = (k + 1) % KEYS;
+            black_box(l.check(&k).allowed)
+        })
+    });
+    let gov = governor_keyed();
+    let mut k = 0u64;
+    g.bench_function("governor", |b| {
+        b.iter(|| {
+            k = (k + 1) % KEYS;
+            black_box(gov.check_key(&k).is_ok())
+        })
+    });
+    g.finish();
+}
+
+/// Time per check while two threads check concurrently (per-thread latency; throughput is
+/// twice its inverse).
+fn two_threads<F: Fn(u64) + Sync + Send + 'static>(iters: u64, f: Arc<F>) -> Duration {
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..2u64 {
+            let f = f.clone();
+            s.spawn(move || {
+                for i in 0..iters {
+                    f((i * 2 + t) % KEYS);
+                }
+            });
+        }
+    });
+    start.elapsed()
+}
+
+fn keyed_two_threads(c: &mut Criterion) {
+    let mut g = c.benchmark_group("keyed_check_2_threads");
+    let l = Arc::new(ours());
+    g.bench_function("scalewise", |b| {
+        b.iter_custom(|iters| {
+            let l = l.clone();
+            two_threads(
+                iters,
+                Arc::new(move |k| {
+                    black_box(l.check(&k).allowed);
+                }),
+            )
+        })
+    });
+    let gov = Arc::new(governor_keyed());
+    g.bench_function("governor", |b| {
+        b.iter_custom(|iters| {
+            let gov = gov.clone();
+            two_threads(
+                iters,
+                Arc::new(move |k| {
+                    black_box(gov.check_key(&k).is_ok());
+                }),
+            )
+        })
+    });
+    g.finish();
+}
+
+fn unkeyed(c: &mut Criterion) {
+    let mut g = c.benchmark_group("unkeyed_check");
+    let rate: Rate = "1000000/s".parse().expect("valid rate");
+    let limiters: Vec<(&str, Box<dyn Limiter>)> = vec![
+        ("gcra_atomic", Box::new(GcraLimiter::new(quota()))),
+        ("gcra", Box::new(RateLimiter::new(Gcra::new(quota())))),
+        (
+            "token_bucket",
+            Box::new(RateLimiter::new(TokenBucket::new(quota()))),
+        ),
+        (
+            "leaky_bucket",
+            Box::new(RateLimiter::new(LeakyBucket::new(quota()))),
+        ),
+        (
+            "leaky_bucket_shaping",
+            Box::new(RateLimiter::new(LeakyBucket::shaping(
+                quota(),
+                Duration::from_millis(10),
+            ))),
+        ),
+        (
+            "fixed_window",
+            Box::new(RateLimiter::new(FixedWindow::new(rate))),
+        ),
+        (
+            "sliding_window_log",
+            Box::new(RateLimiter::new(SlidingWindowLog::new(
+                "1000/s".parse().expect("valid rate"),
+            ))),
+        ),
+        (
+            "sliding_window_counter",
+            Box::new(RateLimiter::new(SlidingWindowCounter::new(rate))),
+        ),
+    ];
+    for (name, l) in &limiters {
+        g.bench_function(*name, |b| b.iter(|| black_box(l.check().allowed)));
+    }
+    g.finish();
+}
+
+criterion_group!(benches, keyed_single_thread, keyed_two_threads, unkeyed);
+criterion_main!(benches);
