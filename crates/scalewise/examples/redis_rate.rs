@@ -31,8 +31,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let start = Instant::now();
         let tasks: Vec<_> = (0..concurrency)
             .map(|t| {
-                let (limiter, done, checks, allowed) =
-                    (limiter.clone(), done.clone(), checks.clone(), allowed.clone());
+                let (limiter, done, checks, allowed) = (
+                    limiter.clone(),
+                    done.clone(),
+                    checks.clone(),
+                    allowed.clone(),
+                );
                 tokio::spawn(async move {
                     let key = format!("client-{}", t % 1000);
                     while !done.load(Ordering::Relaxed) {

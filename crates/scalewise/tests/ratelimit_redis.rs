@@ -9,6 +9,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use scalewise::breaker::{BreakerConfig, WindowConfig};
 use scalewise::ratelimit::redis::{
     Fallback, Mode, RedisAlgorithm, RedisLimiterConfig, RedisRateLimiter,
 };
@@ -89,8 +90,14 @@ fn config(
     c.algorithm = algorithm;
     c.fallback = fallback;
     c.timeout = Some(Duration::from_millis(250));
-    c.failure_threshold = 1;
-    c.open_for = Some(Duration::from_millis(100));
+    c.breaker = BreakerConfig {
+        window: WindowConfig::Count { size: 1 },
+        minimum_calls: 1,
+        open_duration: Duration::from_millis(100),
+        max_open_duration: Duration::from_millis(400),
+        half_open_permitted_calls: 1,
+        ..BreakerConfig::default()
+    };
     c
 }
 
@@ -150,7 +157,9 @@ async fn global_limit_fallback_and_recovery() {
         let d = check(&a, "client").await;
         assert!(!d.allowed);
         assert_eq!((d.limit, d.remaining), (10, 0));
-        assert!(d.retry_after > Duration::ZERO && d.retry_after <= Duration::from_secs(60));
+        // GCRA: one emission interval (6 s); sliding window: up to the rest of this window
+        // plus the decay of the previous one.
+        assert!(d.retry_after > Duration::ZERO && d.retry_after <= Duration::from_secs(120));
         // Other keys are independent.
         assert!(check(&b, "other").await.allowed);
         assert_eq!(a.mode(), Mode::Redis);

@@ -6,10 +6,9 @@
 //! concurrent checks are pipelined on one socket.
 //!
 //! When Redis fails or answers slower than `timeout`, the check is answered by the
-//! configured [`Fallback`] instead, and a circuit breaker stops sending checks to Redis
-//! after `failure_threshold` consecutive failures. After `open_for` it lets one probe
-//! through; when the probe succeeds the limiter is back on Redis ([`Mode::Redis`]) without
-//! any intervention.
+//! configured [`Fallback`] instead, and a [`CircuitBreaker`] stops sending checks to Redis
+//! once too many fail. After its open duration it lets a probe through; when the probe
+//! succeeds the limiter is back on Redis ([`Mode::Redis`]) without any intervention.
 //!
 //! ```no_run
 //! use scalewise::ratelimit::redis::{Fallback, RedisLimiterConfig, RedisRateLimiter};
@@ -23,7 +22,6 @@
 //! println!("allowed={} remaining={} mode={:?}", d.allowed, d.remaining, limiter.mode());
 //! # Ok(()) }
 //! ```
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,7 +33,7 @@ use super::{
     AlgorithmKind, AnyAlgorithm, Decision, DecisionFuture, KeyedConfig, KeyedRateLimiter,
     LimitStore, Quota, Rate,
 };
-use crate::clock::{Clock, SystemClock};
+use crate::breaker::{BreakerConfig, CircuitBreaker, State, WindowConfig};
 
 /// Which script runs in Redis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -96,12 +94,10 @@ pub struct RedisLimiterConfig {
     /// What decides while Redis is away; default fail-open.
     #[serde(default)]
     pub fallback: Fallback,
-    /// Consecutive failures that open the breaker; default 3.
-    #[serde(default = "default_threshold")]
-    pub failure_threshold: u32,
-    /// How long the breaker stays open before probing Redis again; default 1 s.
-    #[serde(default, deserialize_with = "serde_duration::deserialize_opt")]
-    pub open_for: Option<Duration>,
+    /// The circuit breaker in front of Redis; default [`RedisLimiterConfig::default_breaker`].
+    /// Timeouts and errors count as failures.
+    #[serde(default = "RedisLimiterConfig::default_breaker")]
+    pub breaker: BreakerConfig,
     /// Key bound of the local fallback limiter; default 100 000.
     #[serde(default = "default_max_keys")]
     pub max_keys: usize,
@@ -109,9 +105,6 @@ pub struct RedisLimiterConfig {
 
 fn default_prefix() -> String {
     "scalewise:rl:".to_string()
-}
-fn default_threshold() -> u32 {
-    3
 }
 fn default_max_keys() -> usize {
     KeyedConfig::default().max_keys
@@ -128,9 +121,23 @@ impl RedisLimiterConfig {
             burst: None,
             timeout: None,
             fallback: Fallback::FailOpen,
-            failure_threshold: default_threshold(),
-            open_for: None,
+            breaker: Self::default_breaker(),
             max_keys: default_max_keys(),
+        }
+    }
+
+    /// Judges the last 20 checks, opens at 50 % failures (after 5 checks), stays open 1 s
+    /// (doubling up to 30 s while Redis stays away), then lets one probe through.
+    pub fn default_breaker() -> BreakerConfig {
+        BreakerConfig {
+            window: WindowConfig::Count { size: 20 },
+            failure_rate_threshold: 0.5,
+            minimum_calls: 5,
+            open_duration: Duration::from_secs(1),
+            open_backoff_multiplier: 2.0,
+            max_open_duration: Duration::from_secs(30),
+            half_open_permitted_calls: 1,
+            ..BreakerConfig::default()
         }
     }
 
@@ -166,6 +173,9 @@ pub enum RedisStoreError {
         /// The timeout.
         timeout: Duration,
     },
+    /// The breaker settings are out of range.
+    #[error(transparent)]
+    Breaker(#[from] crate::breaker::ConfigError),
     /// `share` of a local fallback is not in (0, 1].
     #[error("fallback share must be in (0, 1], got {0}")]
     Share(f64),
@@ -230,70 +240,6 @@ end
 return {0, remaining, retry, to_edge}
 "#;
 
-/// Circuit breaker in front of Redis: opens after consecutive failures, probes with one call
-/// after the open period. Deliberately tiny; it guards a single dependency.
-// Closed: calls go to Redis. Open: none do, until `open_until`. HalfOpen: one probe in flight.
-const CLOSED: u8 = 0;
-const OPEN: u8 = 1;
-const HALF_OPEN: u8 = 2;
-
-struct Gate {
-    state: AtomicU8,
-    failures: AtomicU32,
-    open_until: AtomicU64,
-    threshold: u32,
-    open_for: u64,
-    clock: SystemClock,
-}
-
-impl Gate {
-    fn new(threshold: u32, open_for: Duration) -> Self {
-        Self {
-            state: AtomicU8::new(CLOSED),
-            failures: AtomicU32::new(0),
-            open_until: AtomicU64::new(0),
-            threshold: threshold.max(1),
-            open_for: super::nanos(open_for),
-            clock: SystemClock,
-        }
-    }
-
-    /// Whether this call may go to Redis.
-    fn allow(&self) -> bool {
-        match self.state.load(Ordering::Acquire) {
-            CLOSED => true,
-            OPEN if self.clock.now_nanos() >= self.open_until.load(Ordering::Acquire) => {
-                // Exactly one caller wins the probe.
-                self.state
-                    .compare_exchange(OPEN, HALF_OPEN, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-            }
-            _ => false,
-        }
-    }
-
-    fn record(&self, ok: bool) {
-        if ok {
-            self.failures.store(0, Ordering::Release);
-            self.state.store(CLOSED, Ordering::Release);
-            return;
-        }
-        let failures = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
-        let state = self.state.load(Ordering::Acquire);
-        if state == HALF_OPEN || (state == CLOSED && failures >= self.threshold) {
-            self.open_until.store(
-                self.clock.now_nanos().saturating_add(self.open_for),
-                Ordering::Release,
-            );
-            self.state.store(OPEN, Ordering::Release);
-        }
-    }
-
-    fn is_closed(&self) -> bool {
-        self.state.load(Ordering::Acquire) == CLOSED
-    }
-}
-
 enum FallbackLimiter {
     Open,
     Closed,
@@ -309,7 +255,7 @@ struct Inner {
     /// GCRA: burst; sliding window: limit per period.
     limit: u64,
     timeout: Duration,
-    gate: Gate,
+    breaker: CircuitBreaker,
     fallback: FallbackLimiter,
     retry_hint: Duration,
 }
@@ -398,7 +344,10 @@ impl RedisRateLimiter {
                 ))
             }
         };
-        let open_for = config.open_for.unwrap_or(Duration::from_secs(1));
+        let breaker = CircuitBreaker::builder(format!("redis-ratelimit:{}", config.prefix))
+            .config(config.breaker.clone())
+            .build()?;
+        let retry_hint = config.breaker.open_duration;
         Ok(Self {
             inner: Arc::new(Inner {
                 conn,
@@ -407,20 +356,25 @@ impl RedisRateLimiter {
                 arg_us,
                 limit,
                 timeout,
-                gate: Gate::new(config.failure_threshold, open_for),
+                breaker,
                 fallback,
-                retry_hint: open_for,
+                retry_hint,
             }),
         })
     }
 
     /// Who answers checks right now.
     pub fn mode(&self) -> Mode {
-        if self.inner.gate.is_closed() {
-            Mode::Redis
-        } else {
-            Mode::Fallback
+        match self.inner.breaker.state() {
+            State::Closed | State::Disabled => Mode::Redis,
+            State::Open | State::HalfOpen | State::ForcedOpen => Mode::Fallback,
         }
+    }
+
+    /// The breaker in front of Redis, for stats, events, or forcing the fallback
+    /// ([`CircuitBreaker::force_open`]).
+    pub fn breaker(&self) -> &CircuitBreaker {
+        &self.inner.breaker
     }
 
     /// Decides on one unit for `key`. Returns within about the configured timeout, whatever
@@ -432,19 +386,19 @@ impl RedisRateLimiter {
     /// Decides on `n` units for `key`.
     pub async fn check_n(&self, key: &str, n: u32) -> Decision {
         let inner = &*self.inner;
-        if inner.gate.allow() {
+        if let Ok(permit) = inner.breaker.try_acquire() {
             match tokio::time::timeout(inner.timeout, self.eval(key, n)).await {
                 Ok(Ok(d)) => {
-                    inner.gate.record(true);
+                    permit.success();
                     return d;
                 }
                 Ok(Err(e)) => {
                     tracing::debug!(error = %e, "redis rate limit check failed; using fallback");
-                    inner.gate.record(false);
+                    permit.failure();
                 }
                 Err(_) => {
                     tracing::debug!(timeout = ?inner.timeout, "redis rate limit check timed out; using fallback");
-                    inner.gate.record(false);
+                    permit.failure();
                 }
             }
         }
@@ -496,24 +450,6 @@ impl LimitStore<String> for RedisRateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn gate_opens_probes_once_and_closes() {
-        let gate = Gate::new(2, Duration::ZERO);
-        assert!(gate.allow());
-        gate.record(false);
-        assert!(gate.is_closed());
-        gate.record(false);
-        assert!(!gate.is_closed());
-        // open_for is zero: the next caller probes, a concurrent one does not.
-        assert!(gate.allow());
-        assert!(!gate.allow());
-        gate.record(false);
-        assert!(gate.allow());
-        gate.record(true);
-        assert!(gate.is_closed());
-        assert!(gate.allow());
-    }
 
     #[test]
     fn config_deserializes() {
