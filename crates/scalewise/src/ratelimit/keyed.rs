@@ -49,19 +49,16 @@ impl Default for KeyedConfig {
 }
 
 struct Slot<K, S> {
-    hash: u64,
     key: K,
     state: S,
     last_seen: u64,
     referenced: bool,
 }
 
+/// Entries live inline in the hash table (one memory access per lookup); the CLOCK hand
+/// walks the table's bucket indices, skipping empty buckets.
 struct Shard<K, S> {
-    /// Indices into `slots`, hashed by the slot's key.
-    table: HashTable<u32>,
-    /// Dense storage; removal swaps the last slot into the hole.
-    slots: Vec<Slot<K, S>>,
-    /// The CLOCK hand: index of the next eviction candidate.
+    table: HashTable<Slot<K, S>>,
     hand: usize,
 }
 
@@ -75,78 +72,55 @@ impl<K, S> Shard<K, S> {
     fn new() -> Self {
         Self {
             table: HashTable::new(),
-            slots: Vec::new(),
             hand: 0,
         }
-    }
-
-    fn remove(&mut self, idx: usize) {
-        let hash = self.slots[idx].hash;
-        if let Ok(entry) = self.table.find_entry(hash, |&i| i as usize == idx) {
-            entry.remove();
-        }
-        let last = self.slots.len() - 1;
-        if idx != last {
-            let moved = self.slots[last].hash;
-            if let Some(i) = self.table.find_mut(moved, |&i| i as usize == last) {
-                *i = idx as u32;
-            }
-        }
-        self.slots.swap_remove(idx);
     }
 
     fn is_idle(slot: &Slot<K, S>, now: u64, idle: u64) -> bool {
         now.saturating_sub(slot.last_seen) >= idle
     }
 
-    /// Removes one entry by the CLOCK policy. Terminates within two sweeps: the first clears
-    /// every reference bit it passes.
+    /// Removes one entry by the CLOCK policy. Terminates within two sweeps of the buckets:
+    /// the first clears every reference bit it passes.
     fn evict_one(&mut self, now: u64, idle: u64) {
-        for _ in 0..self.slots.len().saturating_mul(2).max(1) {
-            if self.hand >= self.slots.len() {
-                self.hand = 0;
+        let buckets = self.table.num_buckets();
+        for _ in 0..buckets.saturating_mul(2) {
+            self.hand = (self.hand + 1) % buckets;
+            if let Ok(entry) = self.table.get_bucket_entry(self.hand) {
+                let slot = entry.get();
+                if !slot.referenced || Self::is_idle(slot, now, idle) {
+                    entry.remove();
+                    return;
+                }
+                entry.into_mut().referenced = false;
             }
-            let Some(slot) = self.slots.get_mut(self.hand) else {
-                return;
-            };
-            if !slot.referenced || Self::is_idle(slot, now, idle) {
-                self.remove(self.hand);
-                return;
-            }
-            slot.referenced = false;
-            self.hand += 1;
         }
     }
 
-    /// Looks at the next `steps` entries under the hand and removes idle ones.
+    /// Looks at the next `steps` buckets under the hand and removes idle entries.
     fn expire_some(&mut self, now: u64, idle: u64, steps: usize) {
+        let buckets = self.table.num_buckets();
+        if buckets == 0 {
+            return;
+        }
         for _ in 0..steps {
-            if self.hand >= self.slots.len() {
-                self.hand = 0;
-            }
-            match self.slots.get(self.hand) {
-                None => return,
-                Some(slot) if Self::is_idle(slot, now, idle) => self.remove(self.hand),
-                Some(_) => self.hand += 1,
+            self.hand = (self.hand + 1) % buckets;
+            if let Ok(entry) = self.table.get_bucket_entry(self.hand) {
+                if Self::is_idle(entry.get(), now, idle) {
+                    entry.remove();
+                }
             }
         }
     }
 
-    fn purge(&mut self, now: u64, idle: u64) -> usize {
-        let before = self.slots.len();
-        // From the end, so the slot swapped into a hole has already been looked at.
-        for idx in (0..self.slots.len()).rev() {
-            if Self::is_idle(&self.slots[idx], now, idle) {
-                self.remove(idx);
-            }
-        }
-        if self.slots.capacity() > 64 && self.slots.len() < self.slots.capacity() / 4 {
-            self.slots.shrink_to(self.slots.len() * 2);
-            let slots = &self.slots;
+    fn purge(&mut self, now: u64, idle: u64, hasher: impl Fn(&K) -> u64) -> usize {
+        let before = self.table.len();
+        self.table.retain(|slot| !Self::is_idle(slot, now, idle));
+        if self.table.capacity() > 64 && self.table.len() < self.table.capacity() / 4 {
             self.table
-                .shrink_to(slots.len(), |&i| slots[i as usize].hash);
+                .shrink_to(self.table.len() * 2, |slot| hasher(&slot.key));
         }
-        before - self.slots.len()
+        before - self.table.len()
     }
 }
 
@@ -235,31 +209,26 @@ where
         let n = u64::from(n);
         let mut guard = shard.lock().unwrap_or_else(|e| e.into_inner());
         let s = &mut *guard;
-        let slots = &mut s.slots;
-        if let Some(&idx) = s.table.find(hash, |&i| slots[i as usize].key == *key) {
-            let slot = &mut slots[idx as usize];
+        if let Some(slot) = s.table.find_mut(hash, |slot| slot.key == *key) {
             slot.last_seen = now;
             slot.referenced = true;
             return self.algorithm.check(&mut slot.state, now, n);
         }
-        if s.slots.len() >= self.per_shard {
+        if s.table.len() >= self.per_shard {
             s.evict_one(now, self.idle);
         } else {
-            s.expire_some(now, self.idle, 2);
+            s.expire_some(now, self.idle, 4);
         }
         let mut state = self.algorithm.initial_state(now);
         let decision = self.algorithm.check(&mut state, now, n);
-        let idx = s.slots.len() as u32;
-        s.slots.push(Slot {
-            hash,
+        let slot = Slot {
             key: key.clone(),
             state,
             last_seen: now,
             referenced: false,
-        });
-        let slots = &s.slots;
+        };
         s.table
-            .insert_unique(hash, idx, |&i| slots[i as usize].hash);
+            .insert_unique(hash, slot, |slot| self.hasher.hash_one(&slot.key));
         decision
     }
 
@@ -267,7 +236,7 @@ where
     pub fn len(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.0.lock().unwrap_or_else(|e| e.into_inner()).slots.len())
+            .map(|s| s.0.lock().unwrap_or_else(|e| e.into_inner()).table.len())
             .sum()
     }
 
@@ -291,7 +260,7 @@ where
             .map(|s| {
                 s.0.lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .purge(now, self.idle)
+                    .purge(now, self.idle, |k| self.hasher.hash_one(k))
             })
             .sum()
     }
@@ -331,7 +300,7 @@ mod tests {
     }
 
     #[test]
-    fn table_stays_consistent_through_evictions() {
+    fn every_key_stays_findable_through_evictions() {
         let clock = ManualClock::new();
         let l = limiter(64, &clock);
         for k in 0..10_000u64 {
@@ -343,12 +312,9 @@ mod tests {
         assert!(l.len() <= 64);
         for shard in l.shards.iter() {
             let s = shard.0.lock().unwrap();
-            assert_eq!(s.table.len(), s.slots.len());
-            for (i, slot) in s.slots.iter().enumerate() {
-                let found = s
-                    .table
-                    .find(slot.hash, |&j| s.slots[j as usize].key == slot.key);
-                assert_eq!(found.copied(), Some(i as u32));
+            for slot in s.table.iter() {
+                let h = l.hasher.hash_one(slot.key);
+                assert!(s.table.find(h, |o| o.key == slot.key).is_some());
             }
         }
     }
@@ -388,7 +354,7 @@ mod tests {
         for k in 1000..1300u32 {
             l.check(&k);
         }
-        // Each insertion inspects two entries under the hand.
+        // Each insertion inspects four buckets under the hand.
         assert!(l.len() < 500, "len {}", l.len());
     }
 }
