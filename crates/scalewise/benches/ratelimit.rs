@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use scalewise::clock::{CoarseClock, QuantaClock};
 use scalewise::ratelimit::{
-    FixedWindow, Gcra, GcraLimiter, KeyedRateLimiter, LeakyBucket, Limiter, Quota, Rate,
-    RateLimiter, SlidingWindowCounter, SlidingWindowLog, TokenBucket,
+    FixedWindow, Gcra, GcraLimiter, KeyedConfig, KeyedRateLimiter, LeakyBucket, Limiter, Quota,
+    Rate, RateLimiter, SlidingWindowCounter, SlidingWindowLog, TokenBucket,
 };
 
 /// Distinct keys cycled through, like client IPs of a busy service.
@@ -20,8 +21,18 @@ fn quota() -> Quota {
     Quota::per_second(1_000_000)
 }
 
-fn ours() -> KeyedRateLimiter<u64, Gcra> {
+/// The default: `KeyedRateLimiter::new`, on the 1 ms coarse clock.
+fn ours_coarse() -> KeyedRateLimiter<u64, Gcra, CoarseClock> {
     KeyedRateLimiter::new(Gcra::new(quota()))
+}
+
+/// Precise TSC clock (quanta), like governor's default.
+fn ours() -> KeyedRateLimiter<u64, Gcra, QuantaClock> {
+    KeyedRateLimiter::with_config(
+        Gcra::new(quota()),
+        KeyedConfig::default(),
+        QuantaClock::new(),
+    )
 }
 
 fn governor_keyed() -> governor::DefaultKeyedRateLimiter<u64> {
@@ -34,10 +45,18 @@ fn keyed_single_thread(c: &mut Criterion) {
     let mut g = c.benchmark_group("keyed_check_1_thread");
     let l = ours();
     let mut k = 0u64;
-    g.bench_function("scalewise", |b| {
+    g.bench_function("scalewise_tsc_clock", |b| {
         b.iter(|| {
             k = (k + 1) % KEYS;
             black_box(l.check(&k).allowed)
+        })
+    });
+    let coarse = ours_coarse();
+    let mut k = 0u64;
+    g.bench_function("scalewise_default", |b| {
+        b.iter(|| {
+            k = (k + 1) % KEYS;
+            black_box(coarse.check(&k).allowed)
         })
     });
     let gov = governor_keyed();
@@ -71,11 +90,19 @@ fn fastest_chunk(iters: u64, mut f: impl FnMut(u64)) -> Duration {
 fn keyed_single_thread_fastest(c: &mut Criterion) {
     let mut g = c.benchmark_group("keyed_check_1_thread_fastest_chunk");
     let l = ours();
+    let coarse = ours_coarse();
     let gov = governor_keyed();
-    g.bench_function("scalewise", |b| {
+    g.bench_function("scalewise_tsc_clock", |b| {
         b.iter_custom(|iters| {
             fastest_chunk(iters, |i| {
                 black_box(l.check(&(i % KEYS)).allowed);
+            })
+        })
+    });
+    g.bench_function("scalewise_default", |b| {
+        b.iter_custom(|iters| {
+            fastest_chunk(iters, |i| {
+                black_box(coarse.check(&(i % KEYS)).allowed);
             })
         })
     });
@@ -109,9 +136,21 @@ fn two_threads<F: Fn(u64) + Sync + Send + 'static>(iters: u64, f: Arc<F>) -> Dur
 fn keyed_two_threads(c: &mut Criterion) {
     let mut g = c.benchmark_group("keyed_check_2_threads");
     let l = Arc::new(ours());
-    g.bench_function("scalewise", |b| {
+    g.bench_function("scalewise_tsc_clock", |b| {
         b.iter_custom(|iters| {
             let l = l.clone();
+            two_threads(
+                iters,
+                Arc::new(move |k| {
+                    black_box(l.check(&k).allowed);
+                }),
+            )
+        })
+    });
+    let coarse = Arc::new(ours_coarse());
+    g.bench_function("scalewise_default", |b| {
+        b.iter_custom(|iters| {
+            let l = coarse.clone();
             two_threads(
                 iters,
                 Arc::new(move |k| {
@@ -179,10 +218,12 @@ fn unkeyed(c: &mut Criterion) {
 
 /// What a check is made of: the clock read dominates.
 fn parts(c: &mut Criterion) {
-    use scalewise::clock::{Clock, QuantaClock, SystemClock};
+    use scalewise::clock::{Clock, SystemClock};
     let mut g = c.benchmark_group("parts");
     let q = QuantaClock::new();
     g.bench_function("clock_quanta", |b| b.iter(|| black_box(q.now_nanos())));
+    let coarse = CoarseClock::start(Duration::from_millis(1));
+    g.bench_function("clock_coarse", |b| b.iter(|| black_box(coarse.now_nanos())));
     g.bench_function("clock_instant", |b| {
         b.iter(|| black_box(SystemClock.now_nanos()))
     });

@@ -7,6 +7,8 @@ use http::HeaderName;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
+use crate::clock::CoarseClock;
+
 use super::rate::serde_duration;
 use super::{AlgorithmKind, AnyAlgorithm, KeyedConfig, KeyedRateLimiter, Quota, Rate};
 
@@ -176,7 +178,7 @@ impl RateLimitConfig {
     /// See [`ConfigError`].
     pub fn build_keyed<K: Hash + Eq + Clone + Send + 'static>(
         &self,
-    ) -> Result<KeyedRateLimiter<K, AnyAlgorithm>, ConfigError> {
+    ) -> Result<KeyedRateLimiter<K, AnyAlgorithm, CoarseClock>, ConfigError> {
         if self.max_keys == 0 {
             return Err(ConfigError::ZeroKeys);
         }
@@ -187,7 +189,7 @@ impl RateLimitConfig {
                 idle_timeout: self.idle_timeout,
                 ..KeyedConfig::default()
             },
-            crate::clock::QuantaClock::new(),
+            super::keyed::default_clock(),
         ))
     }
 }

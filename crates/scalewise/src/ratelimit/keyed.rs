@@ -24,7 +24,7 @@ use std::time::Duration;
 use hashbrown::HashTable;
 
 use super::{nanos, Algorithm, Decision};
-use crate::clock::{Clock, QuantaClock};
+use crate::clock::{Clock, CoarseClock};
 
 /// Sizing of a [`KeyedRateLimiter`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +124,11 @@ impl<K, S> Shard<K, S> {
     }
 }
 
+/// The clock of keyed limiters built without one.
+pub(crate) fn default_clock() -> CoarseClock {
+    CoarseClock::start(Duration::from_millis(1))
+}
+
 /// One rate limit per key, at most `max_keys` keys, idle keys forgotten.
 ///
 /// ```
@@ -142,7 +147,7 @@ impl<K, S> Shard<K, S> {
 /// assert_eq!(limiter.purge_idle(), 2);
 /// assert!(limiter.is_empty());
 /// ```
-pub struct KeyedRateLimiter<K, A: Algorithm, C: Clock = QuantaClock> {
+pub struct KeyedRateLimiter<K, A: Algorithm, C: Clock = CoarseClock> {
     algorithm: A,
     shards: Box<[ShardCell<K, A::State>]>,
     shard_mask: u64,
@@ -157,9 +162,12 @@ where
     K: Hash + Eq + Clone + Send + 'static,
     A: Algorithm,
 {
-    /// Default sizing ([`KeyedConfig::default`]) on the TSC clock.
+    /// Default sizing ([`KeyedConfig::default`]) on the [`CoarseClock`] with 1 ms
+    /// resolution: the clock read is then one atomic load, the cheapest part of a check.
+    /// For sub-millisecond precision (per-key rates well above 1000/s) pass a
+    /// [`QuantaClock`](crate::clock::QuantaClock) to [`KeyedRateLimiter::with_config`].
     pub fn new(algorithm: A) -> Self {
-        Self::with_config(algorithm, KeyedConfig::default(), QuantaClock::new())
+        Self::with_config(algorithm, KeyedConfig::default(), default_clock())
     }
 }
 

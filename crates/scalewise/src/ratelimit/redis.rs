@@ -28,6 +28,8 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::Deserialize;
 
+use crate::clock::CoarseClock;
+
 use super::rate::serde_duration;
 use super::{
     AlgorithmKind, AnyAlgorithm, Decision, DecisionFuture, KeyedConfig, KeyedRateLimiter,
@@ -243,7 +245,7 @@ return {0, remaining, retry, to_edge}
 enum FallbackLimiter {
     Open,
     Closed,
-    Local(KeyedRateLimiter<String, AnyAlgorithm>),
+    Local(KeyedRateLimiter<String, AnyAlgorithm, CoarseClock>),
 }
 
 struct Inner {
@@ -340,7 +342,7 @@ impl RedisRateLimiter {
                         max_keys: config.max_keys.max(1),
                         ..KeyedConfig::default()
                     },
-                    crate::clock::QuantaClock::new(),
+                    super::keyed::default_clock(),
                 ))
             }
         };
