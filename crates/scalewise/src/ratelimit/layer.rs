@@ -54,9 +54,8 @@ pub trait LimitStore<K>: Send + Sync + 'static {
 
 impl<K, A, C> LimitStore<K> for KeyedRateLimiter<K, A, C>
 where
-    K: Hash + Eq + Clone + Send + Sync + 'static,
+    K: Hash + Eq + Clone + Send + 'static,
     A: Algorithm,
-    A::State: Sync,
     C: Clock,
 {
     fn check_key(&self, key: &K, n: u32) -> DecisionFuture {

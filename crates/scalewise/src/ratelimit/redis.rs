@@ -286,6 +286,11 @@ impl RedisRateLimiter {
     /// share is out of range. Later Redis failures never error: they engage the fallback.
     pub async fn connect(config: RedisLimiterConfig) -> Result<Self, RedisStoreError> {
         let timeout = config.timeout.unwrap_or(Duration::from_millis(50));
+        if let Fallback::Local { share } = config.fallback {
+            if !(share > 0.0 && share <= 1.0) {
+                return Err(RedisStoreError::Share(share));
+            }
+        }
         let client =
             redis::Client::open(config.url.as_str()).map_err(|source| RedisStoreError::Url {
                 url: config.url.clone(),
@@ -330,9 +335,6 @@ impl RedisRateLimiter {
             Fallback::FailOpen => FallbackLimiter::Open,
             Fallback::FailClosed => FallbackLimiter::Closed,
             Fallback::Local { share } => {
-                if !(share > 0.0 && share <= 1.0) {
-                    return Err(RedisStoreError::Share(share));
-                }
                 let rate = quota.rate.scaled(share);
                 let burst = ((quota.burst as f64) * share).floor().max(1.0) as u64;
                 let local = Quota::new(rate).with_burst(burst);
