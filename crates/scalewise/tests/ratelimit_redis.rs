@@ -165,6 +165,45 @@ async fn global_limit_fallback_and_recovery() {
         assert_eq!(a.mode(), Mode::Redis);
     }
 
+    // A slow Redis (every client paused for 1.5 s): checks time out into the fallback
+    // instead of waiting, and Redis takes over again once it answers.
+    {
+        let prefix = unique_prefix("slow");
+        let slow = RedisRateLimiter::connect(config(
+            &url,
+            &prefix,
+            RedisAlgorithm::Gcra,
+            Fallback::FailClosed,
+        ))
+        .await
+        .unwrap();
+        assert!(check(&slow, "k").await.allowed);
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+        let _: () = redis::cmd("CLIENT")
+            .arg("PAUSE")
+            .arg(1500)
+            .arg("ALL")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        let d = check(&slow, "k").await;
+        assert!(!d.allowed, "timed out into fail-closed");
+        assert_eq!(slow.mode(), Mode::Fallback);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            check(&slow, "k").await;
+            if slow.mode() == Mode::Redis {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "did not return to Redis after the pause"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     let prefix = unique_prefix("failover");
     let a = RedisRateLimiter::connect(config(
         &url,
