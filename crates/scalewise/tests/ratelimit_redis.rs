@@ -190,6 +190,8 @@ async fn global_limit_fallback_and_recovery() {
         let d = check(&slow, "k").await;
         assert!(!d.allowed, "timed out into fail-closed");
         assert_eq!(slow.mode(), Mode::Fallback);
+        let stats = slow.stats();
+        assert_eq!((stats.redis, stats.timeouts, stats.fallback), (1, 1, 1));
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             check(&slow, "k").await;
@@ -256,6 +258,11 @@ async fn global_limit_fallback_and_recovery() {
         "fail-open admits while Redis is down"
     );
     assert_eq!(closed.mode(), Mode::Fallback);
+    let stats = a.stats();
+    assert!(
+        stats.fallback >= 20 && stats.errors + stats.timeouts >= 1,
+        "{stats:?}"
+    );
 
     // Restart on the same port: the limiters find their way back without help.
     let _server = RedisServer::start(port).expect("restart redis-server");

@@ -60,6 +60,8 @@ struct Slot<K, S> {
 struct Shard<K, S> {
     table: HashTable<Slot<K, S>>,
     hand: usize,
+    /// Counted under the shard lock (no extra atomics on the hot path).
+    stats: KeyedStats,
 }
 
 type ShardCell<K, S> = Padded<Mutex<Shard<K, S>>>;
@@ -73,6 +75,7 @@ impl<K, S> Shard<K, S> {
         Self {
             table: HashTable::new(),
             hand: 0,
+            stats: KeyedStats::default(),
         }
     }
 
@@ -90,6 +93,7 @@ impl<K, S> Shard<K, S> {
                 let slot = entry.get();
                 if !slot.referenced || Self::is_idle(slot, now, idle) {
                     entry.remove();
+                    self.stats.evicted += 1;
                     return;
                 }
                 entry.into_mut().referenced = false;
@@ -108,6 +112,7 @@ impl<K, S> Shard<K, S> {
             if let Ok(entry) = self.table.get_bucket_entry(self.hand) {
                 if Self::is_idle(entry.get(), now, idle) {
                     entry.remove();
+                    self.stats.expired += 1;
                 }
             }
         }
@@ -116,11 +121,38 @@ impl<K, S> Shard<K, S> {
     fn purge(&mut self, now: u64, idle: u64, hasher: impl Fn(&K) -> u64) -> usize {
         let before = self.table.len();
         self.table.retain(|slot| !Self::is_idle(slot, now, idle));
+        self.stats.expired += (before - self.table.len()) as u64;
         if self.table.capacity() > 64 && self.table.len() < self.table.capacity() / 4 {
             self.table
                 .shrink_to(self.table.len() * 2, |slot| hasher(&slot.key));
         }
         before - self.table.len()
+    }
+}
+
+/// Counters of a [`KeyedRateLimiter`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyedStats {
+    /// Checks admitted.
+    pub allowed: u64,
+    /// Checks denied.
+    pub denied: u64,
+    /// Keys dropped to make room (memory bound reached).
+    pub evicted: u64,
+    /// Keys dropped because they were idle.
+    pub expired: u64,
+    /// Keys held now.
+    pub keys: u64,
+}
+
+impl KeyedStats {
+    #[inline]
+    fn count(&mut self, allowed: bool) {
+        if allowed {
+            self.allowed += 1;
+        } else {
+            self.denied += 1;
+        }
     }
 }
 
@@ -220,7 +252,9 @@ where
         if let Some(slot) = s.table.find_mut(hash, |slot| slot.key == *key) {
             slot.last_seen = now;
             slot.referenced = true;
-            return self.algorithm.check(&mut slot.state, now, n);
+            let decision = self.algorithm.check(&mut slot.state, now, n);
+            s.stats.count(decision.allowed);
+            return decision;
         }
         if s.table.len() >= self.per_shard {
             s.evict_one(now, self.idle);
@@ -237,6 +271,7 @@ where
         };
         s.table
             .insert_unique(hash, slot, |slot| self.hasher.hash_one(&slot.key));
+        s.stats.count(decision.allowed);
         decision
     }
 
@@ -271,6 +306,20 @@ where
                     .purge(now, self.idle, |k| self.hasher.hash_one(k))
             })
             .sum()
+    }
+
+    /// Counters since creation, summed over shards (for metrics and the admin API).
+    pub fn stats(&self) -> KeyedStats {
+        let mut total = KeyedStats::default();
+        for shard in self.shards.iter() {
+            let s = shard.0.lock().unwrap_or_else(|e| e.into_inner());
+            total.allowed += s.stats.allowed;
+            total.denied += s.stats.denied;
+            total.evicted += s.stats.evicted;
+            total.expired += s.stats.expired;
+            total.keys += s.table.len() as u64;
+        }
+        total
     }
 
     /// The algorithm.
@@ -341,6 +390,11 @@ mod tests {
                 assert!(!l.check(&0).allowed, "hot key was evicted at {k}");
             }
         }
+        let stats = l.stats();
+        assert_eq!(stats.keys, l.len() as u64);
+        assert!(stats.evicted >= 100_000 - 64);
+        assert_eq!(stats.allowed, 10 + 99_999);
+        assert_eq!(stats.denied, 99_999 / 16);
     }
 
     #[test]

@@ -22,6 +22,7 @@
 //! println!("allowed={} remaining={} mode={:?}", d.allowed, d.remaining, limiter.mode());
 //! # Ok(()) }
 //! ```
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -260,6 +261,25 @@ struct Inner {
     breaker: CircuitBreaker,
     fallback: FallbackLimiter,
     retry_hint: Duration,
+    counters: [AtomicU64; 4],
+}
+
+const BY_REDIS: usize = 0;
+const BY_FALLBACK: usize = 1;
+const ERRORS: usize = 2;
+const TIMEOUTS: usize = 3;
+
+/// Counters of a [`RedisRateLimiter`] since creation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RedisStats {
+    /// Checks decided by Redis.
+    pub redis: u64,
+    /// Checks decided by the fallback (breaker open, error or timeout).
+    pub fallback: u64,
+    /// Redis calls that failed with an error.
+    pub errors: u64,
+    /// Redis calls that took longer than the timeout.
+    pub timeouts: u64,
 }
 
 /// A rate limiter whose state lives in Redis, shared by every process using the same prefix.
@@ -363,6 +383,7 @@ impl RedisRateLimiter {
                 breaker,
                 fallback,
                 retry_hint,
+                counters: Default::default(),
             }),
         })
     }
@@ -372,6 +393,17 @@ impl RedisRateLimiter {
         match self.inner.breaker.state() {
             State::Closed | State::Disabled => Mode::Redis,
             State::Open | State::HalfOpen | State::ForcedOpen => Mode::Fallback,
+        }
+    }
+
+    /// Counters since creation (for metrics and the admin API).
+    pub fn stats(&self) -> RedisStats {
+        let c = |i: usize| self.inner.counters[i].load(Ordering::Relaxed);
+        RedisStats {
+            redis: c(BY_REDIS),
+            fallback: c(BY_FALLBACK),
+            errors: c(ERRORS),
+            timeouts: c(TIMEOUTS),
         }
     }
 
@@ -394,18 +426,24 @@ impl RedisRateLimiter {
             match tokio::time::timeout(inner.timeout, self.eval(key, n)).await {
                 Ok(Ok(d)) => {
                     permit.success();
+                    inner.counters[BY_REDIS].fetch_add(1, Ordering::Relaxed);
                     return d;
                 }
                 Ok(Err(e)) => {
                     tracing::debug!(error = %e, "redis rate limit check failed; using fallback");
                     permit.failure();
+                    // The connection's own response timeout (same value) may fire first.
+                    let counter = if e.is_timeout() { TIMEOUTS } else { ERRORS };
+                    inner.counters[counter].fetch_add(1, Ordering::Relaxed);
                 }
                 Err(_) => {
+                    inner.counters[TIMEOUTS].fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(timeout = ?inner.timeout, "redis rate limit check timed out; using fallback");
                     permit.failure();
                 }
             }
         }
+        inner.counters[BY_FALLBACK].fetch_add(1, Ordering::Relaxed);
         match &inner.fallback {
             FallbackLimiter::Open => Decision::unlimited(),
             FallbackLimiter::Closed => Decision::denied_for(inner.limit, inner.retry_hint),
