@@ -391,6 +391,9 @@ impl Algorithm for SlidingWindowLog {
     }
 
     fn check(&self, s: &mut SlidingWindowLogState, now: u64, n: u64) -> Decision {
+        // Threads read the clock before taking the lock, so `now` can be slightly behind the
+        // newest entry; keeping the log sorted keeps the arithmetic below from underflowing.
+        let now = now.max(s.log.back().map_or(0, |&(t, _)| t));
         // Entries at or before now - period no longer count: the window is (now - period, now].
         while let Some(&(t, units)) = s.log.front() {
             if t.saturating_add(self.period) <= now {
@@ -417,6 +420,10 @@ impl Algorithm for SlidingWindowLog {
             return Decision::allow(self.limit, self.limit - s.total, self.period);
         }
         // Wait until enough of the oldest units have expired.
+        debug_assert!(s
+            .log
+            .iter()
+            .all(|&(t, _)| t.saturating_add(self.period) > now));
         let mut must_free = s.total + n - self.limit;
         let mut retry = 0;
         for &(t, units) in &s.log {
@@ -665,5 +672,43 @@ impl Algorithm for AnyAlgorithm {
 
     fn admission_bound(&self, window: Duration) -> u64 {
         dispatch!(self, a => a.admission_bound(window))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Clocks are read before the lock, so a check may carry an earlier time than the last.
+    #[test]
+    fn earlier_times_than_the_last_check_are_harmless() {
+        let rate: Rate = "3/s".parse().unwrap();
+        let q = Quota::new(rate);
+        let algs = [
+            AnyAlgorithm::Gcra(Gcra::new(q)),
+            AnyAlgorithm::TokenBucket(TokenBucket::new(q)),
+            AnyAlgorithm::LeakyBucket(LeakyBucket::shaping(q, Duration::from_secs(1))),
+            AnyAlgorithm::FixedWindow(FixedWindow::new(rate)),
+            AnyAlgorithm::SlidingWindowLog(SlidingWindowLog::new(rate)),
+            AnyAlgorithm::SlidingWindowCounter(SlidingWindowCounter::new(rate)),
+        ];
+        for alg in algs {
+            let mut st = alg.initial_state(0);
+            let mut admitted = 0;
+            for t in [
+                5_000_000_000u64,
+                4_000_000_000,
+                5_000_000_001,
+                4_999_999_999,
+                6_500_000_000,
+                6_000_000_000,
+            ] {
+                admitted += u64::from(alg.check(&mut st, t, 1).allowed);
+            }
+            assert!(
+                admitted <= alg.admission_bound(Duration::from_millis(2500)),
+                "{alg:?}"
+            );
+        }
     }
 }
