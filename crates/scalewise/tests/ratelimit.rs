@@ -9,8 +9,8 @@ use proptest::prelude::*;
 use scalewise::clock::ManualClock;
 use scalewise::ratelimit::{
     Algorithm, AnyAlgorithm, ClientAddr, Decision, FixedWindow, Gcra, GcraLimiter,
-    HttpRateLimitLayer, KeySource, KeyedConfig, KeyedRateLimiter, LeakyBucket, Limiter, Quota,
-    Rate, RateLimitLayer, RateLimited, RateLimiter, SlidingWindowCounter, SlidingWindowLog,
+    HttpRateLimitLayer, KeySource, KeyedConfig, KeyedRateLimiter, LeakyBucket, LimitStore, Limiter,
+    Quota, Rate, RateLimitLayer, RateLimited, RateLimiter, SlidingWindowCounter, SlidingWindowLog,
     TokenBucket,
 };
 use tower::{service_fn, Layer, Service, ServiceExt};
@@ -426,7 +426,8 @@ async fn http_layer_answers_429_with_headers() {
 
 #[tokio::test]
 async fn http_layer_keys_by_header() {
-    let limiter = Arc::new(KeyedRateLimiter::with_config(
+    // A store chosen at run time (as a gateway does per route) works as a trait object.
+    let limiter: Arc<dyn LimitStore<String>> = Arc::new(KeyedRateLimiter::with_config(
         Gcra::new(quota(1, 60_000, 1)),
         KeyedConfig::default(),
         ManualClock::new(),

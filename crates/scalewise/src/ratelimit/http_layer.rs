@@ -70,6 +70,9 @@ fn cookie<B>(req: &Request<B>, name: &str) -> Option<String> {
 /// `RateLimit-*` headers and an empty (`Default`) body, without reaching the inner service;
 /// an admitted one gets the `RateLimit-*` headers on its response.
 ///
+/// The store may be chosen at run time: `Arc<dyn LimitStore<String>>` works too (a local
+/// [`KeyedRateLimiter`](super::KeyedRateLimiter) for one route, Redis for another).
+///
 /// ```
 /// use scalewise::ratelimit::{ClientAddr, Gcra, HttpRateLimitLayer, KeySource, KeyedRateLimiter, Quota};
 /// use http::{Request, Response, StatusCode};
@@ -94,12 +97,12 @@ fn cookie<B>(req: &Request<B>, name: &str) -> Option<String> {
 /// assert_eq!(denied.headers()["retry-after"], "1");
 /// # }
 /// ```
-pub struct HttpRateLimitLayer<S> {
+pub struct HttpRateLimitLayer<S: ?Sized> {
     store: Arc<S>,
     key: Arc<KeySource>,
 }
 
-impl<S> Clone for HttpRateLimitLayer<S> {
+impl<S: ?Sized> Clone for HttpRateLimitLayer<S> {
     fn clone(&self) -> Self {
         Self {
             store: self.store.clone(),
@@ -108,7 +111,7 @@ impl<S> Clone for HttpRateLimitLayer<S> {
     }
 }
 
-impl<S: LimitStore<String>> HttpRateLimitLayer<S> {
+impl<S: LimitStore<String> + ?Sized> HttpRateLimitLayer<S> {
     /// Limits requests per `key` with `store`.
     pub fn new(store: Arc<S>, key: KeySource) -> Self {
         Self {
@@ -118,7 +121,7 @@ impl<S: LimitStore<String>> HttpRateLimitLayer<S> {
     }
 }
 
-impl<S, Inner> Layer<Inner> for HttpRateLimitLayer<S> {
+impl<S: ?Sized, Inner> Layer<Inner> for HttpRateLimitLayer<S> {
     type Service = HttpRateLimit<S, Inner>;
 
     fn layer(&self, inner: Inner) -> Self::Service {
@@ -131,13 +134,13 @@ impl<S, Inner> Layer<Inner> for HttpRateLimitLayer<S> {
 }
 
 /// The service built by [`HttpRateLimitLayer`].
-pub struct HttpRateLimit<S, Inner> {
+pub struct HttpRateLimit<S: ?Sized, Inner> {
     store: Arc<S>,
     key: Arc<KeySource>,
     inner: Inner,
 }
 
-impl<S, Inner: Clone> Clone for HttpRateLimit<S, Inner> {
+impl<S: ?Sized, Inner: Clone> Clone for HttpRateLimit<S, Inner> {
     fn clone(&self) -> Self {
         Self {
             store: self.store.clone(),
@@ -149,7 +152,7 @@ impl<S, Inner: Clone> Clone for HttpRateLimit<S, Inner> {
 
 impl<S, Inner, ReqB, ResB> Service<Request<ReqB>> for HttpRateLimit<S, Inner>
 where
-    S: LimitStore<String>,
+    S: LimitStore<String> + ?Sized,
     Inner: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
     Inner::Future: Send,
     Inner::Error: Send,

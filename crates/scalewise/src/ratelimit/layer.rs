@@ -94,12 +94,12 @@ pub struct RateLimited(pub Decision);
 /// assert!(err.downcast_ref::<RateLimited>().is_some());
 /// # }
 /// ```
-pub struct RateLimitLayer<S, F> {
+pub struct RateLimitLayer<S: ?Sized, F> {
     store: Arc<S>,
     key: F,
 }
 
-impl<S, F: Clone> Clone for RateLimitLayer<S, F> {
+impl<S: ?Sized, F: Clone> Clone for RateLimitLayer<S, F> {
     fn clone(&self) -> Self {
         Self {
             store: self.store.clone(),
@@ -140,14 +140,14 @@ impl<S: LimitStore<()>> RateLimitLayer<S, Global> {
     }
 }
 
-impl<S, F> RateLimitLayer<S, F> {
+impl<S: ?Sized, F> RateLimitLayer<S, F> {
     /// A limit per `key(request)`.
     pub fn new(store: Arc<S>, key: F) -> Self {
         Self { store, key }
     }
 }
 
-impl<S, F: Clone, Inner> Layer<Inner> for RateLimitLayer<S, F> {
+impl<S: ?Sized, F: Clone, Inner> Layer<Inner> for RateLimitLayer<S, F> {
     type Service = RateLimit<S, F, Inner>;
 
     fn layer(&self, inner: Inner) -> Self::Service {
@@ -160,13 +160,13 @@ impl<S, F: Clone, Inner> Layer<Inner> for RateLimitLayer<S, F> {
 }
 
 /// The service built by [`RateLimitLayer`].
-pub struct RateLimit<S, F, Inner> {
+pub struct RateLimit<S: ?Sized, F, Inner> {
     store: Arc<S>,
     key: F,
     inner: Inner,
 }
 
-impl<S, F: Clone, Inner: Clone> Clone for RateLimit<S, F, Inner> {
+impl<S: ?Sized, F: Clone, Inner: Clone> Clone for RateLimit<S, F, Inner> {
     fn clone(&self) -> Self {
         Self {
             store: self.store.clone(),
@@ -179,7 +179,7 @@ impl<S, F: Clone, Inner: Clone> Clone for RateLimit<S, F, Inner> {
 impl<S, F, Inner, Req> Service<Req> for RateLimit<S, F, Inner>
 where
     F: KeyExtractor<Req>,
-    S: LimitStore<F::Key>,
+    S: LimitStore<F::Key> + ?Sized,
     Inner: Service<Req> + Clone + Send + 'static,
     Inner::Future: Send,
     Inner::Error: Into<BoxError>,
