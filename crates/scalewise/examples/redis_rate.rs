@@ -18,7 +18,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let secs: u64 = args.next().map_or(Ok(3), |s| s.parse())?;
     let concurrency: usize = args.next().map_or(Ok(256), |s| s.parse())?;
 
-    for algorithm in [RedisAlgorithm::Gcra, RedisAlgorithm::SlidingWindow] {
+    for algorithm in [
+        RedisAlgorithm::Gcra,
+        RedisAlgorithm::SlidingWindow,
+        RedisAlgorithm::TokenBucket,
+    ] {
         let mut config = RedisLimiterConfig::new(url.clone(), "1000/s".parse()?);
         config.algorithm = algorithm;
         config.prefix = format!("bench:{}:{algorithm:?}:", std::process::id());

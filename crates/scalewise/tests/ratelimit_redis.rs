@@ -141,8 +141,12 @@ async fn global_limit_fallback_and_recovery() {
     let url = server.url();
     let port = server.port;
 
-    // Two instances (two "gateways") share one limit of 10 per minute, for both scripts.
-    for algorithm in [RedisAlgorithm::Gcra, RedisAlgorithm::SlidingWindow] {
+    // Two instances (two "gateways") share one limit of 10 per minute, for every script.
+    for algorithm in [
+        RedisAlgorithm::Gcra,
+        RedisAlgorithm::SlidingWindow,
+        RedisAlgorithm::TokenBucket,
+    ] {
         let prefix = unique_prefix(&format!("{algorithm:?}"));
         let fallback = Fallback::Local { share: 0.5 };
         let a = RedisRateLimiter::connect(config(&url, &prefix, algorithm, fallback))

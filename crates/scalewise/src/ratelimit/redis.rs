@@ -47,6 +47,8 @@ pub enum RedisAlgorithm {
     Gcra,
     /// Sliding-window counter: a small hash per key.
     SlidingWindow,
+    /// Token bucket: a small hash per key (credit and time of last refill).
+    TokenBucket,
 }
 
 /// What answers checks while Redis is unreachable or slow.
@@ -83,7 +85,7 @@ pub struct RedisLimiterConfig {
     /// Prepended to every key; default `"scalewise:rl:"`.
     #[serde(default = "default_prefix")]
     pub prefix: String,
-    /// Default `gcra`.
+    /// `gcra` (default), `sliding_window` or `token_bucket`.
     #[serde(default)]
     pub algorithm: RedisAlgorithm,
     /// The global rate.
@@ -207,6 +209,32 @@ end
 return {0, math.floor(math.max(0, horizon - tat) / interval), new_tat - horizon, tat - now}
 "#;
 
+/// Token bucket in a hash {c = credit in microseconds of refill, ts = last refill}.
+const TOKEN_BUCKET_SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local n = tonumber(ARGV[3])
+local cap = interval * burst
+local v = redis.call('HMGET', KEYS[1], 'c', 'ts')
+local credit = tonumber(v[1]) or cap
+local ts = tonumber(v[2]) or now
+if now > ts then
+  credit = math.min(cap, credit + (now - ts))
+  ts = now
+end
+if n > burst then return {0, math.floor(credit / interval), -1, cap - credit} end
+local need = n * interval
+if credit >= need then
+  credit = credit - need
+  redis.call('HSET', KEYS[1], 'c', string.format('%.0f', credit), 'ts', string.format('%.0f', ts))
+  redis.call('PEXPIRE', KEYS[1], math.ceil((cap - credit) / 1000) + 1)
+  return {1, math.floor(credit / interval), 0, cap - credit}
+end
+return {0, math.floor(credit / interval), need - credit, cap - credit}
+"#;
+
 /// Sliding-window counter in a hash {w = window index, p = previous count, c = current}.
 const SLIDING_SCRIPT: &str = r#"
 local t = redis.call('TIME')
@@ -253,9 +281,10 @@ struct Inner {
     conn: ConnectionManager,
     script: redis::Script,
     prefix: String,
-    /// GCRA: emission interval; sliding window: period. Microseconds (Redis `TIME`).
+    /// GCRA, token bucket: emission interval; sliding window: period. Microseconds
+    /// (Redis `TIME`).
     arg_us: u64,
-    /// GCRA: burst; sliding window: limit per period.
+    /// GCRA, token bucket: burst; sliding window: limit per period.
     limit: u64,
     timeout: Duration,
     breaker: CircuitBreaker,
@@ -343,6 +372,12 @@ impl RedisRateLimiter {
                 quota.rate.interval_nanos().div_ceil(1000).max(1),
                 quota.burst,
                 AlgorithmKind::Gcra,
+            ),
+            RedisAlgorithm::TokenBucket => (
+                TOKEN_BUCKET_SCRIPT,
+                quota.rate.interval_nanos().div_ceil(1000).max(1),
+                quota.burst,
+                AlgorithmKind::TokenBucket,
             ),
             RedisAlgorithm::SlidingWindow => (
                 SLIDING_SCRIPT,
