@@ -331,8 +331,8 @@ impl RedisRateLimiter {
     /// Connects to Redis and prepares the limiter.
     ///
     /// # Errors
-    /// If the URL is invalid, the first connection fails or times out, or a local fallback
-    /// share is out of range. Later Redis failures never error: they engage the fallback.
+    /// If the URL is invalid, the first connection fails or times out, the breaker settings
+    /// or a local fallback share are out of range (checked before connecting). Later Redis failures never error: they engage the fallback.
     pub async fn connect(config: RedisLimiterConfig) -> Result<Self, RedisStoreError> {
         let timeout = config.timeout.unwrap_or(Duration::from_millis(50));
         if let Fallback::Local { share } = config.fallback {
@@ -340,6 +340,9 @@ impl RedisRateLimiter {
                 return Err(RedisStoreError::Share(share));
             }
         }
+        let breaker = CircuitBreaker::builder(format!("redis-ratelimit:{}", config.prefix))
+            .config(config.breaker.clone())
+            .build()?;
         let client =
             redis::Client::open(config.url.as_str()).map_err(|source| RedisStoreError::Url {
                 url: config.url.clone(),
@@ -403,9 +406,6 @@ impl RedisRateLimiter {
                 ))
             }
         };
-        let breaker = CircuitBreaker::builder(format!("redis-ratelimit:{}", config.prefix))
-            .config(config.breaker.clone())
-            .build()?;
         let retry_hint = config.breaker.open_duration;
         Ok(Self {
             inner: Arc::new(Inner {
