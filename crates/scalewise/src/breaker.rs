@@ -1,1 +1,0 @@
-//! Circuit breakers. (Being built: see issue 3.)
