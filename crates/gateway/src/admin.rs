@@ -4,7 +4,8 @@
 //! | method | path | what |
 //! |---|---|---|
 //! | GET | `/api/status` | version, uptime, listeners, upstream and backend counts |
-//! | GET | `/api/backends` | every backend: health, ejections, in-flight, EWMA, weight, draining |
+//! | GET | `/api/backends` | every backend: health, ejections, in-flight, EWMA, weight, draining, breaker |
+//! | GET | `/api/policies` | rate limits, route policies, retry budgets, circuit breakers |
 //! | POST | `/api/backends/{upstream}/{id or addr}/drain` | stop sending new requests to it |
 //! | POST | `/api/backends/{upstream}/{id or addr}/enable` | undo a drain |
 //! | GET | `/api/config` | the running config, secrets redacted |
@@ -100,6 +101,9 @@ pub async fn handle(ctl: &Controller, req: Request<Incoming>) -> Response<Body> 
     match segments.as_slice() {
         ["api", "status"] => {
             only_get(&method).unwrap_or_else(|| json(StatusCode::OK, &ctl.status()))
+        }
+        ["api", "policies"] => {
+            only_get(&method).unwrap_or_else(|| json(StatusCode::OK, &ctl.policies()))
         }
         ["api", "backends"] => {
             only_get(&method).unwrap_or_else(|| json(StatusCode::OK, &ctl.backends()))
