@@ -238,8 +238,8 @@ pub(crate) fn validate(c: &Config, errs: &mut Vec<ConfigError>) {
             if let Err(err) = b.validate() {
                 e(
                     format!("upstreams.{name}.circuit_breaker.{}", err.field),
-                    &"this value",
-                    &err.problem,
+                    &"an invalid value",
+                    &format!("a value that {}", err.problem),
                 );
             }
         }
