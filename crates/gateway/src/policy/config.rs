@@ -81,8 +81,11 @@ impl RateLimitSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSpec {
-    /// `redis://host:port/db`.
+    /// `redis://host:port/db`, without a password (the admin API shows this URL).
     pub url: String,
+    /// Redis password (AUTH); redacted in `GET /api/config`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
     /// Key prefix; default `scalewise:gw:NAME:`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
@@ -97,6 +100,40 @@ pub struct RedisSpec {
     /// own, e.g. 1 / number of gateways. In (0, 1].
     #[serde(default = "default_share")]
     pub local_share: f64,
+}
+
+impl RedisSpec {
+    /// The URL to connect to: `url` with `password` in its user-info part.
+    pub(crate) fn connect_url(&self) -> String {
+        let Some(pw) = &self.password else {
+            return self.url.clone();
+        };
+        let Some((scheme, rest)) = self.url.split_once("://") else {
+            return self.url.clone();
+        };
+        let encoded: String = pw
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        match rest.split_once('@') {
+            Some((user, host)) => format!("{scheme}://{user}:{encoded}@{host}"),
+            None => format!("{scheme}://:{encoded}@{rest}"),
+        }
+    }
+
+    fn url_has_password(&self) -> bool {
+        let rest = self.url.split_once("://").map_or("", |(_, r)| r);
+        let authority = rest.split('/').next().unwrap_or("");
+        authority
+            .rsplit_once('@')
+            .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+    }
 }
 
 /// What answers a Redis-global limit while Redis is away.
@@ -191,6 +228,13 @@ pub(crate) fn validate(c: &Config, errs: &mut Vec<ConfigError>) {
                 if !r.url.starts_with("redis://") && !r.url.starts_with("rediss://") {
                     e(k("redis.url"), &format!("{:?}", r.url), "a redis:// URL");
                 }
+                if r.url_has_password() {
+                    e(
+                        k("redis.url"),
+                        &"a URL with a password",
+                        "a URL without one: put the password in redis.password, which the admin API redacts",
+                    );
+                }
                 if r.timeout.is_zero() {
                     e(k("redis.timeout"), &"0s", "a duration above zero");
                 }
@@ -258,5 +302,96 @@ pub(crate) fn validate(c: &Config, errs: &mut Vec<ConfigError>) {
                 "a duration above zero",
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> Config {
+        toml::from_str(&format!(
+            r#"
+            [[listeners]]
+            addr = "127.0.0.1:8080"
+            [[routes]]
+            upstream = "api"
+            rate_limit = "rl"
+            [upstreams.api]
+            backends = [{{ addr = "127.0.0.1:9001" }}]
+            {extra}
+            "#
+        ))
+        .unwrap()
+    }
+
+    fn keys(c: &Config) -> Vec<String> {
+        c.validate()
+            .err()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| e.key_path)
+            .collect()
+    }
+
+    #[test]
+    fn policy_settings_are_checked() {
+        assert_eq!(keys(&config("")), ["routes[0].rate_limit"]);
+        assert!(keys(&config("[rate_limits.rl]\nrate = \"10/s\"")).is_empty());
+        assert_eq!(
+            keys(&config(
+                "[rate_limits.rl]\nrate = \"10/s\"\nburst = 0\nalgorithm = \"magic\"\nkey = \"path\""
+            )),
+            [
+                "rate_limits.rl.burst",
+                "rate_limits.rl.key",
+                "rate_limits.rl.algorithm"
+            ]
+        );
+        assert_eq!(
+            keys(&config(
+                "[rate_limits.rl]\nrate = \"10/s\"\nalgorithm = \"token_bucket\"\nredis = { url = \"redis://:pw@127.0.0.1\", local_share = 2.0 }"
+            )),
+            [
+                "rate_limits.rl.algorithm",
+                "rate_limits.rl.redis.url",
+                "rate_limits.rl.redis.local_share"
+            ]
+        );
+        let mut c = config("[rate_limits.rl]\nrate = \"10/s\"");
+        c.routes[0].retries = Some(11);
+        c.upstreams.get_mut("api").unwrap().retry_budget.retry_ratio = -1.0;
+        assert_eq!(
+            keys(&c),
+            [
+                "routes[0].retries",
+                "upstreams.api.retry_budget.retry_ratio"
+            ]
+        );
+        assert!(toml::from_str::<Config>("[rate_limits.x]\nrate = \"fast\"").is_err());
+    }
+
+    #[test]
+    fn flag_adds_a_limit_to_routes_without_one_and_round_trips() {
+        let mut c = config("[rate_limits.rl]\nrate = \"10/s\"");
+        c.routes
+            .push(crate::config::RouteConfig::to_upstream("api"));
+        apply_rate_limit_flag(&mut c, "100/s".parse().unwrap());
+        assert_eq!(c.routes[0].rate_limit.as_deref(), Some("rl"));
+        assert_eq!(c.routes[1].rate_limit.as_deref(), Some(FLAG_LIMIT_NAME));
+        c.validate().unwrap();
+        let again: Config = toml::from_str(&toml::to_string(&c).unwrap()).unwrap();
+        assert_eq!(again, c);
+    }
+
+    #[test]
+    fn password_goes_into_the_connect_url_only() {
+        let r: RedisSpec =
+            toml::from_str("url = \"redis://10.0.0.1:6379/2\"\npassword = \"p@ss:w\"").unwrap();
+        assert_eq!(r.connect_url(), "redis://:p%40ss%3Aw@10.0.0.1:6379/2");
+        assert!(!r.url_has_password());
+        let mut v = serde_json::to_value(&r).unwrap();
+        crate::config_file::redact(&mut v);
+        assert_eq!(v["password"], "<redacted>");
     }
 }

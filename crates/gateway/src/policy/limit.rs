@@ -76,7 +76,7 @@ impl NamedLimiter {
         let kind = match &spec.redis {
             None => Kind::Local(local(spec, 1.0)?),
             Some(r) => {
-                let mut cfg = RedisLimiterConfig::new(r.url.clone(), spec.rate);
+                let mut cfg = RedisLimiterConfig::new(r.connect_url(), spec.rate);
                 cfg.prefix = r
                     .prefix
                     .clone()
