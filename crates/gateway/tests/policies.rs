@@ -507,3 +507,52 @@ shed = { max_in_flight = 1 }
     assert!(text.contains(r#"gateway_policy_rejections_total{route="shed",reason="shed"} 1"#));
     assert_eq!(p["routes"]["shed"]["shed_count"], 1);
 }
+
+/// Two gateways share one Redis-global limit. Needs Redis on 127.0.0.1:6379: skipped
+/// (loudly) without it unless `SCALEWISE_REQUIRE_SERVICES=1`.
+#[tokio::test]
+async fn redis_global_limit_is_shared_by_two_gateways() {
+    if TcpStream::connect("127.0.0.1:6379").await.is_err() {
+        assert!(
+            std::env::var("SCALEWISE_REQUIRE_SERVICES").as_deref() != Ok("1"),
+            "Redis on 127.0.0.1:6379 is required (SCALEWISE_REQUIRE_SERVICES=1)"
+        );
+        eprintln!("SKIP redis_global_limit_is_shared_by_two_gateways: no Redis on 127.0.0.1:6379");
+        return;
+    }
+    let b = flaky(false).await;
+    let prefix = format!(
+        "scalewise-test:gw:{}:{}:",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let text = toml_config(&[b.addr], "").replace(
+        "upstream = \"app\"\n",
+        "upstream = \"app\"\nrate_limit = \"global\"\n",
+    ) + &format!(
+        "\n[rate_limits.global]\nrate = \"3/h\"\nredis = {{ url = \"redis://127.0.0.1:6379\", prefix = \"{prefix}\", timeout = \"2s\", fallback = \"fail_closed\" }}\n"
+    );
+    let (gw1, l1, admin) = start(parse(&text), StartOptions::default()).await;
+    let (gw2, l2, _) = start(parse(&text), StartOptions::default()).await;
+    for gw in [&gw1, &gw2] {
+        let state = gw.controller().shared().load();
+        let limiter = scalewise_gateway::policy::limiter(&state, "global").unwrap();
+        tokio::time::timeout(Duration::from_secs(10), limiter.connected())
+            .await
+            .expect("connects to Redis");
+    }
+
+    assert_eq!(call(l1, "/", &[]).await.0, StatusCode::OK);
+    assert_eq!(call(l2, "/", &[]).await.0, StatusCode::OK);
+    let (s, h, _) = call(l1, "/", &[]).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(header(&h, "ratelimit-remaining"), "0");
+    let (s, h, _) = call(l2, "/", &[]).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "the budget is global");
+    assert!(h.contains_key("retry-after"));
+    let p = get_json(admin, "/api/policies").await;
+    assert_eq!(p["rate_limits"]["global"]["mode"], "redis");
+}

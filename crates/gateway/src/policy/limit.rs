@@ -29,6 +29,7 @@ enum Kind {
 
 struct RedisGlobal {
     connected: Arc<OnceLock<RedisRateLimiter>>,
+    ready: tokio::sync::watch::Receiver<bool>,
     fallback: Option<Local>,
     fail_closed: bool,
     connector: Option<tokio::task::JoinHandle<()>>,
@@ -93,9 +94,11 @@ impl NamedLimiter {
                     },
                 };
                 let connected = Arc::new(OnceLock::new());
+                let (tx, ready) = tokio::sync::watch::channel(false);
                 Kind::Redis(RedisGlobal {
-                    connector: spawn_connector(name, cfg, connected.clone()),
+                    connector: spawn_connector(name, cfg, connected.clone(), tx),
                     connected,
+                    ready,
                     fallback: (r.fallback == FallbackSpec::Local)
                         .then(|| local(spec, r.local_share))
                         .flatten(),
@@ -125,6 +128,15 @@ impl NamedLimiter {
                     None => Decision::unlimited(),
                 },
             },
+        }
+    }
+
+    /// Waits until a Redis-global limiter has connected (at once for local ones); `false`
+    /// if it cannot any more (its connector is gone).
+    pub async fn connected(&self) -> bool {
+        match &self.kind {
+            Kind::Local(_) => true,
+            Kind::Redis(r) => r.ready.clone().wait_for(|c| *c).await.is_ok(),
         }
     }
 
@@ -178,6 +190,7 @@ fn spawn_connector(
     name: &str,
     cfg: RedisLimiterConfig,
     slot: Arc<OnceLock<RedisRateLimiter>>,
+    ready: tokio::sync::watch::Sender<bool>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     let handle = tokio::runtime::Handle::try_current().ok()?;
     let name = name.to_owned();
@@ -188,6 +201,7 @@ fn spawn_connector(
                 Ok(l) => {
                     tracing::info!(rate_limit = %name, "connected to Redis");
                     let _ = slot.set(l);
+                    ready.send_replace(true);
                     return;
                 }
                 Err(e) => {

@@ -371,6 +371,11 @@ impl UpstreamPolicy {
     }
 }
 
+/// The limiter `[rate_limits.NAME]` of a running state.
+pub fn limiter(state: &GatewayState, name: &str) -> Option<Arc<NamedLimiter>> {
+    state.limiters().by_name.get(name).cloned()
+}
+
 /// `GET /api/policies`: limiters, route policies, retry budgets and breakers.
 pub fn snapshot(state: &GatewayState) -> serde_json::Value {
     let limits: serde_json::Map<_, _> = state
