@@ -272,7 +272,10 @@ pub(crate) async fn handle(mut req: Request<Incoming>, ci: &ConnInfo) -> Respons
                 return local(StatusCode::GATEWAY_TIMEOUT, Some(active));
             }
             Ok(Err(e)) => {
-                if let Some(b) = breaker {
+                let client_fault =
+                    matches!(&e, SendError::Request(inner) if is_body_too_large(inner.as_ref()));
+                // A body over the limit is the client's doing: the permit is dropped unjudged.
+                if let (Some(b), false) = (breaker, client_fault) {
                     b.record(scalewise::breaker::Outcome::failure().with_duration(latency));
                 }
                 selection.finish(match e {
