@@ -197,6 +197,11 @@ pub struct RouteConfig {
     /// requests get 503 at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shed: Option<scalewise::shed::ShedConfig>,
+    /// Adaptive concurrency limit of the route (`algorithm` = `aimd` or `gradient2`,
+    /// `initial`, `min`, `max`): the limit follows the backend's latency and drops;
+    /// beyond it, 503.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptive_concurrency: Option<crate::policy::AdaptiveSpec>,
 }
 
 impl RouteConfig {
@@ -214,6 +219,7 @@ impl RouteConfig {
             retries: None,
             concurrency: None,
             shed: None,
+            adaptive_concurrency: None,
         }
     }
 }

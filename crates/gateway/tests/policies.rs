@@ -456,6 +456,12 @@ upstream = "app"
 concurrency = { max_concurrent = 1, max_waiting = 0, max_wait = "1s" }
 
 [[routes]]
+name = "adaptive"
+path_prefix = "/a"
+upstream = "app"
+adaptive_concurrency = { algorithm = "aimd", initial = 1, min = 1, max = 1 }
+
+[[routes]]
 name = "shed"
 upstream = "app"
 shed = { max_in_flight = 1 }
@@ -476,6 +482,17 @@ shed = { max_in_flight = 1 }
     b.entered.lock().await.recv().await;
     b.release.notify_one();
     assert_eq!(second.await.unwrap(), StatusCode::OK);
+
+    // The adaptive limit (pinned to 1 here): one in flight, the next refused.
+    let held = tokio::spawn(async move { call(listen, "/a/hang", &[]).await.0 });
+    b.entered.lock().await.recv().await;
+    assert_eq!(
+        call(listen, "/a/x", &[]).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    b.release.notify_one();
+    assert_eq!(held.await.unwrap(), StatusCode::OK);
+    assert_eq!(call(listen, "/a/x", &[]).await.0, StatusCode::OK);
 
     // The shedding route: one request in flight, the next is shed at once.
     let held = tokio::spawn(async move { call(listen, "/s/hang", &[]).await.0 });
@@ -506,6 +523,14 @@ shed = { max_in_flight = 1 }
     );
     assert!(text.contains(r#"gateway_policy_rejections_total{route="shed",reason="shed"} 1"#));
     assert_eq!(p["routes"]["shed"]["shed_count"], 1);
+    assert_eq!(p["routes"]["adaptive"]["rejected_adaptive_limit"], 1);
+    assert_eq!(
+        p["routes"]["adaptive"]["adaptive_concurrency"]["stats"]["in_flight"],
+        0
+    );
+    assert!(text.contains(
+        r#"gateway_policy_rejections_total{route="adaptive",reason="adaptive_limit"} 1"#
+    ));
 }
 
 /// Two gateways share one Redis-global limit. Needs Redis on 127.0.0.1:6379: skipped

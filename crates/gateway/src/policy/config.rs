@@ -149,6 +149,46 @@ pub enum FallbackSpec {
     Local,
 }
 
+/// An adaptive concurrency limit of a route (`routes[].adaptive_concurrency`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdaptiveSpec {
+    /// `aimd` (default: additive increase, multiplicative decrease on drops) or `gradient2`
+    /// (shrinks when latency rises above its long-term average).
+    #[serde(default)]
+    pub algorithm: AdaptiveAlgorithm,
+    /// Starting limit.
+    #[serde(default = "default_initial")]
+    pub initial: u32,
+    /// Lowest limit.
+    #[serde(default = "default_min")]
+    pub min: u32,
+    /// Highest limit.
+    #[serde(default = "default_max")]
+    pub max: u32,
+}
+
+/// Algorithm of an [`AdaptiveSpec`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdaptiveAlgorithm {
+    /// [`scalewise::concurrency::Aimd`].
+    #[default]
+    Aimd,
+    /// [`scalewise::concurrency::Gradient2`].
+    Gradient2,
+}
+
+fn default_initial() -> u32 {
+    20
+}
+fn default_min() -> u32 {
+    1
+}
+fn default_max() -> u32 {
+    1000
+}
+
 fn display<S: serde::Serializer>(v: &impl std::fmt::Display, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(v)
 }
@@ -268,6 +308,15 @@ pub(crate) fn validate(c: &Config, errs: &mut Vec<ConfigError>) {
                     k("concurrency.max_wait"),
                     &"0s",
                     "a duration above zero when max_waiting > 0",
+                );
+            }
+        }
+        if let Some(a) = &r.adaptive_concurrency {
+            if a.min == 0 || a.min > a.initial || a.initial > a.max {
+                e(
+                    k("adaptive_concurrency"),
+                    &format!("min {} initial {} max {}", a.min, a.initial, a.max),
+                    "1 <= min <= initial <= max",
                 );
             }
         }

@@ -12,7 +12,10 @@ pub mod config;
 mod limit;
 
 pub(crate) use config::validate;
-pub use config::{apply_rate_limit_flag, FallbackSpec, RateLimitSpec, RedisSpec, FLAG_LIMIT_NAME};
+pub use config::{
+    apply_rate_limit_flag, AdaptiveAlgorithm, AdaptiveSpec, FallbackSpec, RateLimitSpec, RedisSpec,
+    FLAG_LIMIT_NAME,
+};
 pub use limit::NamedLimiter;
 
 use crate::config::{Config, RouteConfig, UpstreamConfig};
@@ -25,6 +28,7 @@ use prometheus_client::registry::Registry;
 use scalewise::balance::Endpoint;
 use scalewise::breaker::{CircuitBreaker, OwnedPermit, State};
 use scalewise::bulkhead::{Bulkhead, BulkheadError, BulkheadPermit};
+use scalewise::concurrency::{AdaptiveLimiter, Aimd, Gradient2, LimitToken};
 use scalewise::metrics::Samples;
 use scalewise::ratelimit::Decision;
 use scalewise::retry::RetryBudget;
@@ -95,6 +99,7 @@ impl PolicyMetrics {
             concurrency_full: r("concurrency_full"),
             concurrency_timeout: r("concurrency_timeout"),
             shed: r("shed"),
+            adaptive: r("adaptive_limit"),
         }
     }
 }
@@ -106,6 +111,7 @@ struct RouteCounters {
     concurrency_full: Counter,
     concurrency_timeout: Counter,
     shed: Counter,
+    adaptive: Counter,
 }
 
 /// The named limiters of one state.
@@ -137,6 +143,7 @@ pub struct RoutePolicy {
     limiter: Option<Arc<NamedLimiter>>,
     concurrency: Option<(scalewise::bulkhead::BulkheadConfig, Bulkhead)>,
     shed: Option<(scalewise::shed::ShedConfig, LoadShedder)>,
+    adaptive: Option<(AdaptiveSpec, AdaptiveLimiter)>,
     /// Retries after the first attempt (before any budget check).
     pub retries: u32,
     counters: RouteCounters,
@@ -170,7 +177,24 @@ impl RoutePolicy {
                 .cloned()
                 .unwrap_or_else(|| (c.clone(), LoadShedder::new(c.clone())))
         });
+        let adaptive = cfg.adaptive_concurrency.as_ref().map(|c| {
+            prev.and_then(|p| p.adaptive.as_ref())
+                .filter(|(old, _)| old == c)
+                .cloned()
+                .unwrap_or_else(|| {
+                    let limiter = match c.algorithm {
+                        AdaptiveAlgorithm::Aimd => {
+                            AdaptiveLimiter::new(Aimd::new(c.initial, c.min, c.max))
+                        }
+                        AdaptiveAlgorithm::Gradient2 => {
+                            AdaptiveLimiter::new(Gradient2::new(c.initial, c.min, c.max))
+                        }
+                    };
+                    (c.clone(), limiter)
+                })
+        });
         Self {
+            adaptive,
             counters: metrics.route(label, limiter.as_ref().map(|l| l.name.as_str())),
             limiter,
             concurrency,
@@ -219,6 +243,13 @@ impl RoutePolicy {
             ),
             None => None,
         };
+        let token = match &self.adaptive {
+            Some((_, a)) => Some(
+                a.try_acquire()
+                    .map_err(|_| refuse("adaptive_limit", &self.counters.adaptive))?,
+            ),
+            None => None,
+        };
         let permit = match &self.concurrency {
             Some((_, b)) => Some(b.acquire().await.map_err(|e| match e {
                 BulkheadError::QueueFull { .. } => {
@@ -235,6 +266,7 @@ impl RoutePolicy {
             guard: RouteGuard {
                 _permit: permit,
                 _shed: shed,
+                token,
             },
         })
     }
@@ -247,6 +279,11 @@ impl RoutePolicy {
                 "config": c,
                 "stats": b.stats(),
             })),
+            "adaptive_concurrency": self.adaptive.as_ref().map(|(c, a)| serde_json::json!({
+                "config": c,
+                "stats": a.stats(),
+            })),
+            "rejected_adaptive_limit": self.counters.adaptive.get(),
             "shed": self.shed.as_ref().map(|(c, s)| serde_json::json!({
                 "config": c,
                 "stats": s.stats(),
@@ -282,6 +319,21 @@ pub(crate) struct Refused {
 pub struct RouteGuard {
     _permit: Option<BulkheadPermit>,
     _shed: Option<ShedGuard>,
+    token: Option<LimitToken>,
+}
+
+impl RouteGuard {
+    /// Teaches the route's adaptive limit how the backend answered: `Some(true)` a
+    /// success, `Some(false)` a drop (timeout or overload answer), `None` nothing.
+    pub(crate) fn outcome(&mut self, ok: Option<bool>) {
+        if let Some(t) = self.token.take() {
+            match ok {
+                Some(true) => t.success(),
+                Some(false) => t.dropped(),
+                None => t.ignore(),
+            }
+        }
+    }
 }
 
 /// The policies of one upstream: its retry budget and a breaker per backend.

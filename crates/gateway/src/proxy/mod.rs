@@ -262,6 +262,9 @@ pub(crate) async fn handle(mut req: Request<Incoming>, ci: &ConnInfo) -> Respons
         let (mut resp, pooled) = match result {
             Ok(Ok(r)) => r,
             Err(_elapsed) => {
+                if let Some(g) = route_guard.as_mut() {
+                    g.outcome(Some(false));
+                }
                 if let Some(b) = breaker {
                     b.record(scalewise::breaker::Outcome::failure().with_duration(latency));
                 }
@@ -314,6 +317,15 @@ pub(crate) async fn handle(mut req: Request<Incoming>, ci: &ConnInfo) -> Respons
                 scalewise::breaker::Outcome::success()
             };
             b.record(outcome.with_duration(latency));
+        }
+        if let Some(g) = route_guard.as_mut() {
+            // Overload answers teach the adaptive limit to back off; other answers,
+            // errors included, show the backend keeping up.
+            let overloaded = matches!(
+                status,
+                StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
+            );
+            g.outcome(Some(!overloaded));
         }
         if let Some(d) = &admitted.decision {
             d.write_headers(resp.headers_mut());
