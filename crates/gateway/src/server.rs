@@ -40,7 +40,19 @@ pub struct Overrides {
 }
 
 impl Overrides {
-    fn apply(&self, config: &mut Config) {
+    /// The overriding flags of `args`.
+    pub fn from_args(args: &Args) -> Self {
+        Self {
+            admin: args.admin,
+            admin_token: args.admin_token.clone(),
+            log_format: args.log_format,
+            access_log: args.access_log,
+            rate_limit: args.rate_limit,
+        }
+    }
+
+    /// Applies the flags to a config (on start and on every reload).
+    pub fn apply(&self, config: &mut Config) {
         if let Some(AdminAddr::At(addr)) = self.admin {
             config.admin.addr = addr;
         }
@@ -579,13 +591,7 @@ fn upstream_samples(shared: &Shared, out: &mut Samples) {
 /// Invalid configuration, a socket that cannot be bound, or signal handlers that cannot be
 /// installed.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let overrides = Overrides {
-        admin: args.admin,
-        admin_token: args.admin_token.clone(),
-        log_format: args.log_format,
-        access_log: args.access_log,
-        rate_limit: args.rate_limit,
-    };
+    let overrides = Overrides::from_args(&args);
     let mut config = match &args.config {
         Some(path) => config_file::load_config(path).map_err(|e| anyhow::anyhow!("{e}"))?,
         None => {

@@ -256,19 +256,18 @@ async fn rate_limit_flag_limits_every_route_per_client_ip() {
     .is_err());
 
     // What `scalewise gateway` builds from those flags.
-    let mut config = Config::from_backends(
+    let config = Config::from_backends(
         cli.args.listen.unwrap(),
         cli.args.backends.iter().copied(),
         AlgorithmName::RoundRobin,
     );
-    if let Some(scalewise_gateway::AdminAddr::At(a)) = cli.args.admin {
-        config.admin.addr = a;
-    }
+    let overrides = Overrides::from_args(&cli.args);
+    let mut applied = config.clone();
+    overrides.apply(&mut applied);
+    assert_eq!(applied.routes[0].rate_limit.as_deref(), Some("cli"));
+    assert_eq!(applied.admin.addr.port(), 0);
     let options = StartOptions {
-        overrides: Overrides {
-            rate_limit: cli.args.rate_limit,
-            ..Overrides::default()
-        },
+        overrides,
         ..StartOptions::default()
     };
     let (gw, listen, _admin) = start(config.clone(), options).await;
