@@ -8,6 +8,38 @@
 //! retry budgets whose settings are unchanged, breakers of backends whose address and breaker
 //! settings are unchanged (their state and window), and route bulkheads and shedders with
 //! unchanged settings (their in-flight counts). See docs/gateway-policies.md.
+//!
+//! ```
+//! use scalewise_gateway::config::Config;
+//! use scalewise_gateway::metrics::GatewayMetrics;
+//! use scalewise_gateway::state::Shared;
+//!
+//! let config: Config = toml::from_str(r#"
+//!     [[listeners]]
+//!     addr = "127.0.0.1:8080"
+//!
+//!     [[routes]]
+//!     upstream = "api"
+//!     rate_limit = "per_key"
+//!     retries = 2
+//!     concurrency = { max_concurrent = 100, max_waiting = 50, max_wait = "500ms" }
+//!
+//!     [rate_limits.per_key]
+//!     rate = "600/min"
+//!     key = "header:x-api-key"
+//!
+//!     [upstreams.api]
+//!     backends = [{ addr = "127.0.0.1:9001" }]
+//!     circuit_breaker = { failure_rate_threshold = 0.5, minimum_calls = 20, open_duration = "5s" }
+//!     retry_budget = { retry_ratio = 0.1, min_retries_per_second = 5, window = "10s" }
+//! "#).unwrap();
+//! config.validate().unwrap();
+//! let shared = Shared::new(config, GatewayMetrics::new()).unwrap();
+//! let state = shared.load();
+//! let policies = scalewise_gateway::policy::snapshot(&state);
+//! assert_eq!(policies["rate_limits"]["per_key"]["mode"], "local");
+//! assert_eq!(policies["upstreams"]["api"]["breakers"]["127.0.0.1:9001"]["state"], "closed");
+//! ```
 pub mod config;
 mod limit;
 
@@ -26,7 +58,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use scalewise::balance::Endpoint;
-use scalewise::breaker::{CircuitBreaker, OwnedPermit, State};
+use scalewise::breaker::{CircuitBreaker, OwnedPermit, Rejected, State};
 use scalewise::bulkhead::{Bulkhead, BulkheadError, BulkheadPermit};
 use scalewise::concurrency::{AdaptiveLimiter, Aimd, Gradient2, LimitToken};
 use scalewise::metrics::Samples;
@@ -405,13 +437,15 @@ impl UpstreamPolicy {
         &self.budget
     }
 
-    /// Asks the endpoint's breaker for a call permit. `Ok(None)`: no breaker;
-    /// `Err(())`: the breaker is open, pick another backend.
-    #[allow(clippy::result_unit_err)]
-    pub fn permit(&self, endpoint: &Endpoint) -> Result<Option<OwnedPermit>, ()> {
+    /// Asks the endpoint's breaker for a call permit; `Ok(None)` if there is no breaker.
+    ///
+    /// # Errors
+    /// [`Rejected`] while the breaker is open (or half-open with every trial slot taken):
+    /// pick another backend.
+    pub fn permit(&self, endpoint: &Endpoint) -> Result<Option<OwnedPermit>, Rejected> {
         match self.breaker(endpoint.id(), endpoint.addr()) {
             None => Ok(None),
-            Some(b) => b.try_acquire_owned().map(Some).map_err(|_| ()),
+            Some(b) => b.try_acquire_owned().map(Some),
         }
     }
 
