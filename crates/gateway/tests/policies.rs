@@ -580,3 +580,37 @@ async fn redis_global_limit_is_shared_by_two_gateways() {
     let p = get_json(admin, "/api/policies").await;
     assert_eq!(p["rate_limits"]["global"]["mode"], "redis");
 }
+
+#[tokio::test]
+async fn reload_keeps_unchanged_limits_and_rebuilds_changed_ones() {
+    let b = flaky(false).await;
+    let text = toml_config(&[b.addr], "").replace(
+        "upstream = \"app\"\n",
+        "upstream = \"app\"\nrate_limit = \"rl\"\n",
+    ) + "\n[rate_limits.rl]\nrate = \"1/h\"\n";
+    let cfg = parse(&text);
+    let (gw, listen, admin) = start(cfg.clone(), StartOptions::default()).await;
+    assert_eq!(call(listen, "/", &[]).await.0, StatusCode::OK);
+    assert_eq!(
+        call(listen, "/", &[]).await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+
+    // Unchanged limit: a reload is no way to a fresh budget.
+    let mut next = cfg.clone();
+    next.routes[0].name = Some("renamed".into());
+    gw.controller().apply(next.clone()).await.unwrap();
+    assert_eq!(
+        call(listen, "/", &[]).await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+
+    // A changed limit starts afresh.
+    next.rate_limits.get_mut("rl").unwrap().rate = "2/h".parse().unwrap();
+    gw.controller().apply(next).await.unwrap();
+    let (s, h, _) = call(listen, "/", &[]).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(header(&h, "ratelimit-limit"), "2");
+    let p = get_json(admin, "/api/policies").await;
+    assert_eq!(p["routes"]["renamed"]["rate_limit"], "rl", "{p}");
+}
