@@ -351,6 +351,31 @@ async fn breaker_opens_on_failing_backend_and_traffic_moves_to_the_healthy_one()
         good.addr
     )));
 
+    // Operators can force a breaker open and reset it.
+    let (s, body) = ops_support::request(
+        admin,
+        "POST",
+        &format!("/api/backends/app/{}/breaker/open", good.addr),
+        &[],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(
+        call(listen, "/", &[]).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let (s, _) = ops_support::request(admin, "POST", "/api/backends/app/1/breaker/reset", &[], "")
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(call(listen, "/", &[]).await.0, StatusCode::OK);
+    let (s, _) = ops_support::request(admin, "POST", "/api/backends/app/1/breaker/bogus", &[], "")
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
     // A reload that keeps the backend and the breaker settings keeps the breaker's state.
     let mut next = (*gw.controller().config()).clone();
     next.upstreams

@@ -457,6 +457,49 @@ impl UpstreamPolicy {
     }
 }
 
+/// `POST /api/backends/{upstream}/{id or addr}/breaker/{action}`: `open` forces the breaker
+/// open (the backend gets no traffic), `disable` lets everything through unjudged, `reset`
+/// closes it with an empty window. Forced states hold until the next `reset` (or a reload
+/// that changes the breaker settings).
+///
+/// # Errors
+/// No such upstream or backend, no breakers on the upstream, or an unknown action.
+pub fn set_breaker(
+    state: &GatewayState,
+    upstream: &str,
+    backend: &str,
+    action: &str,
+) -> Result<serde_json::Value, String> {
+    let up = state
+        .upstream(upstream)
+        .ok_or_else(|| format!("no upstream `{upstream}`"))?;
+    let endpoint = up
+        .balancer
+        .endpoints()
+        .into_iter()
+        .find(|e| match backend.parse::<usize>() {
+            Ok(i) => e.id() == i,
+            Err(_) => backend.parse::<SocketAddr>().is_ok_and(|a| a == e.addr()),
+        })
+        .ok_or_else(|| format!("no backend `{backend}` in upstream `{upstream}`"))?;
+    let breaker = up
+        .policy
+        .breaker(endpoint.id(), endpoint.addr())
+        .ok_or_else(|| format!("upstream `{upstream}` has no circuit_breaker configured"))?;
+    match action {
+        "open" => breaker.force_open(),
+        "disable" => breaker.disable(),
+        "reset" => breaker.reset(),
+        _ => {
+            return Err(format!(
+                "unknown breaker action `{action}`: open, disable or reset"
+            ))
+        }
+    }
+    tracing::info!(upstream, backend = %endpoint.addr(), action, "circuit breaker changed by admin");
+    Ok(serde_json::to_value(breaker.stats()).unwrap_or_default())
+}
+
 /// The limiter `[rate_limits.NAME]` of a running state.
 pub fn limiter(state: &GatewayState, name: &str) -> Option<Arc<NamedLimiter>> {
     state.limiters().by_name.get(name).cloned()
