@@ -232,12 +232,8 @@ impl GatewayState {
                 }
                 backends[ep.id()] = Some(client);
             }
-            let policy = crate::policy::UpstreamPolicy::build(
-                name,
-                ucfg,
-                &balancer.endpoints(),
-                old.map(|o| &o.policy),
-            );
+            let policy =
+                crate::policy::UpstreamPolicy::build(name, ucfg, &balancer, old.map(|o| &o.policy));
             upstreams.insert(
                 name.clone(),
                 Arc::new(UpstreamRuntime {

@@ -303,6 +303,14 @@ impl RoutePolicy {
         })
     }
 
+    /// Reports how long a request queued before it was sent (route concurrency limit plus
+    /// backend queue), for shedding by queueing delay (`shed.queue_target`).
+    pub(crate) fn observe_queue_delay(&self, delay: std::time::Duration) {
+        if let Some((_, s)) = &self.shed {
+            s.observe_queue_delay(delay);
+        }
+    }
+
     fn snapshot(&self) -> serde_json::Value {
         serde_json::json!({
             "rate_limit": self.limiter.as_ref().map(|l| l.name.clone()),
@@ -379,22 +387,30 @@ pub struct UpstreamPolicy {
 }
 
 impl UpstreamPolicy {
-    /// Builds the policies of upstream `name` for `endpoints`, keeping `prev`'s budget if
-    /// its settings are unchanged and the breakers of unchanged backends.
+    /// Builds the policies of upstream `name` for the endpoints of `balancer`, keeping
+    /// `prev`'s budget if its settings are unchanged and the breakers of unchanged backends.
+    /// Breakers and budget run on the balancer's clock, the one outlier ejections use.
     pub(crate) fn build(
         name: &str,
         cfg: &UpstreamConfig,
-        endpoints: &[Arc<Endpoint>],
+        balancer: &scalewise::balance::Upstream,
         prev: Option<&UpstreamPolicy>,
     ) -> Self {
+        let clock = balancer.clock().clone();
+        let endpoints = balancer.endpoints();
         let budget = prev
             .filter(|p| p.budget_config == cfg.retry_budget)
             .map(|p| p.budget.clone())
-            .unwrap_or_else(|| Arc::new(RetryBudget::new(cfg.retry_budget.clone())));
+            .unwrap_or_else(|| {
+                Arc::new(RetryBudget::with_clock(
+                    cfg.retry_budget.clone(),
+                    clock.clone(),
+                ))
+            });
         let mut breakers = Vec::new();
         if let Some(bc) = &cfg.circuit_breaker {
             let same_cfg = prev.filter(|p| p.breaker_config.as_ref() == Some(bc));
-            for ep in endpoints {
+            for ep in &endpoints {
                 let addr = ep.addr();
                 let kept = same_cfg.and_then(|p| {
                     p.breakers
@@ -407,6 +423,7 @@ impl UpstreamPolicy {
                     // validate() has checked the settings; `new` clamps if it had not.
                     CircuitBreaker::builder(format!("{name}/{addr}"))
                         .config(bc.clone())
+                        .clock(clock.clone())
                         .build()
                         .unwrap_or_else(|_| CircuitBreaker::new(bc.clone()))
                 });

@@ -139,6 +139,7 @@ pub(crate) async fn handle(mut req: Request<Incoming>, ci: &ConnInfo) -> Respons
     let bodiless = incoming.is_end_stream();
     let may_retry = bodiless && !upgrade && is_idempotent(&parts.method);
 
+    let arrived = Instant::now();
     let admitted = match route.policy.admit(&parts, ci.peer.ip()).await {
         Ok(a) => a,
         Err(refused) => {
@@ -246,6 +247,11 @@ pub(crate) async fn handle(mut req: Request<Incoming>, ci: &ConnInfo) -> Respons
             }
         };
         backend.metrics.in_flight.inc();
+        if attempts == 1 {
+            // Time spent in the route's and the backend's queues: what load shedding by
+            // queueing delay watches.
+            route.policy.observe_queue_delay(arrived.elapsed());
+        }
 
         let up_req = build_request(
             &parts,
