@@ -639,3 +639,66 @@ async fn reload_keeps_unchanged_limits_and_rebuilds_changed_ones() {
     let p = get_json(admin, "/api/policies").await;
     assert_eq!(p["routes"]["renamed"]["rate_limit"], "rl", "{p}");
 }
+
+#[tokio::test]
+async fn unreachable_redis_falls_back_as_configured() {
+    let b = flaky(false).await;
+    // Nothing listens there: the limiter never connects and its fallback answers.
+    let dead = {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap()
+    };
+    let text = toml_config(&[b.addr], "").replace(
+        "[[routes]]\nupstream = \"app\"\n",
+        r#"[[routes]]
+name = "closed"
+path_prefix = "/closed"
+upstream = "app"
+rate_limit = "closed"
+
+[[routes]]
+name = "local"
+path_prefix = "/local"
+upstream = "app"
+rate_limit = "local"
+
+[[routes]]
+name = "open"
+upstream = "app"
+rate_limit = "open"
+"#,
+    ) + &format!(
+        r#"
+[rate_limits.closed]
+rate = "100/h"
+redis = {{ url = "redis://{dead}", fallback = "fail_closed" }}
+
+[rate_limits.local]
+rate = "100/h"
+burst = 4
+redis = {{ url = "redis://{dead}", fallback = "local", local_share = 0.5 }}
+
+[rate_limits.open]
+rate = "1/h"
+redis = {{ url = "redis://{dead}" }}
+"#
+    );
+    let (_gw, listen, admin) = start(parse(&text), StartOptions::default()).await;
+
+    let (s, h, _) = call(listen, "/closed", &[]).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+    assert!(h.contains_key("retry-after"));
+    // Local fallback at half the burst: 2 of 4.
+    assert_eq!(call(listen, "/local", &[]).await.0, StatusCode::OK);
+    assert_eq!(call(listen, "/local", &[]).await.0, StatusCode::OK);
+    assert_eq!(
+        call(listen, "/local", &[]).await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // Fail-open admits beyond the (global) limit while Redis is away.
+    for _ in 0..3 {
+        assert_eq!(call(listen, "/", &[]).await.0, StatusCode::OK);
+    }
+    let p = get_json(admin, "/api/policies").await;
+    assert_eq!(p["rate_limits"]["open"]["mode"], "connecting", "{p}");
+}
