@@ -4,9 +4,11 @@
 //! | method | path | what |
 //! |---|---|---|
 //! | GET | `/api/status` | version, uptime, listeners, upstream and backend counts |
-//! | GET | `/api/backends` | every backend: health, ejections, in-flight, EWMA, weight, draining |
+//! | GET | `/api/backends` | every backend: health, ejections, in-flight, EWMA, weight, draining, breaker |
+//! | GET | `/api/policies` | rate limits, route policies, retry budgets, circuit breakers |
 //! | POST | `/api/backends/{upstream}/{id or addr}/drain` | stop sending new requests to it |
 //! | POST | `/api/backends/{upstream}/{id or addr}/enable` | undo a drain |
+//! | POST | `/api/backends/{upstream}/{id or addr}/breaker/{open,disable,reset}` | force a backend's circuit breaker open, disable it, or reset it to closed |
 //! | GET | `/api/config` | the running config, secrets redacted |
 //! | PUT | `/api/config` | replace the config (TOML or JSON body), validated, then reloaded |
 //! | GET | `/metrics` | Prometheus/OpenMetrics text |
@@ -101,6 +103,9 @@ pub async fn handle(ctl: &Controller, req: Request<Incoming>) -> Response<Body> 
         ["api", "status"] => {
             only_get(&method).unwrap_or_else(|| json(StatusCode::OK, &ctl.status()))
         }
+        ["api", "policies"] => {
+            only_get(&method).unwrap_or_else(|| json(StatusCode::OK, &ctl.policies()))
+        }
         ["api", "backends"] => {
             only_get(&method).unwrap_or_else(|| json(StatusCode::OK, &ctl.backends()))
         }
@@ -111,6 +116,16 @@ pub async fn handle(ctl: &Controller, req: Request<Incoming>) -> Response<Body> 
             let id = format!("{upstream}/{}", percent_decode(backend));
             match ctl.set_draining(&id, *action == "drain") {
                 Ok(snapshot) => json(StatusCode::OK, &snapshot),
+                Err(msg) => error(StatusCode::NOT_FOUND, &msg),
+            }
+        }
+        ["api", "backends", upstream, backend, "breaker", action] => {
+            if method != Method::POST {
+                return not_allowed("POST");
+            }
+            let state = ctl.shared().load();
+            match crate::policy::set_breaker(&state, upstream, &percent_decode(backend), action) {
+                Ok(stats) => json(StatusCode::OK, &stats),
                 Err(msg) => error(StatusCode::NOT_FOUND, &msg),
             }
         }

@@ -52,6 +52,10 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// Named rate limits that routes refer to (`routes[].rate_limit`); see
+    /// docs/gateway-policies.md.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rate_limits: BTreeMap<String, crate::policy::RateLimitSpec>,
 }
 
 /// One listening socket (`[[listeners]]`).
@@ -177,6 +181,27 @@ pub struct RouteConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub timeout: Option<Duration>,
+    /// Name of a `[rate_limits.NAME]` entry that guards this route (429 beyond it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<String>,
+    /// Retries of idempotent, bodiless requests after a failure before any response,
+    /// each on another backend while there is one, and only while the upstream's
+    /// `retry_budget` allows (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    /// Concurrency limit of the route (a bulkhead: `max_concurrent`, `max_waiting`,
+    /// `max_wait`); beyond it, 503.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<scalewise::bulkhead::BulkheadConfig>,
+    /// Load shedding of the route (`max_in_flight`, `queue_target`, `interval`); shed
+    /// requests get 503 at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shed: Option<scalewise::shed::ShedConfig>,
+    /// Adaptive concurrency limit of the route (`algorithm` = `aimd` or `gradient2`,
+    /// `initial`, `min`, `max`): the limit follows the backend's latency and drops;
+    /// beyond it, 503.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptive_concurrency: Option<crate::policy::AdaptiveSpec>,
 }
 
 impl RouteConfig {
@@ -190,6 +215,11 @@ impl RouteConfig {
             methods: None,
             upstream: upstream.into(),
             timeout: None,
+            rate_limit: None,
+            retries: None,
+            concurrency: None,
+            shed: None,
+            adaptive_concurrency: None,
         }
     }
 }
@@ -410,6 +440,13 @@ pub struct UpstreamConfig {
     /// Active and passive health checking.
     #[serde(default)]
     pub health: HealthConfig,
+    /// A circuit breaker per backend; an open breaker takes the backend out of selection
+    /// like an outlier ejection. Absent: no breakers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<scalewise::breaker::BreakerConfig>,
+    /// The budget all retries to this upstream draw from.
+    #[serde(default)]
+    pub retry_budget: scalewise::retry::BudgetConfig,
 }
 
 impl UpstreamConfig {
@@ -428,6 +465,8 @@ impl UpstreamConfig {
             pool_idle_timeout: defaults::pool_idle_timeout(),
             backends: backends.into_iter().map(BackendConfig::new).collect(),
             health: HealthConfig::default(),
+            circuit_breaker: None,
+            retry_budget: scalewise::retry::BudgetConfig::default(),
         }
     }
 }
@@ -559,6 +598,7 @@ impl Config {
             upstreams,
             admin: AdminConfig::default(),
             log: LogConfig::default(),
+            rate_limits: BTreeMap::new(),
         }
     }
 
@@ -878,6 +918,7 @@ impl Config {
             }
         }
 
+        crate::policy::validate(self, &mut errs);
         if errs.is_empty() {
             Ok(())
         } else {

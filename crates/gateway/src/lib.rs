@@ -13,6 +13,7 @@ pub mod config_file;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
+pub mod policy;
 pub mod proxy;
 pub mod route;
 pub mod server;
@@ -68,6 +69,10 @@ pub struct Args {
     /// Log one line per proxied request.
     #[arg(long)]
     pub access_log: bool,
+    /// Rate limit every route per client IP, locally (`100/s`, `6000/min`); routes with
+    /// their own `rate_limit` keep it.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub rate_limit: Option<scalewise::ratelimit::Rate>,
     /// How long a shutdown waits for in-flight requests before closing them.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
@@ -84,6 +89,10 @@ pub enum AdminAddr {
 
 fn parse_algorithm(s: &str) -> Result<config::AlgorithmName, String> {
     s.parse()
+}
+
+fn parse_rate(s: &str) -> Result<scalewise::ratelimit::Rate, String> {
+    s.parse().map_err(|e| format!("{e}"))
 }
 
 fn parse_workers(s: &str) -> Result<usize, String> {

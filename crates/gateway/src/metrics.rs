@@ -75,6 +75,7 @@ pub struct GatewayMetrics {
     client_connections: Family<ListenerLabels, Gauge>,
     backend_in_flight: Family<BackendLabels, Gauge>,
     local_replies: Family<ErrorLabels, Counter>,
+    pub(crate) policy: crate::policy::PolicyMetrics,
 }
 
 impl Default for GatewayMetrics {
@@ -100,6 +101,7 @@ impl GatewayMetrics {
             client_connections: Family::default(),
             backend_in_flight: Family::default(),
             local_replies: Family::default(),
+            policy: crate::policy::PolicyMetrics::default(),
             registry: Registry::default(),
         };
         let r = registry.sub_registry_with_prefix("gateway");
@@ -138,6 +140,7 @@ impl GatewayMetrics {
             "Answers the gateway produced itself, by kind (no_route, bad_gateway, ...)",
             m.local_replies.clone(),
         );
+        m.policy.register(r);
         Self { registry, ..m }
     }
 

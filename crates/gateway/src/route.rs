@@ -24,6 +24,8 @@ pub struct Route {
     /// Response-head timeout overriding the listener's.
     pub timeout: Option<Duration>,
     pub(crate) metrics: RouteMetrics,
+    /// Rate limit, concurrency limit, shedding and retries of this route.
+    pub policy: crate::policy::RoutePolicy,
 }
 
 #[derive(Debug)]
@@ -39,6 +41,7 @@ impl Route {
         cfg: &RouteConfig,
         upstream: Arc<UpstreamRuntime>,
         metrics: RouteMetrics,
+        policy: crate::policy::RoutePolicy,
     ) -> Self {
         Self {
             label: cfg.name.clone().unwrap_or_else(|| index.to_string()),
@@ -56,6 +59,7 @@ impl Route {
             upstream,
             timeout: cfg.timeout,
             metrics,
+            policy,
         }
     }
 

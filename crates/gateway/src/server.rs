@@ -35,10 +35,24 @@ pub struct Overrides {
     pub log_format: Option<LogFormat>,
     /// `--access-log`.
     pub access_log: bool,
+    /// `--rate-limit`: see [`crate::policy::apply_rate_limit_flag`].
+    pub rate_limit: Option<scalewise::ratelimit::Rate>,
 }
 
 impl Overrides {
-    fn apply(&self, config: &mut Config) {
+    /// The overriding flags of `args`.
+    pub fn from_args(args: &Args) -> Self {
+        Self {
+            admin: args.admin,
+            admin_token: args.admin_token.clone(),
+            log_format: args.log_format,
+            access_log: args.access_log,
+            rate_limit: args.rate_limit,
+        }
+    }
+
+    /// Applies the flags to a config (on start and on every reload).
+    pub fn apply(&self, config: &mut Config) {
         if let Some(AdminAddr::At(addr)) = self.admin {
             config.admin.addr = addr;
         }
@@ -49,6 +63,9 @@ impl Overrides {
             config.log.format = format;
         }
         config.log.access_log |= self.access_log;
+        if let Some(rate) = self.rate_limit {
+            crate::policy::apply_rate_limit_flag(config, rate);
+        }
     }
 
     fn admin_enabled(&self) -> bool {
@@ -171,6 +188,7 @@ impl Controller {
                     if let Some(obj) = v.as_object_mut() {
                         obj.insert("id".into(), format!("{name}/{}", e.id()).into());
                         obj.insert("upstream".into(), name.clone().into());
+                        obj.insert("breaker".into(), up.policy.breaker_json(e));
                     }
                     v
                 })
@@ -212,6 +230,11 @@ impl Controller {
             obj.insert("id".into(), format!("{upstream}/{}", endpoint.id()).into());
         }
         Ok(v)
+    }
+
+    /// `GET /api/policies`: rate limits, route policies, retry budgets, breakers.
+    pub fn policies(&self) -> serde_json::Value {
+        crate::policy::snapshot(&self.shared.load())
     }
 
     /// `GET /api/config`, with tokens and keys replaced by `<redacted>`.
@@ -420,6 +443,7 @@ impl Gateway {
         registry.register_collector(Box::new(SnapshotCollector::new(move |out| {
             if let Some(shared) = collector_slot.get().and_then(Weak::upgrade) {
                 upstream_samples(&shared, out);
+                crate::policy::samples(&shared.load(), out);
             }
         })));
         let shared = Shared::new(config.clone(), GatewayMetrics::with_registry(registry))
@@ -567,12 +591,7 @@ fn upstream_samples(shared: &Shared, out: &mut Samples) {
 /// Invalid configuration, a socket that cannot be bound, or signal handlers that cannot be
 /// installed.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let overrides = Overrides {
-        admin: args.admin,
-        admin_token: args.admin_token.clone(),
-        log_format: args.log_format,
-        access_log: args.access_log,
-    };
+    let overrides = Overrides::from_args(&args);
     let mut config = match &args.config {
         Some(path) => config_file::load_config(path).map_err(|e| anyhow::anyhow!("{e}"))?,
         None => {

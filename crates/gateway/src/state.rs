@@ -88,6 +88,8 @@ pub struct UpstreamRuntime {
     /// Backend clients by endpoint id.
     backends: Vec<Option<Arc<BackendClient>>>,
     pub(crate) retries: Counter,
+    /// Retry budget and per-backend circuit breakers.
+    pub policy: crate::policy::UpstreamPolicy,
 }
 
 impl std::fmt::Debug for UpstreamRuntime {
@@ -117,6 +119,7 @@ pub struct GatewayState {
     config: Arc<Config>,
     listeners: HashMap<String, ListenerRuntime>,
     upstreams: BTreeMap<String, Arc<UpstreamRuntime>>,
+    limiters: crate::policy::Limiters,
 }
 
 fn endpoint_configs(cfg: &UpstreamConfig) -> Vec<EndpointConfig> {
@@ -229,9 +232,12 @@ impl GatewayState {
                 }
                 backends[ep.id()] = Some(client);
             }
+            let policy =
+                crate::policy::UpstreamPolicy::build(name, ucfg, &balancer, old.map(|o| &o.policy));
             upstreams.insert(
                 name.clone(),
                 Arc::new(UpstreamRuntime {
+                    policy,
                     name: name.clone(),
                     config: ucfg.clone(),
                     balancer,
@@ -242,6 +248,8 @@ impl GatewayState {
             );
         }
 
+        let limiters = crate::policy::Limiters::build(config, prev);
+        let prev_routes = crate::policy::previous_routes(prev);
         let routes: Vec<Arc<Route>> = config
             .routes
             .iter()
@@ -251,7 +259,14 @@ impl GatewayState {
                 let up = upstreams.get(&r.upstream)?.clone();
                 let label = r.name.clone().unwrap_or_else(|| i.to_string());
                 let m = metrics.route(&label, &r.upstream);
-                Some(Arc::new(Route::new(i, r, up, m)))
+                let policy = crate::policy::RoutePolicy::build(
+                    &label,
+                    r,
+                    &limiters,
+                    prev_routes.get(&label).map(|p| &p.policy),
+                    &metrics.policy,
+                );
+                Some(Arc::new(Route::new(i, r, up, m, policy)))
             })
             .collect();
 
@@ -281,6 +296,7 @@ impl GatewayState {
             config: Arc::new(config.clone()),
             listeners,
             upstreams,
+            limiters,
         })
     }
 
@@ -292,6 +308,10 @@ impl GatewayState {
     /// A listener's runtime by name.
     pub fn listener(&self, name: &str) -> Option<&ListenerRuntime> {
         self.listeners.get(name)
+    }
+
+    pub(crate) fn limiters(&self) -> &crate::policy::Limiters {
+        &self.limiters
     }
 
     /// An upstream by name.

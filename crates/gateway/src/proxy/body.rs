@@ -131,6 +131,8 @@ pub(crate) struct Upstreamed {
     pub(crate) selection: Option<(Selection, Outcome)>,
     pub(crate) permit: Option<OwnedSemaphorePermit>,
     pub(crate) in_flight: prometheus_client::metrics::gauge::Gauge,
+    /// The route's concurrency slot, freed with the rest when the response completes.
+    pub(crate) policy: Option<crate::policy::RouteGuard>,
 }
 
 impl Upstreamed {
@@ -145,6 +147,7 @@ impl Upstreamed {
             self.in_flight.dec();
         }
         self.permit = None;
+        self.policy = None;
     }
 }
 

@@ -9,7 +9,10 @@
 //! | `Content-Length` or streamed body above `max_body_bytes` | 413 |
 //! | no backend may take traffic | 503 + `Retry-After` |
 //! | backend queue full or queue wait timed out | 503 + `Retry-After` |
-//! | connect refused / reset before a response | retry once on another backend if the request is idempotent and bodiless, else 502 |
+//! | route rate limit exceeded | 429 + `Retry-After` + `RateLimit-*` |
+//! | route concurrency limit full / load shed | 503 + `Retry-After` |
+//! | every backend's circuit breaker open | 503 + `Retry-After` |
+//! | connect refused / reset before a response | retry (route `retries`, default 1; under the upstream's retry budget) on another backend if the request is idempotent and bodiless, else 502 |
 //! | no response head within the route's timeout | 504 |
 //!
 //! Error bodies are the status text and nothing else.
@@ -135,19 +138,41 @@ pub(crate) async fn handle(mut req: Request<Incoming>, ci: &ConnInfo) -> Respons
     let (parts, incoming) = req.into_parts();
     let bodiless = incoming.is_end_stream();
     let may_retry = bodiless && !upgrade && is_idempotent(&parts.method);
+
+    let arrived = Instant::now();
+    let admitted = match route.policy.admit(&parts, ci.peer.ip()).await {
+        Ok(a) => a,
+        Err(refused) => {
+            shared.metrics.local_reply(&ci.listener, refused.kind);
+            route.metrics.count(refused.status.as_u16());
+            let mut r = local(refused.status, Some(active));
+            if let Some(d) = refused.decision {
+                d.write_headers(r.headers_mut());
+            }
+            return r;
+        }
+    };
+    let mut route_guard = Some(admitted.guard);
     let mut body = Some(RequestBody::new(incoming, listener.max_body_bytes));
 
     let upstream = &route.upstream;
     let timeout = route.timeout.unwrap_or(listener.request_timeout);
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut tried: Option<usize> = None;
+    upstream.policy.budget().deposit();
+    // Backends a failed attempt went to, and backends whose breaker refused a call.
+    let mut tried: Vec<usize> = Vec::new();
+    let mut broken: Vec<usize> = Vec::new();
+    let mut exclude: Vec<usize> = Vec::new();
+    let mut attempts: u32 = 1;
 
     loop {
-        let exclude = tried.as_slice();
+        exclude.clear();
+        exclude.extend_from_slice(&tried);
+        exclude.extend_from_slice(&broken);
         let ctx = PickContext {
             client_ip: Some(ci.peer.ip()),
             hash_key: hash_key(&upstream.config.hash_key, &parts),
-            exclude,
+            exclude: &exclude,
         };
         let picked = match &upstream.config.sticky_cookie {
             Some(name) => {
@@ -159,9 +184,17 @@ pub(crate) async fn handle(mut req: Request<Incoming>, ci: &ConnInfo) -> Respons
             }
             None => upstream.balancer.select(&ctx).map(|s| (s, None)),
         };
+        let picked = match picked {
+            // Every backend was tried: a retry may go to one of them again.
+            Err(_) if !tried.is_empty() => {
+                tried.clear();
+                continue;
+            }
+            other => other,
+        };
         let (selection, set_cookie) = match picked {
             Ok(s) => s,
-            Err(_) if tried.is_some() => {
+            Err(_) if attempts > 1 => {
                 shared.metrics.local_reply(&ci.listener, "bad_gateway");
                 route.metrics.count(502);
                 return local(StatusCode::BAD_GATEWAY, Some(active));
@@ -175,6 +208,12 @@ pub(crate) async fn handle(mut req: Request<Incoming>, ci: &ConnInfo) -> Respons
             }
         };
         let endpoint_id = selection.endpoint().id();
+        // An open breaker takes its backend out of selection, as an ejection does.
+        let Ok(breaker) = upstream.policy.permit(selection.endpoint()) else {
+            drop(selection);
+            broken.push(endpoint_id);
+            continue;
+        };
         let backend = match upstream.backend(endpoint_id) {
             Some(b) => b.clone(),
             // The balancer is shared with newer states (Upstream::update on reload), so a
@@ -208,6 +247,11 @@ pub(crate) async fn handle(mut req: Request<Incoming>, ci: &ConnInfo) -> Respons
             }
         };
         backend.metrics.in_flight.inc();
+        if attempts == 1 {
+            // Time spent in the route's and the backend's queues: what load shedding by
+            // queueing delay watches.
+            route.policy.observe_queue_delay(arrived.elapsed());
+        }
 
         let up_req = build_request(
             &parts,
@@ -224,6 +268,12 @@ pub(crate) async fn handle(mut req: Request<Incoming>, ci: &ConnInfo) -> Respons
         let (mut resp, pooled) = match result {
             Ok(Ok(r)) => r,
             Err(_elapsed) => {
+                if let Some(g) = route_guard.as_mut() {
+                    g.outcome(Some(false));
+                }
+                if let Some(b) = breaker {
+                    b.record(scalewise::breaker::Outcome::failure().with_duration(latency));
+                }
                 selection.finish(Outcome::failure(latency));
                 backend.metrics.in_flight.dec();
                 shared.metrics.local_reply(&ci.listener, "upstream_timeout");
@@ -231,6 +281,12 @@ pub(crate) async fn handle(mut req: Request<Incoming>, ci: &ConnInfo) -> Respons
                 return local(StatusCode::GATEWAY_TIMEOUT, Some(active));
             }
             Ok(Err(e)) => {
+                let client_fault =
+                    matches!(&e, SendError::Request(inner) if is_body_too_large(inner.as_ref()));
+                // A body over the limit is the client's doing: the permit is dropped unjudged.
+                if let (Some(b), false) = (breaker, client_fault) {
+                    b.record(scalewise::breaker::Outcome::failure().with_duration(latency));
+                }
                 selection.finish(match e {
                     SendError::Connect(_) => Outcome::connect_failure(latency),
                     SendError::Request(_) => Outcome::failure(latency),
@@ -244,8 +300,12 @@ pub(crate) async fn handle(mut req: Request<Incoming>, ci: &ConnInfo) -> Respons
                     }
                 }
                 tracing::debug!(upstream = %upstream.name, backend = %backend.addr(), error = %e, "upstream request failed");
-                if may_retry && tried.is_none() {
-                    tried = Some(endpoint_id);
+                if may_retry
+                    && attempts <= route.policy.retries
+                    && upstream.policy.budget().withdraw()
+                {
+                    attempts += 1;
+                    tried.push(endpoint_id);
                     upstream.retries.inc();
                     continue;
                 }
@@ -256,6 +316,26 @@ pub(crate) async fn handle(mut req: Request<Incoming>, ci: &ConnInfo) -> Respons
         };
 
         let status = resp.status();
+        if let Some(b) = breaker {
+            let outcome = if status.is_server_error() {
+                scalewise::breaker::Outcome::failure()
+            } else {
+                scalewise::breaker::Outcome::success()
+            };
+            b.record(outcome.with_duration(latency));
+        }
+        if let Some(g) = route_guard.as_mut() {
+            // Overload answers teach the adaptive limit to back off; other answers,
+            // errors included, show the backend keeping up.
+            let overloaded = matches!(
+                status,
+                StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
+            );
+            g.outcome(Some(!overloaded));
+        }
+        if let Some(d) = &admitted.decision {
+            d.write_headers(resp.headers_mut());
+        }
         route.metrics.count(status.as_u16());
         route.metrics.latency.observe(latency.as_secs_f64());
         let outcome = Outcome::from_status(status.as_u16(), latency);
@@ -290,6 +370,7 @@ pub(crate) async fn handle(mut req: Request<Incoming>, ci: &ConnInfo) -> Respons
                         selection: Some((selection, outcome)),
                         permit,
                         in_flight: backend.metrics.in_flight.clone(),
+                        policy: route_guard.take(),
                     };
                     tokio::spawn(tunnel(client_upgrade, upstream_upgrade, guard, active));
                 }
@@ -311,6 +392,7 @@ pub(crate) async fn handle(mut req: Request<Incoming>, ci: &ConnInfo) -> Respons
             selection: Some((selection, outcome)),
             permit,
             in_flight: backend.metrics.in_flight.clone(),
+            policy: route_guard.take(),
         });
         return Response::from_parts(parts, ResponseBody::upstream(incoming, guard, Some(active)));
     }
