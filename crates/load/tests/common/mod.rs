@@ -1,0 +1,158 @@
+//! In-process test servers with controllable latency, stalls and failures.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+/// Behaviour switches shared by all connections of one server.
+#[derive(Debug, Default)]
+pub struct State {
+    /// Requests seen.
+    pub count: AtomicU64,
+    /// The request with this 1-based number stalls for `stall_ms` (0 = never).
+    pub stall_at: AtomicU64,
+    pub stall_ms: AtomicU64,
+}
+
+async fn handle(
+    req: Request<hyper::body::Incoming>,
+    st: Arc<State>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    use http_body_util::BodyExt;
+    let n = st.count.fetch_add(1, Ordering::SeqCst) + 1;
+    let stall_at = st.stall_at.load(Ordering::SeqCst);
+    if stall_at != 0 && n == stall_at {
+        tokio::time::sleep(Duration::from_millis(st.stall_ms.load(Ordering::SeqCst))).await;
+    }
+    let path = req.uri().path().to_string();
+    let auth = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let resp = |code: u16, body: String| {
+        Response::builder()
+            .status(code)
+            .header("x-request", n.to_string())
+            .body(Full::new(Bytes::from(body)))
+            .unwrap()
+    };
+    Ok(match parts.as_slice() {
+        ["delay", ms] => {
+            let ms: u64 = ms.parse().unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            resp(200, "ok".into())
+        }
+        ["status", code] => resp(code.parse().unwrap_or(500), "status".into()),
+        ["login"] => {
+            let user: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let name = user.get("user").and_then(|u| u.as_str()).unwrap_or("anon");
+            resp(200, serde_json::json!({"token": format!("tok-{name}"), "items": [{"id": 7}, {"id": 8}]}).to_string())
+        }
+        ["me"] => match auth.as_deref() {
+            Some(a) if a.starts_with("Bearer tok-") => {
+                resp(200, a.trim_start_matches("Bearer ").to_string())
+            }
+            _ => resp(401, "no".into()),
+        },
+        ["item", id] if *id == "7" => resp(200, "item7".into()),
+        ["item", _] => resp(404, "missing".into()),
+        _ => resp(200, "hello".into()),
+    })
+}
+
+/// Starts an HTTP/1.1 + h2c server on loopback.
+pub async fn server() -> (SocketAddr, Arc<State>) {
+    let st = Arc::new(State::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = st.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else {
+                continue;
+            };
+            let st = state.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| handle(req, st.clone()));
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, st)
+}
+
+/// A WebSocket server: echoes every data message; a client that sends `subscribe` instead gets
+/// `count` timestamped messages.
+pub async fn ws_server() -> SocketAddr {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else {
+                    return;
+                };
+                while let Some(Ok(msg)) = ws.next().await {
+                    match msg {
+                        Message::Text(t) if t == "subscribe" => {
+                            for i in 0..1000u32 {
+                                let ts = std::time::SystemTime::now()
+                                    .duration_since(std::time::UNIX_EPOCH)
+                                    .unwrap()
+                                    .as_micros();
+                                let m = format!("{{\"seq\":{i},\"ts_us\":{ts}}}");
+                                if ws.send(Message::Text(m)).await.is_err() {
+                                    return;
+                                }
+                                tokio::time::sleep(Duration::from_millis(5)).await;
+                            }
+                        }
+                        Message::Text(_) | Message::Binary(_) => {
+                            if ws.send(msg).await.is_err() {
+                                return;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A unique temporary file path.
+pub fn temp_path(name: &str) -> std::path::PathBuf {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::SeqCst);
+    std::env::temp_dir().join(format!("scalewise-load-{}-{n}-{name}", std::process::id()))
+}
+
+/// A loopback port with nothing listening.
+pub fn dead_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
