@@ -21,11 +21,14 @@ pub(crate) fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// One chart series: label, colour, (x, y) points.
+pub(crate) type Series<'a> = (&'a str, &'a str, Vec<(f64, f64)>);
+
 /// A line chart; `series` = (label, colour, points). `labels`, when given, name x positions.
 pub(crate) fn line_chart(
     title: &str,
     y_unit: &str,
-    series: &[(&str, &str, Vec<(f64, f64)>)],
+    series: &[Series<'_>],
     labels: Option<&[String]>,
 ) -> String {
     let pts = series.iter().flat_map(|s| s.2.iter());

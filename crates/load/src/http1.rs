@@ -153,7 +153,7 @@ enum BodyLen {
 }
 
 fn err(kind: ErrorKind, msg: &str) -> (ErrorKind, io::Error) {
-    (kind, io::Error::new(io::ErrorKind::Other, msg.to_string()))
+    (kind, io::Error::other(msg.to_string()))
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {

@@ -220,12 +220,7 @@ async fn h2_connect(
         hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
             .handshake(io)
             .await
-            .map_err(|e| {
-                (
-                    ErrorKind::Protocol,
-                    std::io::Error::new(std::io::ErrorKind::Other, e),
-                )
-            })?;
+            .map_err(|e| (ErrorKind::Protocol, std::io::Error::other(e)))?;
     tokio::spawn(async move {
         let _ = conn.await;
     });

@@ -608,7 +608,7 @@ pub(crate) async fn scenario_vu(run: Arc<Run>, vu: usize) {
         match sc.pick {
             Pick::Sequence => {
                 for (i, s) in sc.steps.iter().enumerate().filter(|(_, s)| !s.on_start) {
-                    plan.extend(std::iter::repeat(i).take(s.weight as usize));
+                    plan.extend(std::iter::repeat_n(i, s.weight as usize));
                 }
             }
             Pick::Weighted if total_weight > 0 => {

@@ -170,7 +170,7 @@ impl Target {
         let config = self.tls.clone().ok_or_else(|| {
             (
                 ErrorKind::Tls,
-                std::io::Error::new(std::io::ErrorKind::Other, "no TLS configuration"),
+                std::io::Error::other("no TLS configuration"),
             )
         })?;
         let name = ServerName::try_from(self.host.clone()).map_err(|e| {

@@ -131,9 +131,7 @@ pub async fn ws_server() -> SocketAddr {
                             }
                         }
                         Message::Text(_) | Message::Binary(_) => {
-                            if ws.send(msg).await.is_err() {
-                                return;
-                            }
+                            let Ok(()) = ws.send(msg).await else { return };
                         }
                         _ => {}
                     }
