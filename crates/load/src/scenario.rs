@@ -385,7 +385,7 @@ impl Scenario {
                 toml::from_str(text).map_err(|e| LoadError::Scenario(toml_error(&e, text)))?
             }
             ScenarioFormat::Yaml => {
-                serde_yaml::from_str(text).map_err(|e| LoadError::Scenario(yaml_error(&e)))?
+                serde_yaml::from_str(text).map_err(|e| LoadError::Scenario(yaml_error(&e, text)))?
             }
         };
         if file.steps.is_empty() {
@@ -512,25 +512,56 @@ fn line_of(text: &str, needle: &str) -> Option<usize> {
         .map(|pos| text[..pos].matches('\n').count() + 1)
 }
 
+/// The key of a `key = value` / `key: value` line, for naming the field in errors.
+fn key_of(line: &str) -> Option<String> {
+    let l = line.trim().trim_start_matches("- ").trim();
+    let end = l.find(['=', ':'])?;
+    let key = l[..end].trim().trim_matches('"');
+    (!key.is_empty() && !key.contains(' ')).then(|| key.to_string())
+}
+
 fn toml_error(e: &toml::de::Error, text: &str) -> String {
     let msg = e.message();
     match e.span() {
         Some(span) => {
-            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-            let col = span.start
-                - text[..span.start.min(text.len())]
-                    .rfind('\n')
-                    .map_or(0, |p| p + 1)
-                + 1;
-            format!("line {line}, column {col}: {msg}")
+            let start = span.start.min(text.len());
+            let line = text[..start].matches('\n').count() + 1;
+            let col = start - text[..start].rfind('\n').map_or(0, |p| p + 1) + 1;
+            let field = text
+                .lines()
+                .nth(line - 1)
+                .and_then(key_of)
+                .map(|k| format!(", field `{k}`"))
+                .unwrap_or_default();
+            format!("line {line}, column {col}{field}: {msg}")
         }
         None => msg.to_string(),
     }
 }
 
-fn yaml_error(e: &serde_yaml::Error) -> String {
-    // serde_yaml's message already says "at line L column C" and names the field path.
-    e.to_string()
+fn yaml_error(e: &serde_yaml::Error, text: &str) -> String {
+    let msg = e.to_string();
+    let Some(loc) = e.location() else { return msg };
+    // serde_yaml places errors raised by our own validation (templates, durations, paths) at the
+    // start of the enclosing mapping; move them to the line holding the offending value, which
+    // those messages quote in backticks.
+    let mut line = loc.line().max(1);
+    let quoted = msg.split('`').nth(1).filter(|q| !q.is_empty());
+    if let Some(q) = quoted {
+        if let Some(off) = text.lines().skip(line - 1).position(|l| l.contains(q)) {
+            line += off;
+        }
+    }
+    let bare = msg
+        .rsplit_once(" at line ")
+        .map_or(msg.as_str(), |(m, _)| m);
+    let field = text
+        .lines()
+        .nth(line - 1)
+        .and_then(key_of)
+        .map(|k| format!(", field `{k}`"))
+        .unwrap_or_default();
+    format!("line {line}{field}: {bare}")
 }
 
 type Csv = (Vec<String>, Vec<Vec<String>>);
