@@ -20,6 +20,9 @@ pub struct State {
     /// The request with this 1-based number stalls for `stall_ms` (0 = never).
     pub stall_at: AtomicU64,
     pub stall_ms: AtomicU64,
+    /// Signalled (one permit) when request number `notify_at` arrives.
+    pub notify_at: AtomicU64,
+    pub reached: tokio::sync::Notify,
 }
 
 async fn handle(
@@ -28,6 +31,9 @@ async fn handle(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     use http_body_util::BodyExt;
     let n = st.count.fetch_add(1, Ordering::SeqCst) + 1;
+    if n == st.notify_at.load(Ordering::SeqCst) {
+        st.reached.notify_one();
+    }
     let stall_at = st.stall_at.load(Ordering::SeqCst);
     if stall_at != 0 && n == stall_at {
         tokio::time::sleep(Duration::from_millis(st.stall_ms.load(Ordering::SeqCst))).await;
