@@ -216,6 +216,9 @@ impl Ctx {
     async fn run(&mut self, a: &LoadArgs) -> Result<Report, LoadError> {
         let r = crate::load(a).await?;
         self.sample_rss();
+        if r.interrupted {
+            return Err(LoadError::Interrupted);
+        }
         Ok(r)
     }
 }
@@ -348,6 +351,9 @@ pub async fn suite(args: &BenchArgs) -> Result<BenchReport, LoadError> {
             .map(|p| crate::report::proc_status_kib(&p.to_string(), "VmRSS:"));
         let r = crate::runner::execute(plan).await?;
         ctx.sample_rss();
+        if r.interrupted {
+            return Err(LoadError::Interrupted);
+        }
         let held = r.requests - r.errors.total;
         cap_levels.push((c, held));
         if held as usize >= c {

@@ -73,6 +73,9 @@ pub enum LoadError {
     /// Reading or writing a file failed.
     #[error("{0}")]
     Io(String),
+    /// Ctrl-C during `scalewise bench` (the suite stops between phases).
+    #[error("interrupted by Ctrl-C")]
+    Interrupted,
 }
 
 fn config<T>(flag: &str, r: Result<T, String>) -> Result<T, LoadError> {
@@ -362,5 +365,12 @@ pub async fn run_load(args: LoadArgs) -> anyhow::Result<i32> {
 /// # Errors
 /// Bad arguments or an unreachable target.
 pub async fn run_bench(args: BenchArgs) -> anyhow::Result<i32> {
-    Ok(bench::run(args).await?)
+    match bench::run(args).await {
+        Ok(code) => Ok(code),
+        Err(LoadError::Interrupted) => {
+            eprintln!("scalewise bench: interrupted by Ctrl-C; no report written");
+            Ok(130)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
