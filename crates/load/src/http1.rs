@@ -143,6 +143,8 @@ pub struct Conn<S> {
     buf: Vec<u8>,
     start: usize,
     end: usize,
+    served: u64,
+    stale: bool,
 }
 
 enum BodyLen {
@@ -164,6 +166,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             buf: vec![0; INITIAL_BUF],
             start: 0,
             end: 0,
+            served: 0,
+            stale: false,
         }
     }
 
@@ -176,10 +180,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         wire: &Wire,
         capture: bool,
     ) -> Result<Response, (ErrorKind, io::Error)> {
-        self.stream
-            .write_all(&wire.bytes)
-            .await
-            .map_err(|e| (ErrorKind::from_io(&e), e))?;
+        self.stale = false;
+        if let Err(e) = self.stream.write_all(&wire.bytes).await {
+            self.stale = true;
+            return Err((ErrorKind::from_io(&e), e));
+        }
         let mut resp = Response::default();
         loop {
             let (status, close, body) = self.read_head(&mut resp, capture, wire.head).await?;
@@ -190,6 +195,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
             resp.status = status;
             resp.close = close;
+            self.served += 1;
             match body {
                 BodyLen::None => {}
                 BodyLen::Length(n) => self.skip_exact(n, &mut resp, capture).await?,
@@ -201,6 +207,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
             return Ok(resp);
         }
+    }
+
+    /// Whether the last request failed on a connection that had served earlier responses, before
+    /// a single byte of the response arrived: the server closed an idle keep-alive connection
+    /// (a race every HTTP client meets), so the request may be resent on a new connection.
+    #[must_use]
+    pub fn stale(&self) -> bool {
+        self.served > 0 && self.stale
     }
 
     /// Reads more bytes into the buffer; `Ok(false)` on EOF.
@@ -306,9 +320,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     }
                 }
             }
-            let before = resp.bytes;
-            if !self.fill(resp).await? {
-                return Err(if before == 0 && self.start == self.end {
+            let filled = self.fill(resp).await;
+            if resp.bytes == 0 && self.start == self.end && !matches!(filled, Ok(true)) {
+                self.stale = true;
+            }
+            if !filled? {
+                return Err(if resp.bytes == 0 && self.start == self.end {
                     err(ErrorKind::Reset, "connection closed before the response")
                 } else {
                     err(ErrorKind::Reset, "connection closed mid response head")
@@ -475,6 +492,26 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(e.0, ErrorKind::Protocol);
+    }
+
+    #[tokio::test]
+    async fn idle_close_after_a_response_is_stale() {
+        let (client, mut server) = tokio::io::duplex(256);
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            let _ = server.read(&mut buf).await;
+            let _ = server
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                .await;
+            // Then close, as a server does when its keep-alive timeout expires.
+        });
+        let mut conn = Conn::new(client);
+        let wire = serialize("GET", "/", "x", &[], b"", true);
+        assert_eq!(conn.request(&wire, false).await.unwrap().status, 200);
+        assert!(!conn.stale());
+        let e = conn.request(&wire, false).await.unwrap_err();
+        assert_eq!(e.0, ErrorKind::Reset);
+        assert!(conn.stale());
     }
 
     #[test]

@@ -188,7 +188,17 @@ async fn h1_vu(run: Arc<Run>, vu: usize) {
             }
         }
         let Some(c) = conn.as_mut() else { continue };
-        match tokio::time::timeout(plan.timeout, c.request(&plan.wire, false)).await {
+        let mut result = tokio::time::timeout(plan.timeout, c.request(&plan.wire, false)).await;
+        if matches!(result, Ok(Err(_))) && c.stale() {
+            // The server closed the idle keep-alive connection: resend once on a new one.
+            conn = None;
+            if let Ok(s) = connect(target, plan.timeout).await {
+                run.connected.fetch_add(1, Ordering::Relaxed);
+                let c = conn.insert(Conn::new(s));
+                result = tokio::time::timeout(plan.timeout, c.request(&plan.wire, false)).await;
+            }
+        }
+        match result {
             Ok(Ok(resp)) => {
                 local.response(0, scheduled, sent, resp.status, resp.bytes);
                 if resp.close || !plan.keepalive {

@@ -755,7 +755,16 @@ async fn run_step(
     );
     let Some(c) = conn.as_mut() else { return };
     let capture = !step.extract.is_empty();
-    match tokio::time::timeout(timeout, c.request(&wire, capture)).await {
+    let mut result = tokio::time::timeout(timeout, c.request(&wire, capture)).await;
+    if matches!(result, Ok(Err(_))) && c.stale() {
+        // The server closed the idle keep-alive connection: resend once on a new one.
+        *conn = None;
+        if let Ok(s) = connect(target, timeout).await {
+            let c = conn.insert(Conn::new(s));
+            result = tokio::time::timeout(timeout, c.request(&wire, capture)).await;
+        }
+    }
+    match result {
         Ok(Ok(resp)) => {
             if resp.close || !run.plan.keepalive {
                 *conn = None;
