@@ -240,6 +240,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// Open-model timetable. Hands out scheduled offsets (seconds since start) in order.
+///
+/// ```
+/// use std::time::Duration;
+/// use scalewise_load::schedule::{Shape, Timetable};
+/// // 100 req/s for 2 s: exactly 200 slots, 10 ms apart.
+/// let tt = Timetable::new(Shape::Constant, 100.0, Duration::from_secs(2));
+/// assert_eq!(tt.next(), Some(0.0));
+/// assert_eq!(tt.next(), Some(0.01));
+/// assert_eq!(std::iter::from_fn(|| tt.next()).count(), 198);
+/// ```
 #[derive(Debug)]
 pub struct Timetable {
     shape: Shape,

@@ -21,6 +21,14 @@ pub enum Op {
 }
 
 /// A parsed threshold.
+///
+/// ```
+/// use scalewise_load::Threshold;
+/// let t = Threshold::parse("p99 < 200ms").unwrap();
+/// assert_eq!((t.metric.as_str(), t.value), ("p99", 200.0));
+/// assert!(Threshold::parse("error_rate<1%").unwrap().value < 0.011);
+/// assert!(Threshold::parse("p99 about 3").is_err());
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Threshold {
     /// The expression as written.
