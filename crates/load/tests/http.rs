@@ -58,6 +58,7 @@ async fn open_model_corrects_for_a_server_stall() {
     a.rate = Some(200.0);
     a.duration = Some("1.5s".into());
     let r = load(&a).await.unwrap();
+    eprintln!("{}", r.text());
     assert!((285..=300).contains(&r.requests), "{} requests", r.requests);
     let expected_p90 = 500.0 - 0.1 * r.requests as f64 * 5.0;
     assert!(

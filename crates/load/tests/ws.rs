@@ -45,6 +45,21 @@ async fn websocket_subscribe_counts_messages_and_timestamp_latency() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secure_websocket_echo_run() {
+    let (addr, pem) = common::wss_server().await;
+    let ca = common::temp_path("wss.pem");
+    std::fs::write(&ca, pem).unwrap();
+    let mut a = LoadArgs::new(format!("wss://{addr}/"));
+    a.connections = 4;
+    a.requests = Some(100);
+    a.cacert = Some(ca.clone());
+    let r = load(&a).await.unwrap();
+    assert_eq!((r.requests, r.errors.total), (100, 0), "{:?}", r.errors);
+    assert_eq!(r.websocket.unwrap().messages_received, 100);
+    let _ = std::fs::remove_file(ca);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_bad_mode_is_a_config_error() {
     let addr = common::ws_server().await;
     let mut a = LoadArgs::new(format!("ws://{addr}/"));

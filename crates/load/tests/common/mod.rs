@@ -105,11 +105,39 @@ pub async fn server() -> (SocketAddr, Arc<State>) {
     (addr, st)
 }
 
-/// A WebSocket server: echoes every data message; a client that sends `subscribe` instead gets
-/// `count` timestamped messages.
-pub async fn ws_server() -> SocketAddr {
+/// One WebSocket session: echoes every data message; a client that sends `subscribe` instead
+/// gets 1000 timestamped messages, 5 ms apart.
+async fn ws_session<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(s: S) {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
+    let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else {
+        return;
+    };
+    while let Some(Ok(msg)) = ws.next().await {
+        match msg {
+            Message::Text(t) if t == "subscribe" => {
+                for i in 0..1000u32 {
+                    let ts = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_micros();
+                    let m = format!("{{\"seq\":{i},\"ts_us\":{ts}}}");
+                    if ws.send(Message::Text(m)).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            Message::Text(_) | Message::Binary(_) => {
+                let Ok(()) = ws.send(msg).await else { return };
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A WebSocket server on loopback (see [`ws_session`]).
+pub async fn ws_server() -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -117,35 +145,48 @@ pub async fn ws_server() -> SocketAddr {
             let Ok((s, _)) = listener.accept().await else {
                 continue;
             };
+            tokio::spawn(ws_session(s));
+        }
+    });
+    addr
+}
+
+/// A self-signed certificate for 127.0.0.1 (PEM) and a TLS acceptor offering `alpn`.
+fn acceptor(alpn: Vec<Vec<u8>>) -> (tokio_rustls::TlsAcceptor, String) {
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let pem = ck.cert.pem();
+    let cert = ck.cert.der().clone();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.key_pair.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .unwrap();
+    config.alpn_protocols = alpn;
+    (tokio_rustls::TlsAcceptor::from(Arc::new(config)), pem)
+}
+
+/// A WebSocket server over TLS; returns the address and the certificate in PEM.
+pub async fn wss_server() -> (SocketAddr, String) {
+    let (acceptor, pem) = acceptor(vec![b"http/1.1".to_vec()]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else {
-                    return;
-                };
-                while let Some(Ok(msg)) = ws.next().await {
-                    match msg {
-                        Message::Text(t) if t == "subscribe" => {
-                            for i in 0..1000u32 {
-                                let ts = std::time::SystemTime::now()
-                                    .duration_since(std::time::UNIX_EPOCH)
-                                    .unwrap()
-                                    .as_micros();
-                                let m = format!("{{\"seq\":{i},\"ts_us\":{ts}}}");
-                                if ws.send(Message::Text(m)).await.is_err() {
-                                    return;
-                                }
-                                tokio::time::sleep(Duration::from_millis(5)).await;
-                            }
-                        }
-                        Message::Text(_) | Message::Binary(_) => {
-                            let Ok(()) = ws.send(msg).await else { return };
-                        }
-                        _ => {}
-                    }
+                if let Ok(tls) = acceptor.accept(s).await {
+                    ws_session(tls).await;
                 }
             });
         }
     });
-    addr
+    (addr, pem)
 }
 
 /// A unique temporary file path.
@@ -164,19 +205,7 @@ pub fn dead_port() -> u16 {
 /// An HTTPS server (HTTP/1.1 and HTTP/2 by ALPN) with a fresh self-signed certificate for
 /// 127.0.0.1; returns the address and the certificate in PEM.
 pub async fn tls_server() -> (SocketAddr, String) {
-    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
-    let pem = ck.cert.pem();
-    let cert = ck.cert.der().clone();
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.key_pair.serialize_der().into());
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert], key)
-        .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let (acceptor, pem) = acceptor(vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let st = Arc::new(State::default());
