@@ -121,7 +121,9 @@ async fn plan(args: &LoadArgs) -> Result<Plan, LoadError> {
     }
     if duration.is_none() {
         duration = match (args.requests, args.rate) {
-            (Some(n), Some(r)) => Some(Duration::from_secs_f64(n as f64 / r + 1.0)),
+            (Some(n), Some(r)) => Some(Duration::try_from_secs_f64(n as f64 / r + 1.0).map_err(
+                |_| LoadError::Config("-n / --rate: the run would last too long".into()),
+            )?),
             (Some(_), None) => None,
             _ => Some(Duration::from_secs(10)),
         };
@@ -286,6 +288,26 @@ fn write_file(path: &std::path::Path, contents: &str, what: &str) -> Result<(), 
         .map_err(|e| LoadError::Io(format!("writing {what} {}: {e}", path.display())))
 }
 
+/// Raises the soft open-files limit to the hard limit: every connection is a descriptor, and
+/// the usual soft limit of 1024 would otherwise cap a run at ~1000 connections and report the
+/// generator's limit as the target's.
+pub fn raise_open_files_limit() {
+    #[cfg(unix)]
+    {
+        use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+        let lim = getrlimit(Resource::Nofile);
+        if lim.current < lim.maximum {
+            let _ = setrlimit(
+                Resource::Nofile,
+                Rlimit {
+                    current: lim.maximum,
+                    maximum: lim.maximum,
+                },
+            );
+        }
+    }
+}
+
 /// Runs `scalewise load`: the run, the summary, the JSON/HTML files, thresholds and baseline.
 /// Returns the process exit code: 0 success, 1 a threshold or baseline regression failed,
 /// 130 interrupted by Ctrl-C (partial results are still printed and saved).
@@ -293,6 +315,7 @@ fn write_file(path: &std::path::Path, contents: &str, what: &str) -> Result<(), 
 /// # Errors
 /// Bad arguments, a bad scenario or threshold, or an unreachable target (the binary exits 2).
 pub async fn run_load(args: LoadArgs) -> anyhow::Result<i32> {
+    raise_open_files_limit();
     let thresholds = parse_thresholds(&args.thresholds)?;
     let max_regression = threshold::parse_fraction("--max-regression", &args.max_regression)?;
     let baseline = match &args.baseline {
@@ -365,6 +388,7 @@ pub async fn run_load(args: LoadArgs) -> anyhow::Result<i32> {
 /// # Errors
 /// Bad arguments or an unreachable target.
 pub async fn run_bench(args: BenchArgs) -> anyhow::Result<i32> {
+    raise_open_files_limit();
     match bench::run(args).await {
         Ok(code) => Ok(code),
         Err(LoadError::Interrupted) => {

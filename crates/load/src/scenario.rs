@@ -350,6 +350,9 @@ pub struct Scenario {
 /// Variables every virtual user has without declaring them.
 const BUILTIN: [&str; 3] = ["vu", "iteration", "random"];
 
+/// Largest step weight (in sequence mode a weight is a repeat count per iteration).
+const MAX_WEIGHT: u32 = 10_000;
+
 /// Most rows loaded from a CSV file (memory bound).
 const MAX_ROWS: usize = 1_000_000;
 
@@ -444,6 +447,15 @@ impl Scenario {
                         )));
                     }
                 }
+            }
+            if s.weight.is_some_and(|w| w > MAX_WEIGHT) {
+                let line = line_of(text, &s.name)
+                    .map(|l| format!("line {l}: "))
+                    .unwrap_or_default();
+                return Err(LoadError::Scenario(format!(
+                    "{line}step `{}` field `weight`: at most {MAX_WEIGHT}",
+                    s.name
+                )));
             }
             if s.weight == Some(0) && file.pick == Pick::Weighted {
                 let line = line_of(text, &s.name)

@@ -232,7 +232,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     if let Ok(secs) = s.parse::<f64>() {
         if secs.is_finite() && secs >= 0.0 {
-            return Ok(Duration::from_secs_f64(secs));
+            return Duration::try_from_secs_f64(secs).map_err(|_| format!("`{s}` is too long"));
         }
     }
     humantime::parse_duration(s)
@@ -359,6 +359,15 @@ mod tests {
         assert!((s.value(1.5, 2.0, 0.0) - 200.0).abs() < 1e-9);
         assert!(Shape::parse_stages("10s").is_err());
         assert!(Shape::parse_stages("xs:10").is_err());
+    }
+
+    #[test]
+    fn durations_parse_without_panicking() {
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert!(parse_duration("1e300").is_err());
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("soon").is_err());
     }
 
     #[test]
