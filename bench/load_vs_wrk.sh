@@ -52,14 +52,19 @@ URL=http://127.0.0.1:$PORT/
 echo "target: nginx (1 worker) at $URL; $CONNS connections, 1 generator thread, ${DURATION}s each"
 printf '%-10s %14s %12s\n' tool "requests/s" "p99"
 
-wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$URL" >"$TMP/wrk.txt"
-WRK_RPS=$(awk '/Requests\/sec/ {print $2}' "$TMP/wrk.txt")
-WRK_P99=$(awk '$1=="99%" {print $2}' "$TMP/wrk.txt")
-printf '%-10s %14s %12s\n' wrk "$WRK_RPS" "$WRK_P99"
-
-"$BIN" load "$URL" -c "$CONNS" --threads 1 -d "${DURATION}s" --no-progress --quiet --json "$TMP/sw.json"
-read -r SW_RPS SW_P99 < <(python3 -c "import json; r=json.load(open('$TMP/sw.json')); print(f\"{r['rps']:.2f} {r['p99_ms']:.3f}ms\")")
-printf '%-10s %14s %12s\n' scalewise "$SW_RPS" "$SW_P99"
+run_wrk() {
+  wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$URL" >"$TMP/wrk.txt"
+  WRK_RPS=$(awk '/Requests\/sec/ {print $2}' "$TMP/wrk.txt")
+  WRK_P99=$(awk '$1=="99%" {print $2}' "$TMP/wrk.txt")
+  printf '%-10s %14s %12s\n' wrk "$WRK_RPS" "$WRK_P99"
+}
+run_scalewise() {
+  "$BIN" load "$URL" -c "$CONNS" --threads 1 -d "${DURATION}s" --no-progress --quiet --json "$TMP/sw.json"
+  read -r SW_RPS SW_P99 < <(python3 -c "import json; r=json.load(open('$TMP/sw.json')); print(f\"{r['rps']:.2f} {r['p99_ms']:.3f}ms\")")
+  printf '%-10s %14s %12s\n' scalewise "$SW_RPS" "$SW_P99"
+}
+# REVERSE=1 runs scalewise first (to check that run order does not decide the result).
+if [ "${REVERSE:-0}" = 1 ]; then run_scalewise; run_wrk; else run_wrk; run_scalewise; fi
 python3 -c "print(f'scalewise / wrk = {float(\"$SW_RPS\")/float(\"$WRK_RPS\"):.2f}x')"
 
 if command -v oha >/dev/null; then
