@@ -67,8 +67,9 @@ pub struct Capacity {
 pub struct Stability {
     /// The run.
     pub level: Level,
-    /// Coefficient of variation of the per-second throughput (stdev / mean).
-    pub rps_cv: f64,
+    /// Coefficient of variation of the per-second throughput (stdev / mean); null when the phase
+    /// was shorter than two whole seconds (`--quick`).
+    pub rps_cv: Option<f64>,
     /// Seconds with at least one error.
     pub seconds_with_errors: usize,
 }
@@ -207,9 +208,7 @@ impl Ctx {
 
     fn sample_rss(&mut self) {
         if let Some(pid) = self.pid {
-            self.rss_peak = self
-                .rss_peak
-                .max(crate::report::proc_status_kib(&pid.to_string(), "VmRSS:"));
+            self.rss_peak = self.rss_peak.max(family_kib(pid, "VmRSS:"));
         }
     }
 
@@ -223,8 +222,41 @@ impl Ctx {
     }
 }
 
-/// CPU seconds (utime + stime) of `pid` from /proc/PID/stat, assuming the usual 100 Hz clock tick.
-fn cpu_seconds(pid: u32) -> Option<f64> {
+/// `pid` and its descendants (a pre-forking server such as nginx does its work in children),
+/// from /proc/PID/task/*/children; bounded to 1024 processes.
+fn family(pid: u32) -> Vec<u32> {
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() && out.len() < 1024 {
+        let p = out[i];
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
+            for t in tasks.flatten() {
+                let children =
+                    std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+                out.extend(
+                    children
+                        .split_whitespace()
+                        .filter_map(|c| c.parse::<u32>().ok()),
+                );
+            }
+        }
+        i += 1;
+    }
+    out.truncate(1024);
+    out
+}
+
+/// Sum of a /proc/PID/status `kB` field over `pid` and its descendants.
+fn family_kib(pid: u32, field: &str) -> u64 {
+    family(pid)
+        .iter()
+        .map(|p| crate::report::proc_status_kib(&p.to_string(), field))
+        .sum()
+}
+
+/// CPU seconds (utime + stime) of one process from /proc/PID/stat, assuming the usual 100 Hz
+/// clock tick.
+fn process_cpu_seconds(pid: u32) -> Option<f64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may contain spaces; fields after the closing parenthesis are fixed.
     let rest = &s[s.rfind(')')? + 2..];
@@ -232,6 +264,18 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     let utime: f64 = f.get(11)?.parse().ok()?;
     let stime: f64 = f.get(12)?.parse().ok()?;
     Some((utime + stime) / 100.0)
+}
+
+/// CPU seconds of `pid` and its descendants.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let own = process_cpu_seconds(pid)?;
+    Some(
+        own + family(pid)
+            .iter()
+            .skip(1)
+            .filter_map(|p| process_cpu_seconds(*p))
+            .sum::<f64>(),
+    )
 }
 
 /// Runs the suite; returns the exit code (0 pass, 1 fail, 2 never: errors are `Err`).
@@ -296,9 +340,7 @@ pub async fn suite(args: &BenchArgs) -> Result<BenchReport, LoadError> {
         pid: args.pid,
         rss_peak: 0,
     };
-    let rss_before = args
-        .pid
-        .map(|p| crate::report::proc_status_kib(&p.to_string(), "VmRSS:"));
+    let rss_before = args.pid.map(|p| family_kib(p, "VmRSS:"));
     ctx.sample_rss();
     let mut all_requests = 0u64;
     let mut all_errors = 0u64;
@@ -346,9 +388,7 @@ pub async fn suite(args: &BenchArgs) -> Result<BenchReport, LoadError> {
         let mut plan = crate::plan(&a).await?;
         plan.hold = true;
         plan.probe = false;
-        let rss0 = args
-            .pid
-            .map(|p| crate::report::proc_status_kib(&p.to_string(), "VmRSS:"));
+        let rss0 = args.pid.map(|p| family_kib(p, "VmRSS:"));
         let r = crate::runner::execute(plan).await?;
         ctx.sample_rss();
         if r.interrupted {
@@ -361,9 +401,7 @@ pub async fn suite(args: &BenchArgs) -> Result<BenchReport, LoadError> {
             if let (Some(p), Some(r0)) = (args.pid, rss0) {
                 // Sampled right after the hold ended; connections may already be closing, so
                 // this is a lower bound.
-                let r1 = ctx
-                    .rss_peak
-                    .max(crate::report::proc_status_kib(&p.to_string(), "VmRSS:"));
+                let r1 = ctx.rss_peak.max(family_kib(p, "VmRSS:"));
                 if r1 > r0 {
                     target_kib_per_connection = Some((r1 - r0) as f64 / c as f64);
                 }
@@ -380,17 +418,16 @@ pub async fn suite(args: &BenchArgs) -> Result<BenchReport, LoadError> {
     ctx.say("stability over time");
     let st = ctx.run(&ctx.args(10.min(max_conn), secs(500, 30))).await?;
     tally(&st);
-    let full: Vec<f64> = st
-        .timeline
+    // Whole seconds only: the last timeline entry is the partial remainder of the run.
+    let full: Vec<f64> = st.timeline[..st.timeline.len().saturating_sub(1)]
         .iter()
-        .filter(|s| s.t >= 0.99)
         .map(|s| s.rps)
         .collect();
     let mean = full.iter().sum::<f64>() / full.len().max(1) as f64;
     let var = full.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / full.len().max(1) as f64;
     let stability = Stability {
         level: Level::from(10.min(max_conn), &st),
-        rps_cv: if mean > 0.0 { var.sqrt() / mean } else { 0.0 },
+        rps_cv: (full.len() >= 2 && mean > 0.0).then(|| var.sqrt() / mean),
         seconds_with_errors: st.timeline.iter().filter(|s| s.errors > 0).count(),
     };
 
@@ -473,7 +510,7 @@ pub async fn suite(args: &BenchArgs) -> Result<BenchReport, LoadError> {
             pid,
             rss_before_kib: rss_before.unwrap_or(0),
             rss_peak_kib: ctx.rss_peak,
-            rss_hwm_kib: crate::report::proc_status_kib(&pid.to_string(), "VmHWM:"),
+            rss_hwm_kib: family_kib(pid, "VmHWM:"),
             cpu_s,
             cpu_ms_per_1k_requests: if lvu_requests > 0 {
                 cpu_s * 1000.0 / (lvu_requests as f64 / 1000.0)
@@ -591,8 +628,12 @@ pub fn text(r: &BenchReport) -> String {
     );
     let _ = writeln!(
         s,
-        "  stability              {:.1} req/s, throughput CV {:.3}, {} second(s) with errors",
-        r.stability.level.rps, r.stability.rps_cv, r.stability.seconds_with_errors
+        "  stability              {:.1} req/s, throughput CV {}, {} second(s) with errors",
+        r.stability.level.rps,
+        r.stability
+            .rps_cv
+            .map_or("n/a (run < 2 s)".to_string(), |cv| format!("{cv:.3}")),
+        r.stability.seconds_with_errors
     );
     level_row(&mut s, "burst (spike ×10)", &r.burst);
     let _ = writeln!(
@@ -775,6 +816,20 @@ mod tests {
     #[test]
     fn cpu_of_self_is_readable() {
         assert!(super::cpu_seconds(std::process::id()).is_some());
+    }
+
+    #[test]
+    fn family_includes_child_processes() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let fam = super::family(std::process::id());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(fam[0], std::process::id());
+        assert!(fam.contains(&child.id()), "{fam:?}");
+        assert!(super::family_kib(std::process::id(), "VmRSS:") > 0);
     }
 
     #[test]
