@@ -96,7 +96,8 @@ pub struct LoadArgs {
 }
 
 impl LoadArgs {
-    /// Defaults as the command line would give them, for `url`.
+    /// Defaults as the command line would give them, for `url`, except that library callers get
+    /// no live progress and no printed summary (`no_progress` and `quiet` are set).
     #[must_use]
     pub fn new(url: impl Into<String>) -> Self {
         LoadArgs {
@@ -182,7 +183,8 @@ pub struct BenchArgs {
 }
 
 impl BenchArgs {
-    /// Defaults as the command line would give them, for `url`.
+    /// Defaults as the command line would give them, for `url`, except `quiet` (no progress
+    /// lines or printed report for library callers).
     #[must_use]
     pub fn new(url: impl Into<String>) -> Self {
         BenchArgs {

@@ -226,6 +226,8 @@ struct Shard {
 /// State shared by every virtual user of a run.
 pub struct Recorder {
     shards: Vec<Mutex<Shard>>,
+    per_step: bool,
+    uncorrected: bool,
 }
 
 impl std::fmt::Debug for Recorder {
@@ -251,7 +253,21 @@ impl Recorder {
                 })
             })
             .collect();
-        Recorder { shards }
+        Recorder {
+            shards,
+            per_step: true,
+            uncorrected: true,
+        }
+    }
+
+    /// Skips per-step histograms and the separate uncorrected histogram: a plain closed-model
+    /// run has one step and measures from the actual send, so both would only duplicate the
+    /// main histogram (and cost two of the four histogram writes per request).
+    #[must_use]
+    pub fn single_closed(mut self) -> Self {
+        self.per_step = false;
+        self.uncorrected = false;
+        self
     }
 
     /// A per-virtual-user buffer that flushes into shard `id % shards`.
@@ -298,6 +314,16 @@ impl Recorder {
         for i in 0..self.shards.len() {
             let shard = self.lock(i);
             out.merge(&shard.total);
+        }
+        if !self.uncorrected {
+            out.uncorrected = out.corrected.clone();
+        }
+        if !self.per_step {
+            out.steps = vec![StepStats {
+                hist: out.corrected.clone(),
+                requests: out.counts.requests,
+                errors: out.counts.error_total(),
+            }];
         }
         out
     }
@@ -431,11 +457,17 @@ impl Local<'_> {
         }
         let mut shard = self.recorder.lock(self.shard);
         let shard = &mut *shard;
+        let (per_step, uncorrected) = (self.recorder.per_step, self.recorder.uncorrected);
         for s in &self.samples {
             if s.corrected_us > 0 {
                 shard.total.corrected.saturating_record(s.corrected_us);
-                shard.total.uncorrected.saturating_record(s.uncorrected_us);
+                if uncorrected {
+                    shard.total.uncorrected.saturating_record(s.uncorrected_us);
+                }
                 shard.interval.hist.saturating_record(s.corrected_us);
+            }
+            if !per_step {
+                continue;
             }
             let step = shard.total.step_mut(usize::from(s.step));
             step.requests += 1;
@@ -493,5 +525,24 @@ mod tests {
         let i = rec.drain_interval();
         assert_eq!(i.counts.requests, 3);
         assert_eq!(rec.drain_interval().counts.requests, 0);
+    }
+
+    #[test]
+    fn single_closed_mirrors_the_main_histogram() {
+        let rec = Recorder::new(1).single_closed();
+        {
+            let mut l = rec.local(0);
+            let t0 = Instant::now() - Duration::from_millis(5);
+            l.response(0, t0, t0, 200, 1);
+            l.error(0, ErrorKind::Reset, 0);
+        }
+        let t = rec.totals();
+        assert_eq!(t.uncorrected, t.corrected);
+        assert_eq!(t.corrected.len(), 1);
+        assert!(t.corrected.max() >= 5000);
+        assert_eq!(
+            (t.steps.len(), t.steps[0].requests, t.steps[0].errors),
+            (1, 2, 1)
+        );
     }
 }

@@ -577,3 +577,32 @@ pub fn deltas_text(deltas: &[Delta]) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compare_flags_regressions_in_the_right_direction() {
+        let base = serde_json::json!({"rps": 1000.0, "p50_ms": 1.0, "p90_ms": 2.0, "p99_ms": 10.0, "p999_ms": 20.0, "error_rate": 0.0});
+        let same = compare(&base, &base, 0.1).unwrap();
+        assert_eq!(same.len(), 6);
+        assert!(same.iter().all(|d| !d.regression));
+        let worse = serde_json::json!({"rps": 850.0, "p50_ms": 1.05, "p90_ms": 2.0, "p99_ms": 12.0, "p999_ms": 20.0, "error_rate": 0.0005});
+        let d = compare(&worse, &base, 0.1).unwrap();
+        let flagged: Vec<&str> = d
+            .iter()
+            .filter(|d| d.regression)
+            .map(|d| d.metric.as_str())
+            .collect();
+        // rps −15 % and p99 +20 % regress; p50 +5 % is within the limit; a 0.05-point error-rate
+        // rise from zero is below the 0.1-point floor.
+        assert_eq!(flagged, ["rps", "p99_ms"]);
+        let better = serde_json::json!({"rps": 2000.0, "p50_ms": 0.5, "p90_ms": 1.0, "p99_ms": 5.0, "p999_ms": 10.0, "error_rate": 0.0});
+        assert!(compare(&better, &base, 0.1)
+            .unwrap()
+            .iter()
+            .all(|d| !d.regression));
+        assert!(compare(&base, &serde_json::json!({"x": 1}), 0.1).is_err());
+    }
+}

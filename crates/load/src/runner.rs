@@ -368,7 +368,14 @@ pub(crate) async fn execute(plan: Plan) -> Result<Report, LoadError> {
     };
     let run = Arc::new(Run {
         plan: plan.clone(),
-        recorder: Recorder::new((workers * 4).clamp(1, 64)),
+        recorder: {
+            let r = Recorder::new((workers * 4).clamp(1, 64));
+            if plan.rate.is_none() && plan.scenario.is_none() {
+                r.single_closed()
+            } else {
+                r
+            }
+        },
         start: Instant::now(),
         stop: AtomicBool::new(false),
         issued: AtomicU64::new(0),
