@@ -49,7 +49,7 @@ pub struct LoadArgs {
     /// Closed model: pause between a response and the user's next request.
     #[arg(long)]
     pub think_time: Option<String>,
-    /// Load shape: constant, ramp[:FROM], step[:N], spike[:FACTOR], wave[:PERIOD]. Shapes the rate
+    /// Load shape: `constant`, `ramp[:FROM]`, `step[:N]`, `spike[:FACTOR]`, `wave[:PERIOD]`. Shapes the rate
     /// with --rate, else the number of active users.
     #[arg(long, default_value = "constant")]
     pub shape: String,

@@ -1,9 +1,9 @@
 //! Recording of results: full HDR histograms, error categories, status codes and a per-second
 //! timeline.
 //!
-//! Every virtual user owns a [`Local`] buffer and flushes it in batches into one of a few
-//! mutex-protected [`Shard`]s. Batching keeps the lock off the per-request path (one lock per
-//! [`BATCH`] requests), and sharding keeps memory independent of the number of connections: a
+//! Every virtual user owns a `Local` buffer and flushes it in batches into one of a few
+//! mutex-protected shards. Batching keeps the lock off the per-request path (one lock per
+//! `BATCH` requests), and sharding keeps memory independent of the number of connections: a
 //! histogram covering 1 µs – 60 s at 3 significant figures is ~140 KB, far too much to own per
 //! connection when the goal is ≤ 64 KiB per connection at 10,000 connections. Nothing is sampled:
 //! every latency lands in the merged histogram.
