@@ -2,7 +2,7 @@
 # Side-by-side: `scalewise load` vs wrk (and oha when installed) against the same nginx target,
 # 64 connections, one generator thread; then the generator's memory at 10,000 connections.
 #
-# Usage: bench/load_vs_wrk.sh            (DURATION=10 CONNS=64 MEM_CONNS=10000 by default)
+# Usage: bench/load_vs_wrk.sh            (DURATION=10 ROUNDS=3 CONNS=64 MEM_CONNS=10000 by default)
 #        DURATION=5 MEM_CONNS=0 bench/load_vs_wrk.sh   (shorter, skip the memory run)
 # Needs: nginx (apt: nginx-light), wrk, python3; builds scalewise in release mode if needed.
 set -euo pipefail
@@ -49,23 +49,39 @@ for _ in $(seq 50); do
 done
 URL=http://127.0.0.1:$PORT/
 
-echo "target: nginx (1 worker) at $URL; $CONNS connections, 1 generator thread, ${DURATION}s each"
-printf '%-10s %14s %12s\n' tool "requests/s" "p99"
+ROUNDS=${ROUNDS:-3}
+echo "target: nginx (1 worker) at $URL; $CONNS connections, 1 generator thread, ${DURATION}s per run"
+echo "$ROUNDS rounds, alternating which tool goes first; cpu = generator user+sys CPU per request"
+printf '%-6s %-10s %14s %12s %14s\n' round tool "requests/s" "p99" "cpu µs/req"
+TIMEFORMAT='%U %S'
 
 run_wrk() {
-  wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$URL" >"$TMP/wrk.txt"
+  { time wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$URL" >"$TMP/wrk.txt"; } 2>"$TMP/wrk.time"
   WRK_RPS=$(awk '/Requests\/sec/ {print $2}' "$TMP/wrk.txt")
   WRK_P99=$(awk '$1=="99%" {print $2}' "$TMP/wrk.txt")
-  printf '%-10s %14s %12s\n' wrk "$WRK_RPS" "$WRK_P99"
+  WRK_REQ=$(awk '/requests in/ {print $1}' "$TMP/wrk.txt")
+  WRK_CPU=$(awk -v n="$WRK_REQ" '{printf "%.2f", ($1+$2)*1e6/n}' "$TMP/wrk.time")
+  printf '%-6s %-10s %14s %12s %14s\n' "$1" wrk "$WRK_RPS" "$WRK_P99" "$WRK_CPU"
+  echo "$WRK_RPS" >>"$TMP/wrk.all"
 }
 run_scalewise() {
-  "$BIN" load "$URL" -c "$CONNS" --threads 1 -d "${DURATION}s" --no-progress --quiet --json "$TMP/sw.json"
-  read -r SW_RPS SW_P99 < <(python3 -c "import json; r=json.load(open('$TMP/sw.json')); print(f\"{r['rps']:.2f} {r['p99_ms']:.3f}ms\")")
-  printf '%-10s %14s %12s\n' scalewise "$SW_RPS" "$SW_P99"
+  { time "$BIN" load "$URL" -c "$CONNS" --threads 1 -d "${DURATION}s" --no-progress --quiet --json "$TMP/sw.json"; } 2>"$TMP/sw.time"
+  read -r SW_RPS SW_P99 SW_REQ < <(python3 -c "import json; r=json.load(open('$TMP/sw.json')); print(f\"{r['rps']:.2f} {r['p99_ms']:.3f}ms {r['requests']}\")")
+  SW_CPU=$(awk -v n="$SW_REQ" '{printf "%.2f", ($1+$2)*1e6/n}' "$TMP/sw.time")
+  printf '%-6s %-10s %14s %12s %14s\n' "$1" scalewise "$SW_RPS" "$SW_P99" "$SW_CPU"
+  echo "$SW_RPS" >>"$TMP/sw.all"
 }
-# REVERSE=1 runs scalewise first (to check that run order does not decide the result).
-if [ "${REVERSE:-0}" = 1 ]; then run_scalewise; run_wrk; else run_wrk; run_scalewise; fi
-python3 -c "print(f'scalewise / wrk = {float(\"$SW_RPS\")/float(\"$WRK_RPS\"):.2f}x')"
+for r in $(seq "$ROUNDS"); do
+  if [ $((r % 2)) = 0 ]; then run_scalewise "$r"; run_wrk "$r"; else run_wrk "$r"; run_scalewise "$r"; fi
+done
+python3 - "$TMP/wrk.all" "$TMP/sw.all" <<'PY'
+import statistics, sys
+w = [float(x) for x in open(sys.argv[1])]
+s = [float(x) for x in open(sys.argv[2])]
+mw, ms = statistics.median(w), statistics.median(s)
+print(f"median requests/s: wrk {mw:.0f}, scalewise {ms:.0f}; scalewise / wrk = {ms / mw:.2f}x")
+PY
+SW_RPS=$(python3 -c "import statistics; print(statistics.median(float(x) for x in open('$TMP/sw.all')))")
 
 if command -v oha >/dev/null; then
   oha -z "${DURATION}s" -c "$CONNS" --no-tui --json "$URL" >"$TMP/oha.json" 2>/dev/null || true

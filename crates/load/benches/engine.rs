@@ -87,7 +87,12 @@ fn recording(c: &mut Criterion) {
     let rec = Recorder::new(4);
     let mut local = rec.local(0);
     let t0 = Instant::now() - Duration::from_millis(3);
-    c.bench_function("record_response", |b| {
+    c.bench_function("record_response_open", |b| {
+        b.iter(|| local.response(0, t0, t0, 200, 120))
+    });
+    let rec = Recorder::new(4).single_closed();
+    let mut local = rec.local(0);
+    c.bench_function("record_response_closed", |b| {
         b.iter(|| local.response(0, t0, t0, 200, 120))
     });
 }

@@ -84,10 +84,11 @@ fn config<T>(flag: &str, r: Result<T, String>) -> Result<T, LoadError> {
 
 /// Validates `args` into a plan.
 async fn plan(args: &LoadArgs) -> Result<Plan, LoadError> {
-    if args.connections == 0 {
-        return Err(LoadError::Config(
-            "-c/--connections must be at least 1".into(),
-        ));
+    if args.connections == 0 || args.connections > runner::MAX_USERS {
+        return Err(LoadError::Config(format!(
+            "-c/--connections must be between 1 and {}",
+            runner::MAX_USERS
+        )));
     }
     if let Some(r) = args.rate {
         if !(r.is_finite() && r > 0.0) {

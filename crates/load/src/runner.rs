@@ -22,6 +22,8 @@ const LATE_AFTER: Duration = Duration::from_millis(2);
 /// Longest pause between reconnect attempts of one virtual user (keeps an outage from turning
 /// into a connect storm).
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// Most virtual users in one run (each costs a task and, when active, a connection).
+pub(crate) const MAX_USERS: usize = 1_000_000;
 /// In-flight requests get this long to finish after the end of the run.
 const DRAIN: Duration = Duration::from_millis(500);
 
@@ -366,6 +368,11 @@ pub(crate) async fn execute(plan: Plan) -> Result<Report, LoadError> {
         }
         (Some(_), _) => plan.connections.max(1),
     };
+    if vus > MAX_USERS {
+        return Err(LoadError::Config(format!(
+            "the load shape needs {vus} virtual users; at most {MAX_USERS} are supported"
+        )));
+    }
     let run = Arc::new(Run {
         plan: plan.clone(),
         recorder: {
