@@ -60,10 +60,12 @@ async fn open_model_corrects_for_a_server_stall() {
     let r = load(&a).await.unwrap();
     eprintln!("{}", r.text());
     assert!((285..=300).contains(&r.requests), "{} requests", r.requests);
+    // Draining the backlog takes time too (more under CPU contention), which only pushes the
+    // corrected figures up; so the arithmetic gives a lower bound, and the stall an upper one.
     let expected_p90 = 500.0 - 0.1 * r.requests as f64 * 5.0;
     assert!(
-        (r.p90_ms - expected_p90).abs() < 80.0,
-        "corrected p90 {} vs expected {expected_p90}",
+        r.p90_ms > expected_p90 - 50.0 && r.p90_ms < 520.0,
+        "corrected p90 {} vs expected ≥ {expected_p90}",
         r.p90_ms
     );
     assert!(
@@ -197,17 +199,22 @@ async fn json_schema_keys_are_stable_and_html_is_offline() {
     );
     assert!(!page.contains("<script src"));
 
-    // Baseline: the same run compared with itself passes; a much faster fake baseline fails.
+    // Baseline: against a much slower baseline the run passes; against a much faster one it
+    // fails (both far beyond run-to-run noise).
     let mut b = args(format!("http://{addr}/"));
     b.connections = 2;
     b.requests = Some(50);
     b.baseline = Some(json.clone());
-    b.max_regression = "1000%".into();
+    let mut slow = v.clone();
+    slow["rps"] = serde_json::json!(0.001);
+    for k in ["p50_ms", "p90_ms", "p99_ms", "p999_ms"] {
+        slow[k] = serde_json::json!(1e9);
+    }
+    std::fs::write(&json, slow.to_string()).unwrap();
     assert_eq!(run_load(b.clone()).await.unwrap(), 0);
-    let mut fake = v.clone();
-    fake["rps"] = serde_json::json!(1e12);
-    std::fs::write(&json, fake.to_string()).unwrap();
-    b.max_regression = "10%".into();
+    let mut fast = v.clone();
+    fast["rps"] = serde_json::json!(1e12);
+    std::fs::write(&json, fast.to_string()).unwrap();
     assert_eq!(run_load(b).await.unwrap(), 1);
     let _ = std::fs::remove_file(json);
     let _ = std::fs::remove_file(html);
