@@ -63,10 +63,8 @@ weight = 2
     assert_eq!(r.steps[0].requests, 2, "login runs once per user");
     // Sequence mode with weight 2: `item` runs twice per iteration.
     let (me, item) = (r.steps[1].requests, r.steps[2].requests);
-    assert!(
-        item >= 2 * me - 2 && item <= 2 * me + 2,
-        "me {me} item {item}"
-    );
+    // Each of the 2 users may be cut off by the deadline after `me` and before its two `item`s.
+    assert!(item + 4 >= 2 * me && item <= 2 * me, "me {me} item {item}");
     let _ = std::fs::remove_file(file);
     let _ = std::fs::remove_file(csv);
 }
