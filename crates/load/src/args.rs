@@ -40,6 +40,10 @@ pub struct LoadArgs {
     /// Use HTTP/2 (h2c prior knowledge for http://, ALPN for https://).
     #[arg(long)]
     pub http2: bool,
+    /// HTTP/2: share this many connections among all users, multiplexing their streams
+    /// (default: one connection per user).
+    #[arg(long)]
+    pub h2_connections: Option<usize>,
     /// Open a new connection per request.
     #[arg(long)]
     pub no_keepalive: bool,
@@ -112,6 +116,7 @@ impl LoadArgs {
             body: None,
             body_file: None,
             http2: false,
+            h2_connections: None,
             no_keepalive: false,
             timeout: "30s".into(),
             think_time: None,

@@ -155,6 +155,14 @@ async fn plan(args: &LoadArgs) -> Result<Plan, LoadError> {
             .into(),
         (None, None) => bytes::Bytes::new(),
     };
+    if args.h2_connections == Some(0) {
+        return Err(LoadError::Config(
+            "--h2-connections must be at least 1".into(),
+        ));
+    }
+    if args.h2_connections.is_some() && !args.http2 {
+        return Err(LoadError::Config("--h2-connections needs --http2".into()));
+    }
     let ws_mode = match args.ws_mode.as_str() {
         "echo" => WsMode::Echo,
         "subscribe" => WsMode::Subscribe,
@@ -264,6 +272,7 @@ async fn plan(args: &LoadArgs) -> Result<Plan, LoadError> {
         progress: !args.no_progress,
         probe: true,
         hold: false,
+        h2_connections: args.h2_connections,
     })
 }
 

@@ -69,6 +69,8 @@ pub(crate) struct Plan {
     pub probe: bool,
     /// Hold connections open without sending requests after the first (bench capacity phase).
     pub hold: bool,
+    /// HTTP/2: connections shared by all users (None: one per user).
+    pub h2_connections: Option<usize>,
 }
 
 /// Shared state of a running test.
@@ -80,6 +82,8 @@ pub(crate) struct Run {
     issued: AtomicU64,
     timetable: Option<Timetable>,
     pub connected: AtomicU64,
+    /// HTTP/2 connections shared by all users (`--h2-connections`); empty: one per user.
+    h2_pool: Vec<tokio::sync::Mutex<Option<H2Sender>>>,
 }
 
 impl Run {
@@ -271,7 +275,26 @@ async fn h2_vu(run: Arc<Run>, vu: usize) {
     };
     while let Some(scheduled) = run.turn(vu, &mut local).await {
         let sent = Instant::now();
-        if sender.is_none() {
+        if let Some(slot) = run.h2_pool.get(vu % run.h2_pool.len().max(1)) {
+            // Shared connections: users multiplex their streams over `--h2-connections`.
+            let mut shared = slot.lock().await;
+            if shared.as_ref().is_none_or(|s| s.is_closed()) {
+                match h2_connect(target, plan.timeout).await {
+                    Ok(s) => {
+                        run.connected.fetch_add(1, Ordering::Relaxed);
+                        *shared = Some(s);
+                        backoff = Duration::from_millis(10);
+                    }
+                    Err((kind, _)) => {
+                        drop(shared);
+                        local.error(0, kind, 0);
+                        tokio::time::sleep(backoff_next(&mut backoff)).await;
+                        continue;
+                    }
+                }
+            }
+            sender = shared.clone();
+        } else if sender.is_none() {
             match h2_connect(target, plan.timeout).await {
                 Ok(s) => {
                     run.connected.fetch_add(1, Ordering::Relaxed);
@@ -388,6 +411,12 @@ pub(crate) async fn execute(plan: Plan) -> Result<Report, LoadError> {
         issued: AtomicU64::new(0),
         timetable,
         connected: AtomicU64::new(0),
+        h2_pool: match (plan.proto, plan.h2_connections) {
+            (Proto::H2, Some(n)) => (0..n.max(1))
+                .map(|_| tokio::sync::Mutex::new(None))
+                .collect(),
+            _ => Vec::new(),
+        },
     });
     let mut tasks = tokio::task::JoinSet::new();
     for vu in 0..vus {

@@ -278,6 +278,26 @@ async fn http2_prior_knowledge_run() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_users_share_connections() {
+    let (addr, st) = common::server().await;
+    let mut a = args(format!("http://{addr}/delay/5"));
+    a.http2 = true;
+    a.connections = 8;
+    a.h2_connections = Some(2);
+    a.requests = Some(80);
+    let r = load(&a).await.unwrap();
+    assert_eq!((r.requests, r.errors.total), (80, 0), "{:?}", r.errors);
+    // Two shared connections plus the fail-fast probe.
+    assert_eq!(st.conns.load(std::sync::atomic::Ordering::SeqCst), 3);
+    a.http2 = false;
+    assert!(load(&a)
+        .await
+        .unwrap_err()
+        .to_string()
+        .contains("--h2-connections needs --http2"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shaped_open_model_follows_stages() {
     let (addr, _) = common::server().await;
     let mut a = args(format!("http://{addr}/"));

@@ -17,6 +17,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 pub struct State {
     /// Requests seen.
     pub count: AtomicU64,
+    /// Connections accepted (plain server only).
+    pub conns: AtomicU64,
     /// The request with this 1-based number stalls for `stall_ms` (0 = never).
     pub stall_at: AtomicU64,
     pub stall_ms: AtomicU64,
@@ -93,6 +95,7 @@ pub async fn server() -> (SocketAddr, Arc<State>) {
             let Ok((s, _)) = listener.accept().await else {
                 continue;
             };
+            state.conns.fetch_add(1, Ordering::SeqCst);
             let st = state.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| handle(req, st.clone()));
