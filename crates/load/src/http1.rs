@@ -527,4 +527,51 @@ mod tests {
         let s = std::str::from_utf8(&w.bytes).unwrap();
         assert_eq!(s, "POST /a?b=1 HTTP/1.1\r\nHost: h:1\r\nX-A: 1\r\nContent-Length: 2\r\nConnection: close\r\n\r\nxy");
     }
+
+    fn run_bytes(response: Vec<u8>) -> Result<Response, (ErrorKind, io::Error)> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let (client, mut server) = tokio::io::duplex(1 << 16);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = server.read(&mut buf).await;
+                for chunk in response.chunks(13) {
+                    if server.write_all(chunk).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            let mut conn = Conn::new(client);
+            let wire = serialize("GET", "/", "x", &[], b"", true);
+            conn.request(&wire, true).await
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Whatever a peer sends, the engine answers with a response or an error, never a panic.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = run_bytes(bytes);
+        }
+
+        /// Any body, chunked any way, parses back to itself.
+        #[test]
+        fn chunked_roundtrip(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048), cut in 1usize..300) {
+            let mut resp = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            for piece in body.chunks(cut) {
+                resp.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+                resp.extend_from_slice(piece);
+                resp.extend_from_slice(b"\r\n");
+            }
+            resp.extend_from_slice(b"0\r\n\r\n");
+            let r = run_bytes(resp).unwrap();
+            proptest::prop_assert_eq!(r.status, 200);
+            proptest::prop_assert_eq!(r.body, body);
+        }
+    }
 }

@@ -850,4 +850,20 @@ mod tests {
             Some("t".into())
         );
     }
+
+    proptest::proptest! {
+        /// User-written strings never panic the parsers.
+        #[test]
+        fn parsers_never_panic(text in ".{0,80}") {
+            if let Ok(t) = Template::parse(&text) {
+                let _ = t.render(&HashMap::new());
+            }
+            let _ = Extractor::parse(&text);
+            let _ = crate::Threshold::parse(&text);
+            let _ = crate::schedule::Shape::parse(&text);
+            let _ = crate::schedule::Shape::parse_stages(&text);
+            let _ = Scenario::parse(&text, ScenarioFormat::Toml, None);
+            let _ = Scenario::parse(&text, ScenarioFormat::Yaml, None);
+        }
+    }
 }
