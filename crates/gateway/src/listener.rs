@@ -312,14 +312,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
         if this.activity.active.load(Ordering::Acquire) > 0 {
             this.phase = Phase::Busy;
-            if r.is_ready() {
-                return r;
-            }
-            this.activity.idle.register(cx.waker());
-            // The last request may have ended between the check and the registration.
-            if this.activity.active.load(Ordering::Acquire) > 0 {
-                return r;
-            }
+            return r;
         }
         match &r {
             Poll::Ready(Ok(())) if buf.filled().len() > before => {
@@ -379,7 +372,20 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_flush(cx);
+        // The last response of a busy spell has just been written out: start the idle clock
+        // here, where hyper always passes after a response, instead of waking the task.
+        if r.is_ready()
+            && this.phase == Phase::Busy
+            && this.activity.active.load(Ordering::Acquire) == 0
+        {
+            this.phase = Phase::Idle;
+            let at = Instant::now() + this.timeouts.idle;
+            this.deadline.as_mut().reset(at);
+            let _ = this.deadline.as_mut().poll(cx);
+        }
+        r
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
