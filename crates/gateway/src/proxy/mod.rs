@@ -194,7 +194,7 @@ pub(crate) async fn handle(mut req: Request<Incoming>, ci: &ConnInfo) -> Respons
                 }),
         };
 
-        let permit = match backend.acquire().await {
+        let permit = match Box::pin(backend.acquire()).await {
             Ok(p) => p,
             Err(e) => {
                 drop(selection);
@@ -218,7 +218,10 @@ pub(crate) async fn handle(mut req: Request<Incoming>, ci: &ConnInfo) -> Respons
             upgrade,
         );
         let started = Instant::now();
-        let result = tokio::time::timeout_at(deadline, backend.send(up_req, upgrade)).await;
+        // Boxed: the send future is large, and hyper keeps room for this whole handler future
+        // in every connection, idle ones included.
+        let result =
+            tokio::time::timeout_at(deadline, Box::pin(backend.send(up_req, upgrade))).await;
         let latency = started.elapsed();
 
         let (mut resp, pooled) = match result {
