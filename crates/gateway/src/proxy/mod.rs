@@ -89,7 +89,18 @@ pub(crate) fn cookie<'a>(h: &'a http::HeaderMap, name: &str) -> Option<&'a [u8]>
 }
 
 /// Handles one client request. Never fails: every error becomes a response.
-pub(crate) async fn handle(mut req: Request<Incoming>, ci: &ConnInfo) -> Response<ResponseBody> {
+///
+/// The future is boxed because hyper reserves room for the service future in every
+/// connection for its whole life; boxed, an idle keep-alive connection holds a pointer
+/// instead of the full request state machine.
+pub(crate) fn handle(
+    req: Request<Incoming>,
+    ci: &ConnInfo,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<ResponseBody>> + Send + '_>> {
+    Box::pin(handle_request(req, ci))
+}
+
+async fn handle_request(mut req: Request<Incoming>, ci: &ConnInfo) -> Response<ResponseBody> {
     let active = ActiveGuard::new(&ci.activity);
     let shared = &ci.shared;
     let state = shared.state.load_full();
