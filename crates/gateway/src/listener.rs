@@ -261,6 +261,13 @@ async fn serve_io<I>(
     let _ = conn.await;
 }
 
+/// `now + d`, saturating: a listener config that skipped validation must not panic here.
+fn after(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// A request is in progress: no client-side deadline (the upstream one applies).
@@ -326,7 +333,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
                 }
                 if this.phase != Phase::Head && this.h2 == Some(false) {
                     this.phase = Phase::Head;
-                    let at = Instant::now() + this.timeouts.header_read;
+                    let at = after(this.timeouts.header_read);
                     this.deadline.as_mut().reset(at);
                 }
                 r
@@ -335,7 +342,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
             Poll::Pending => {
                 if this.phase == Phase::Busy {
                     this.phase = Phase::Idle;
-                    let at = Instant::now() + this.timeouts.idle;
+                    let at = after(this.timeouts.idle);
                     this.deadline.as_mut().reset(at);
                 }
                 if this.deadline.as_mut().poll(cx).is_ready() {
@@ -381,7 +388,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
             && this.activity.active.load(Ordering::Acquire) == 0
         {
             this.phase = Phase::Idle;
-            let at = Instant::now() + this.timeouts.idle;
+            let at = after(this.timeouts.idle);
             this.deadline.as_mut().reset(at);
             let _ = this.deadline.as_mut().poll(cx);
         }

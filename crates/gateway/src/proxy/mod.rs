@@ -205,7 +205,11 @@ async fn handle_request(mut req: Request<Incoming>, ci: &ConnInfo) -> Response<R
                 }),
         };
 
-        let permit = match Box::pin(backend.acquire()).await {
+        let acquired = match backend.acquire_now() {
+            Some(r) => r,
+            None => Box::pin(backend.acquire()).await,
+        };
+        let permit = match acquired {
             Ok(p) => p,
             Err(e) => {
                 drop(selection);
