@@ -21,9 +21,9 @@ enum Command {
     /// Run the L7 load-balancing reverse proxy.
     Gateway(scalewise_gateway::Args),
     /// Generate load against a URL and report latency and throughput.
-    Load(scalewise_load::LoadArgs),
+    Load(Box<scalewise_load::LoadArgs>),
     /// Run the benchmark suite (capacity, throughput, latency, scalability) against a URL.
-    Bench(scalewise_load::BenchArgs),
+    Bench(Box<scalewise_load::BenchArgs>),
 }
 
 fn main() -> ExitCode {
@@ -35,10 +35,10 @@ fn main() -> ExitCode {
         }
         Command::Load(args) => {
             let threads = args.threads;
-            runtime(threads).and_then(|rt| rt.block_on(scalewise_load::run_load(args)))
+            runtime(threads).and_then(|rt| rt.block_on(scalewise_load::run_load(*args)))
         }
         Command::Bench(args) => {
-            runtime(None).and_then(|rt| rt.block_on(scalewise_load::run_bench(args)))
+            runtime(None).and_then(|rt| rt.block_on(scalewise_load::run_bench(*args)))
         }
     };
     match result {

@@ -269,6 +269,13 @@ fn access_log(info: &ConnInfo) -> bool {
     info.shared.state.load().config().log.access_log
 }
 
+/// `now + d`, saturating: a listener config that skipped validation must not panic here.
+fn after(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// A request is in progress: no client-side deadline (the upstream one applies).
@@ -320,14 +327,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
         if this.activity.active.load(Ordering::Acquire) > 0 {
             this.phase = Phase::Busy;
-            if r.is_ready() {
-                return r;
-            }
-            this.activity.idle.register(cx.waker());
-            // The last request may have ended between the check and the registration.
-            if this.activity.active.load(Ordering::Acquire) > 0 {
-                return r;
-            }
+            return r;
         }
         match &r {
             Poll::Ready(Ok(())) if buf.filled().len() > before => {
@@ -341,7 +341,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
                 }
                 if this.phase != Phase::Head && this.h2 == Some(false) {
                     this.phase = Phase::Head;
-                    let at = Instant::now() + this.timeouts.header_read;
+                    let at = after(this.timeouts.header_read);
                     this.deadline.as_mut().reset(at);
                 }
                 r
@@ -350,7 +350,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
             Poll::Pending => {
                 if this.phase == Phase::Busy {
                     this.phase = Phase::Idle;
-                    let at = Instant::now() + this.timeouts.idle;
+                    let at = after(this.timeouts.idle);
                     this.deadline.as_mut().reset(at);
                 }
                 if this.deadline.as_mut().poll(cx).is_ready() {
@@ -387,7 +387,20 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_flush(cx);
+        // The last response of a busy spell has just been written out: start the idle clock
+        // here, where hyper always passes after a response, instead of waking the task.
+        if r.is_ready()
+            && this.phase == Phase::Busy
+            && this.activity.active.load(Ordering::Acquire) == 0
+        {
+            this.phase = Phase::Idle;
+            let at = after(this.timeouts.idle);
+            this.deadline.as_mut().reset(at);
+            let _ = this.deadline.as_mut().poll(cx);
+        }
+        r
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -99,9 +99,6 @@ pub(crate) fn is_body_too_large(err: &(dyn std::error::Error + 'static)) -> bool
 #[derive(Debug, Default)]
 pub(crate) struct Activity {
     pub(crate) active: AtomicUsize,
-    /// Woken when `active` drops to zero, so the connection's reader starts its idle clock
-    /// even if hyper does not read again by itself.
-    pub(crate) idle: futures_util::task::AtomicWaker,
 }
 
 /// One request in progress on a client connection; dropped with the response body.
@@ -117,9 +114,7 @@ impl ActiveGuard {
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.idle.wake();
-        }
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -92,7 +92,18 @@ pub(crate) fn cookie<'a>(h: &'a http::HeaderMap, name: &str) -> Option<&'a [u8]>
 }
 
 /// Handles one client request. Never fails: every error becomes a response.
-pub(crate) async fn handle(mut req: Request<Incoming>, ci: &ConnInfo) -> Response<ResponseBody> {
+///
+/// The future is boxed because hyper reserves room for the service future in every
+/// connection for its whole life; boxed, an idle keep-alive connection holds a pointer
+/// instead of the full request state machine.
+pub(crate) fn handle(
+    req: Request<Incoming>,
+    ci: &ConnInfo,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<ResponseBody>> + Send + '_>> {
+    Box::pin(handle_request(req, ci))
+}
+
+async fn handle_request(mut req: Request<Incoming>, ci: &ConnInfo) -> Response<ResponseBody> {
     let active = ActiveGuard::new(&ci.activity);
     let shared = &ci.shared;
     let state = shared.state.load_full();
@@ -233,7 +244,11 @@ pub(crate) async fn handle(mut req: Request<Incoming>, ci: &ConnInfo) -> Respons
                 }),
         };
 
-        let permit = match backend.acquire().await {
+        let acquired = match backend.acquire_now() {
+            Some(r) => r,
+            None => Box::pin(backend.acquire()).await,
+        };
+        let permit = match acquired {
             Ok(p) => p,
             Err(e) => {
                 drop(selection);
@@ -262,7 +277,10 @@ pub(crate) async fn handle(mut req: Request<Incoming>, ci: &ConnInfo) -> Respons
             upgrade,
         );
         let started = Instant::now();
-        let result = tokio::time::timeout_at(deadline, backend.send(up_req, upgrade)).await;
+        // Boxed: the send future is large, and hyper keeps room for this whole handler future
+        // in every connection, idle ones included.
+        let result =
+            tokio::time::timeout_at(deadline, Box::pin(backend.send(up_req, upgrade))).await;
         let latency = started.elapsed();
 
         let (mut resp, pooled) = match result {

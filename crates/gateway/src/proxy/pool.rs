@@ -247,6 +247,15 @@ impl BackendClient {
         matches!(self.transport, Transport::H2(_))
     }
 
+    /// A slot without waiting: `Some` when there is no limit or a slot is free, `None` when
+    /// the caller must [`acquire`](Self::acquire) (and possibly queue).
+    pub(crate) fn acquire_now(&self) -> Option<Result<Option<OwnedSemaphorePermit>, QueueError>> {
+        match &self.limiter {
+            None => Some(Ok(None)),
+            Some(l) => l.sem.clone().try_acquire_owned().ok().map(|p| Ok(Some(p))),
+        }
+    }
+
     /// Waits for a slot under `max_connections_per_backend`, if configured.
     pub(crate) async fn acquire(&self) -> Result<Option<OwnedSemaphorePermit>, QueueError> {
         let Some(l) = &self.limiter else {
