@@ -21,9 +21,9 @@ enum Command {
     /// Run the L7 load-balancing reverse proxy.
     Gateway(scalewise_gateway::Args),
     /// Generate load against a URL and report latency and throughput.
-    Load(scalewise_load::LoadArgs),
+    Load(Box<scalewise_load::LoadArgs>),
     /// Run the benchmark suite (capacity, throughput, latency, scalability) against a URL.
-    Bench(scalewise_load::BenchArgs),
+    Bench(Box<scalewise_load::BenchArgs>),
 }
 
 fn main() -> ExitCode {
@@ -35,10 +35,10 @@ fn main() -> ExitCode {
         }
         Command::Load(args) => {
             let threads = args.threads;
-            runtime(threads).and_then(|rt| rt.block_on(scalewise_load::run_load(args)))
+            runtime(threads).and_then(|rt| rt.block_on(scalewise_load::run_load(*args)))
         }
         Command::Bench(args) => {
-            runtime(None).and_then(|rt| rt.block_on(scalewise_load::run_bench(args)))
+            runtime(None).and_then(|rt| rt.block_on(scalewise_load::run_bench(*args)))
         }
     };
     match result {
@@ -50,11 +50,18 @@ fn main() -> ExitCode {
     }
 }
 
-/// A multi-threaded runtime with `workers` threads (default: one per core).
+/// A runtime with `workers` threads (default: one per core). One worker gets the
+/// current-thread scheduler: no work stealing and no cross-thread wake-ups, which is faster
+/// when there is only one thread to run on anyway.
 fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = workers {
-        builder.worker_threads(n.max(1));
-    }
+    let mut builder = match workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n.max(1));
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     Ok(builder.enable_all().build()?)
 }

@@ -1,25 +1,128 @@
 //! `scalewise gateway`: an L7 load-balancing reverse proxy for HTTP/1.1, HTTP/2 and
-//! WebSocket, built on the [`scalewise`] library. (Being built: see issue 2.)
+//! WebSocket, built on the [`scalewise`] library.
+//!
+//! The data path (listeners, routing, balancing, proxying) reads one immutable
+//! `GatewayState` that a reload swaps atomically; the operations side ([`server`]) starts
+//! everything, reloads on SIGHUP or an admin `PUT /api/config`, serves the [`admin`] API and
+//! drains on SIGTERM/SIGINT. See `docs/gateway.md`.
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod config;
+pub mod config_file;
+pub mod listener;
+pub mod logging;
+pub mod metrics;
+pub mod policy;
+pub mod proxy;
+pub mod route;
+pub mod server;
+pub mod state;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
 /// Command-line arguments of `scalewise gateway`.
-#[derive(Debug, clap::Args)]
+///
+/// Either a one-line start (`--listen` and at least one `--backend`) or `--config FILE`.
+/// The admin and log flags override the file's `[admin]` and `[log]` sections, on start and on
+/// every reload.
+#[derive(Debug, Clone, clap::Args)]
 pub struct Args {
-    /// Address to accept client connections on.
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    pub listen: std::net::SocketAddr,
-    /// A backend address; repeat for several.
-    #[arg(long = "backend")]
-    pub backends: Vec<std::net::SocketAddr>,
-    /// Runtime worker threads (default: one per core).
-    #[arg(long)]
+    /// Address to accept client connections on (one-line start).
+    #[arg(
+        long,
+        value_name = "ADDR",
+        required_unless_present = "config",
+        conflicts_with = "config"
+    )]
+    pub listen: Option<SocketAddr>,
+    /// A backend address; repeat for several (one-line start).
+    #[arg(
+        long = "backend",
+        value_name = "ADDR",
+        required_unless_present = "config",
+        conflicts_with = "config"
+    )]
+    pub backends: Vec<SocketAddr>,
+    /// Balancing algorithm of the one-line start: round_robin, weighted_round_robin,
+    /// least_conn, peak_ewma, p2c, random, ring_hash, maglev.
+    #[arg(long, value_name = "NAME", conflicts_with = "config", value_parser = parse_algorithm)]
+    pub algorithm: Option<config::AlgorithmName>,
+    /// Runtime worker threads (default: one per core). 1 runs a single-threaded runtime.
+    #[arg(long, value_name = "N", value_parser = parse_workers)]
     pub workers: Option<usize>,
+    /// Configuration file: TOML, or JSON if the name ends in `.json`.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Admin API address, or `off` to disable it [default: 127.0.0.1:9090].
+    #[arg(long, value_name = "ADDR|off", value_parser = parse_admin)]
+    pub admin: Option<AdminAddr>,
+    /// Bearer token the admin API requires.
+    #[arg(long, value_name = "TOKEN")]
+    pub admin_token: Option<String>,
+    /// Log format.
+    #[arg(long, value_name = "FORMAT", value_parser = parse_log_format)]
+    pub log_format: Option<config::LogFormat>,
+    /// Log one line per proxied request.
+    #[arg(long)]
+    pub access_log: bool,
+    /// Rate limit every route per client IP, locally (`100/s`, `6000/min`); routes with
+    /// their own `rate_limit` keep it.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub rate_limit: Option<scalewise::ratelimit::Rate>,
+    /// How long a shutdown waits for in-flight requests before closing them.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
 }
 
-/// Runs the gateway until it is told to stop.
+/// The `--admin` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminAddr {
+    /// Serve the admin API here.
+    At(SocketAddr),
+    /// No admin API.
+    Off,
+}
+
+fn parse_algorithm(s: &str) -> Result<config::AlgorithmName, String> {
+    s.parse()
+}
+
+fn parse_rate(s: &str) -> Result<scalewise::ratelimit::Rate, String> {
+    s.parse().map_err(|e| format!("{e}"))
+}
+
+fn parse_workers(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=1024).contains(&n) => Ok(n),
+        _ => Err(format!("`{s}` is not a thread count from 1 to 1024")),
+    }
+}
+
+fn parse_admin(s: &str) -> Result<AdminAddr, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(AdminAddr::Off);
+    }
+    s.parse()
+        .map(AdminAddr::At)
+        .map_err(|_| format!("`{s}` is neither an address like 127.0.0.1:9090 nor `off`"))
+}
+
+fn parse_log_format(s: &str) -> Result<config::LogFormat, String> {
+    match s {
+        "human" => Ok(config::LogFormat::Human),
+        "json" => Ok(config::LogFormat::Json),
+        _ => Err(format!("`{s}` is not a log format: expected human or json")),
+    }
+}
+
+/// Runs the gateway until SIGTERM or SIGINT, reloading on SIGHUP.
 ///
 /// # Errors
 /// Invalid configuration, or a listener that cannot bind.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("gateway not built yet ({args:?})")
+    server::run(args).await
 }

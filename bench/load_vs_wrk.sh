@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Side-by-side: `scalewise load` vs wrk (and oha when installed) against the same nginx target,
+# 64 connections, one generator thread; then the generator's memory at 10,000 connections.
+#
+# Usage: bench/load_vs_wrk.sh            (DURATION=10 ROUNDS=3 CONNS=64 MEM_CONNS=10000 by default)
+#        DURATION=5 MEM_CONNS=0 bench/load_vs_wrk.sh   (shorter, skip the memory run)
+# Needs: nginx (apt: nginx-light), wrk, python3; builds scalewise in release mode if needed.
+set -euo pipefail
+
+DURATION=${DURATION:-10}
+CONNS=${CONNS:-64}
+MEM_CONNS=${MEM_CONNS:-10000}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=${SCALEWISE:-$ROOT/target/release/scalewise}
+NGINX=${NGINX:-/usr/sbin/nginx}
+
+command -v wrk >/dev/null || { echo "wrk not installed (apt-get install wrk)"; exit 2; }
+[ -x "$NGINX" ] || { echo "nginx not found at $NGINX (apt-get install nginx-light)"; exit 2; }
+[ -x "$BIN" ] || (cd "$ROOT" && cargo build --release -p scalewise-cli)
+
+# Many connections need many descriptors (both nginx and the generator inherit this).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+TMP=$(mktemp -d)
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat >"$TMP/nginx.conf" <<CONF
+worker_processes 1;
+worker_rlimit_nofile 65536;
+daemon off;
+pid $TMP/nginx.pid;
+error_log $TMP/error.log crit;
+events { worker_connections 30000; multi_accept on; }
+http {
+  access_log off;
+  keepalive_requests 100000000;
+  keepalive_timeout 120s;
+  server {
+    listen 127.0.0.1:$PORT backlog=16384;
+    location / { default_type text/plain; return 200 "hello, scalewise\n"; }
+  }
+}
+CONF
+"$NGINX" -c "$TMP/nginx.conf" -p "$TMP" &
+NGINX_PID=$!
+trap 'kill $NGINX_PID 2>/dev/null || true; rm -rf "$TMP"' EXIT
+for _ in $(seq 50); do
+  python3 -c "import socket; socket.create_connection(('127.0.0.1',$PORT),0.2)" 2>/dev/null && break
+  sleep 0.1
+done
+URL=http://127.0.0.1:$PORT/
+
+ROUNDS=${ROUNDS:-3}
+echo "target: nginx (1 worker) at $URL; $CONNS connections, 1 generator thread, ${DURATION}s per run"
+echo "$ROUNDS rounds, alternating which tool goes first; cpu = generator user+sys CPU per request"
+printf '%-6s %-10s %14s %12s %14s\n' round tool "requests/s" "p99" "cpu µs/req"
+TIMEFORMAT='%U %S'
+
+run_wrk() {
+  { time wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$URL" >"$TMP/wrk.txt"; } 2>"$TMP/wrk.time"
+  WRK_RPS=$(awk '/Requests\/sec/ {print $2}' "$TMP/wrk.txt")
+  WRK_P99=$(awk '$1=="99%" {print $2}' "$TMP/wrk.txt")
+  WRK_REQ=$(awk '/requests in/ {print $1}' "$TMP/wrk.txt")
+  WRK_CPU=$(awk -v n="$WRK_REQ" '{printf "%.2f", ($1+$2)*1e6/n}' "$TMP/wrk.time")
+  printf '%-6s %-10s %14s %12s %14s\n' "$1" wrk "$WRK_RPS" "$WRK_P99" "$WRK_CPU"
+  echo "$WRK_RPS" >>"$TMP/wrk.all"
+}
+run_scalewise() {
+  { time "$BIN" load "$URL" -c "$CONNS" --threads 1 -d "${DURATION}s" --no-progress --quiet --json "$TMP/sw.json"; } 2>"$TMP/sw.time"
+  read -r SW_RPS SW_P99 SW_REQ < <(python3 -c "import json; r=json.load(open('$TMP/sw.json')); print(f\"{r['rps']:.2f} {r['p99_ms']:.3f}ms {r['requests']}\")")
+  SW_CPU=$(awk -v n="$SW_REQ" '{printf "%.2f", ($1+$2)*1e6/n}' "$TMP/sw.time")
+  printf '%-6s %-10s %14s %12s %14s\n' "$1" scalewise "$SW_RPS" "$SW_P99" "$SW_CPU"
+  echo "$SW_RPS" >>"$TMP/sw.all"
+}
+for r in $(seq "$ROUNDS"); do
+  if [ $((r % 2)) = 0 ]; then run_scalewise "$r"; run_wrk "$r"; else run_wrk "$r"; run_scalewise "$r"; fi
+done
+python3 - "$TMP/wrk.all" "$TMP/sw.all" <<'PY'
+import statistics, sys
+w = [float(x) for x in open(sys.argv[1])]
+s = [float(x) for x in open(sys.argv[2])]
+mw, ms = statistics.median(w), statistics.median(s)
+print(f"median requests/s: wrk {mw:.0f}, scalewise {ms:.0f}; scalewise / wrk = {ms / mw:.2f}x")
+PY
+SW_RPS=$(python3 -c "import statistics; print(statistics.median(float(x) for x in open('$TMP/sw.all')))")
+
+if command -v oha >/dev/null; then
+  oha -z "${DURATION}s" -c "$CONNS" --no-tui --json "$URL" >"$TMP/oha.json" 2>/dev/null || true
+  python3 - "$TMP/oha.json" "$SW_RPS" <<'PY' || true
+import json, sys
+r = json.load(open(sys.argv[1]))
+rps = r["summary"]["requestsPerSec"]
+p99 = r["latencyPercentiles"]["p99"] * 1000
+print(f"{'oha':<10} {rps:14.2f} {p99:10.3f}ms")
+print(f"scalewise / oha = {float(sys.argv[2]) / rps:.2f}x")
+PY
+fi
+
+if [ "$MEM_CONNS" -gt 0 ]; then
+  echo
+  echo "generator memory at $MEM_CONNS concurrent connections (closed model, 1s think time, 5s):"
+  "$BIN" load "$URL" -c "$MEM_CONNS" --think-time 1s -d 5s --timeout 10s --no-progress --quiet --json "$TMP/mem.json" || true
+  python3 -c "
+import json; r=json.load(open('$TMP/mem.json')); g=r['generator']
+print(f\"connections {r['connections']}  requests {r['requests']}  errors {r['errors']['total']}\")
+print(f\"peak RSS {g['peak_rss_kib']} KiB = {g['rss_per_connection_kib']:.1f} KiB per connection (goal <= 64)\")"
+fi

@@ -1,0 +1,1148 @@
+//! The gateway's configuration: plain serde types for every setting, their defaults, and the
+//! semantic checks serde cannot express ([`Config::validate`]).
+//!
+//! Reading files, environment overrides and turning errors into messages that name the file
+//! live with the command-line front end; this module only knows the shape of the data. Every
+//! struct rejects unknown keys so a typo is an error rather than a silently ignored setting.
+//! Durations are humantime strings (`"250ms"`, `"5s"`, `"1m 30s"`).
+//!
+//! ```
+//! use scalewise_gateway::config::Config;
+//!
+//! let config: Config = toml::from_str(r#"
+//!     [[listeners]]
+//!     name = "public"
+//!     addr = "127.0.0.1:8080"
+//!
+//!     [[routes]]
+//!     path_prefix = "/api"
+//!     upstream = "api"
+//!
+//!     [upstreams.api]
+//!     algorithm = "least_conn"
+//!     backends = [{ addr = "127.0.0.1:9001" }, { addr = "127.0.0.1:9002", weight = 3 }]
+//! "#).unwrap();
+//! config.validate().unwrap();
+//! assert_eq!(config.upstreams["api"].backends[1].weight, 3);
+//! ```
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The whole gateway configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Sockets that accept client connections.
+    #[serde(default)]
+    pub listeners: Vec<ListenerConfig>,
+    /// Request routing rules, tried in order; the first match wins.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// Named backend groups.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    /// The admin API.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Named rate limits that routes refer to (`routes[].rate_limit`); see
+    /// docs/gateway-policies.md.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rate_limits: BTreeMap<String, crate::policy::RateLimitSpec>,
+}
+
+/// One listening socket (`[[listeners]]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Name that routes refer to (`routes[].listener`). Unique.
+    #[serde(default = "defaults::listener_name")]
+    pub name: String,
+    /// Address to bind.
+    pub addr: SocketAddr,
+    /// Serve TLS with this certificate; ALPN offers `h2` (if `http2`) and `http/1.1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+    /// Accept HTTP/2: over TLS via ALPN, in clear text (h2c) by detecting the prior-knowledge
+    /// preface on each connection.
+    #[serde(default = "defaults::yes")]
+    pub http2: bool,
+    /// Maximum concurrent client connections; while full, the listener stops accepting (the
+    /// kernel backlog holds new connections) instead of failing.
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
+    /// Listen backlog.
+    #[serde(default = "defaults::backlog")]
+    pub backlog: u32,
+    /// `TCP_NODELAY` on accepted connections.
+    #[serde(default = "defaults::yes")]
+    pub nodelay: bool,
+    /// TCP keepalive idle time on accepted connections; absent disables keepalive probes.
+    #[serde(
+        default = "defaults::tcp_keepalive",
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub keepalive: Option<Duration>,
+    /// `SO_RCVBUF` for accepted connections; absent keeps the OS default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recv_buffer_size: Option<usize>,
+    /// `SO_SNDBUF` for accepted connections; absent keeps the OS default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_buffer_size: Option<usize>,
+    /// Time a client has to send a complete request head (HTTP/1); then the connection closes
+    /// (408 if nothing of the next request was answered yet).
+    #[serde(default = "defaults::header_read_timeout", with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// An idle keep-alive connection (no request in progress) is closed after this.
+    #[serde(default = "defaults::idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Time the upstream has to answer with a response head, per request (504 after);
+    /// a route's `timeout` overrides it.
+    #[serde(default = "defaults::request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Largest request head (request line plus headers) accepted; larger gets 431.
+    /// At least 8192.
+    #[serde(default = "defaults::max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Largest request body accepted; a larger `Content-Length` gets 413 before anything is
+    /// forwarded, a streamed body that grows past it is cut off. Absent means unlimited.
+    #[serde(default = "defaults::max_body_bytes")]
+    pub max_body_bytes: Option<u64>,
+}
+
+impl ListenerConfig {
+    /// A listener on `addr` with every other setting at its default.
+    pub fn new(name: impl Into<String>, addr: SocketAddr) -> Self {
+        Self {
+            name: name.into(),
+            addr,
+            tls: None,
+            http2: true,
+            max_connections: defaults::max_connections(),
+            backlog: defaults::backlog(),
+            nodelay: true,
+            keepalive: defaults::tcp_keepalive(),
+            recv_buffer_size: None,
+            send_buffer_size: None,
+            header_read_timeout: defaults::header_read_timeout(),
+            idle_timeout: defaults::idle_timeout(),
+            request_timeout: defaults::request_timeout(),
+            max_header_bytes: defaults::max_header_bytes(),
+            max_body_bytes: defaults::max_body_bytes(),
+        }
+    }
+}
+
+/// Certificate and key for a TLS listener (PEM files).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// One routing rule (`[[routes]]`). Every condition that is present must match.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Label in metrics and logs (default: the route's index).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Only requests arriving on this listener (by name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listener: Option<String>,
+    /// Only this host (case-insensitive, port ignored); `*.example.com` matches any
+    /// subdomain (not `example.com` itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Only paths starting with this (must start with `/`). Matches on segment boundaries:
+    /// `/api` matches `/api` and `/api/x`, not `/apix`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+    /// Only these methods (e.g. `["GET", "HEAD"]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub methods: Option<Vec<String>>,
+    /// The upstream group that serves matching requests.
+    pub upstream: String,
+    /// Overrides the listener's `request_timeout` for matching requests.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub timeout: Option<Duration>,
+    /// Name of a `[rate_limits.NAME]` entry that guards this route (429 beyond it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<String>,
+    /// Retries of idempotent, bodiless requests after a failure before any response,
+    /// each on another backend while there is one, and only while the upstream's
+    /// `retry_budget` allows (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    /// Concurrency limit of the route (a bulkhead: `max_concurrent`, `max_waiting`,
+    /// `max_wait`); beyond it, 503.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<scalewise::bulkhead::BulkheadConfig>,
+    /// Load shedding of the route (`max_in_flight`, `queue_target`, `interval`); shed
+    /// requests get 503 at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shed: Option<scalewise::shed::ShedConfig>,
+    /// Adaptive concurrency limit of the route (`algorithm` = `aimd` or `gradient2`,
+    /// `initial`, `min`, `max`): the limit follows the backend's latency and drops;
+    /// beyond it, 503.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptive_concurrency: Option<crate::policy::AdaptiveSpec>,
+}
+
+impl RouteConfig {
+    /// A catch-all route to `upstream`.
+    pub fn to_upstream(upstream: impl Into<String>) -> Self {
+        Self {
+            name: None,
+            listener: None,
+            host: None,
+            path_prefix: None,
+            methods: None,
+            upstream: upstream.into(),
+            timeout: None,
+            rate_limit: None,
+            retries: None,
+            concurrency: None,
+            shed: None,
+            adaptive_concurrency: None,
+        }
+    }
+}
+
+/// Load-balancing algorithm of an upstream, by its config name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlgorithmName {
+    /// Each backend in turn, ignoring weights.
+    #[default]
+    RoundRobin,
+    /// Smooth weighted round robin (nginx's algorithm).
+    #[serde(alias = "wrr", alias = "smooth_weighted_round_robin")]
+    WeightedRoundRobin,
+    /// Fewest active requests relative to weight.
+    #[serde(alias = "least_connections")]
+    LeastConn,
+    /// Least response time: peak EWMA with power-of-two-choices.
+    #[serde(alias = "ewma", alias = "least_time")]
+    PeakEwma,
+    /// Power-of-two-choices on in-flight requests.
+    #[serde(alias = "power_of_two_choices")]
+    P2c,
+    /// Weighted random.
+    #[serde(alias = "weighted_random")]
+    Random,
+    /// Consistent hashing on a ketama ring with virtual nodes.
+    #[serde(rename = "ketama", alias = "ring_hash", alias = "consistent_hash")]
+    RingHash,
+    /// Consistent hashing with a Maglev lookup table.
+    Maglev,
+}
+
+impl AlgorithmName {
+    /// Every algorithm, for help texts.
+    pub const ALL: [AlgorithmName; 8] = [
+        Self::RoundRobin,
+        Self::WeightedRoundRobin,
+        Self::LeastConn,
+        Self::PeakEwma,
+        Self::P2c,
+        Self::Random,
+        Self::RingHash,
+        Self::Maglev,
+    ];
+
+    /// The config name (`round_robin`, `least_conn`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RoundRobin => "round_robin",
+            Self::WeightedRoundRobin => "weighted_round_robin",
+            Self::LeastConn => "least_conn",
+            Self::PeakEwma => "peak_ewma",
+            Self::P2c => "p2c",
+            Self::Random => "random",
+            Self::RingHash => "ketama",
+            Self::Maglev => "maglev",
+        }
+    }
+
+    /// The library's algorithm of this name.
+    pub fn algorithm(self) -> scalewise::balance::Algorithm {
+        use scalewise::balance::Algorithm;
+        match self {
+            Self::RoundRobin => Algorithm::RoundRobin,
+            Self::WeightedRoundRobin => Algorithm::WeightedRoundRobin,
+            Self::LeastConn => Algorithm::LeastConn,
+            Self::PeakEwma => Algorithm::PeakEwma,
+            Self::P2c => Algorithm::PowerOfTwo,
+            Self::Random => Algorithm::Random,
+            Self::RingHash => Algorithm::Ketama,
+            Self::Maglev => Algorithm::Maglev,
+        }
+    }
+
+    /// Whether the algorithm picks by [`HashKey`].
+    pub fn is_hashing(self) -> bool {
+        matches!(self, Self::RingHash | Self::Maglev)
+    }
+}
+
+impl fmt::Display for AlgorithmName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for AlgorithmName {
+    type Err = String;
+
+    /// Accepts the config names and their aliases (`wrr`, `ketama`, ...).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        AlgorithmName::deserialize(
+            serde::de::value::StrDeserializer::<serde::de::value::Error>::new(s),
+        )
+        .map_err(|_| {
+            let names: Vec<_> = Self::ALL.iter().map(|a| a.as_str()).collect();
+            format!(
+                "unknown algorithm `{s}`, expected one of {}",
+                names.join(", ")
+            )
+        })
+    }
+}
+
+/// What a hashing balancer keys on: `client_ip`, `header:NAME`, `cookie:NAME` or `path`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum HashKey {
+    /// The client's IP address (after no proxy headers: the TCP peer).
+    #[default]
+    ClientIp,
+    /// The value of a request header (lower-cased name).
+    Header(String),
+    /// The value of a request cookie.
+    Cookie(String),
+    /// The request path (without the query).
+    Path,
+}
+
+impl FromStr for HashKey {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("`{s}` is not client_ip, path, header:NAME or cookie:NAME");
+        match s {
+            "client_ip" => Ok(Self::ClientIp),
+            "path" => Ok(Self::Path),
+            _ => {
+                let (kind, name) = s.split_once(':').ok_or_else(bad)?;
+                if name.is_empty() || !name.bytes().all(is_token_byte) {
+                    return Err(bad());
+                }
+                match kind {
+                    "header" => Ok(Self::Header(name.to_ascii_lowercase())),
+                    "cookie" => Ok(Self::Cookie(name.to_owned())),
+                    _ => Err(bad()),
+                }
+            }
+        }
+    }
+}
+
+impl TryFrom<String> for HashKey {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<HashKey> for String {
+    fn from(k: HashKey) -> String {
+        k.to_string()
+    }
+}
+
+impl fmt::Display for HashKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ClientIp => f.write_str("client_ip"),
+            Self::Path => f.write_str("path"),
+            Self::Header(n) => write!(f, "header:{n}"),
+            Self::Cookie(n) => write!(f, "cookie:{n}"),
+        }
+    }
+}
+
+/// Protocol spoken to an upstream's backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 with pooled keep-alive connections.
+    #[default]
+    Http1,
+    /// HTTP/2 in clear text (prior knowledge), multiplexed on one connection per backend.
+    Http2,
+}
+
+/// One backend group (`[upstreams.NAME]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Balancing algorithm.
+    #[serde(default)]
+    pub algorithm: AlgorithmName,
+    /// What hashing algorithms key on (ignored by the others).
+    #[serde(default)]
+    pub hash_key: HashKey,
+    /// Sticky sessions: the gateway sets this cookie to pin a client to a backend, and moves
+    /// the client when that backend is unhealthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky_cookie: Option<String>,
+    /// Protocol to the backends.
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+    /// Time to establish a TCP connection to a backend (a failure is retried elsewhere for
+    /// idempotent requests).
+    #[serde(default = "defaults::connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Maximum concurrent requests per backend; more wait in a queue. Absent is unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections_per_backend: Option<u32>,
+    /// Requests that may wait per backend when it is at `max_connections_per_backend`;
+    /// beyond that they get 503 at once.
+    #[serde(default = "defaults::queue_size")]
+    pub queue_size: usize,
+    /// Longest wait in that queue; then 503.
+    #[serde(default = "defaults::queue_timeout", with = "humantime_serde")]
+    pub queue_timeout: Duration,
+    /// Idle pooled connections kept per backend.
+    #[serde(default = "defaults::pool_idle_per_backend")]
+    pub pool_idle_per_backend: usize,
+    /// Pooled connections idle longer than this are closed.
+    #[serde(default = "defaults::pool_idle_timeout", with = "humantime_serde")]
+    pub pool_idle_timeout: Duration,
+    /// The backends.
+    pub backends: Vec<BackendConfig>,
+    /// Active and passive health checking.
+    #[serde(default)]
+    pub health: HealthConfig,
+    /// A circuit breaker per backend; an open breaker takes the backend out of selection
+    /// like an outlier ejection. Absent: no breakers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<scalewise::breaker::BreakerConfig>,
+    /// The budget all retries to this upstream draw from.
+    #[serde(default)]
+    pub retry_budget: scalewise::retry::BudgetConfig,
+}
+
+impl UpstreamConfig {
+    /// An upstream of `backends` (weight 1 each) with every other setting at its default.
+    pub fn new(algorithm: AlgorithmName, backends: impl IntoIterator<Item = SocketAddr>) -> Self {
+        Self {
+            algorithm,
+            hash_key: HashKey::default(),
+            sticky_cookie: None,
+            protocol: UpstreamProtocol::default(),
+            connect_timeout: defaults::connect_timeout(),
+            max_connections_per_backend: None,
+            queue_size: defaults::queue_size(),
+            queue_timeout: defaults::queue_timeout(),
+            pool_idle_per_backend: defaults::pool_idle_per_backend(),
+            pool_idle_timeout: defaults::pool_idle_timeout(),
+            backends: backends.into_iter().map(BackendConfig::new).collect(),
+            health: HealthConfig::default(),
+            circuit_breaker: None,
+            retry_budget: scalewise::retry::BudgetConfig::default(),
+        }
+    }
+}
+
+/// One backend of an upstream.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// Address to connect to.
+    pub addr: SocketAddr,
+    /// Relative share of traffic for weighted algorithms.
+    #[serde(default = "defaults::weight")]
+    pub weight: u32,
+}
+
+impl BackendConfig {
+    /// A backend at `addr` with weight 1.
+    pub fn new(addr: SocketAddr) -> Self {
+        Self { addr, weight: 1 }
+    }
+}
+
+/// Health checking of an upstream (`[upstreams.NAME.health]`): the library's settings,
+/// see [`scalewise::health::HealthConfig`] and docs/health.md.
+pub use scalewise::health::HealthConfig;
+
+/// The admin API (`[admin]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of the admin listener.
+    #[serde(default = "defaults::admin_addr")]
+    pub addr: SocketAddr,
+    /// Bearer token required on every admin request, if set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            addr: defaults::admin_addr(),
+            token: None,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logging (`[log]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Output format.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// Filter in `tracing` env-filter syntax (`info`, `scalewise_gateway=debug`).
+    #[serde(default = "defaults::log_level")]
+    pub level: String,
+    /// Log one line per proxied request.
+    #[serde(default)]
+    pub access_log: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::default(),
+            level: defaults::log_level(),
+            access_log: false,
+        }
+    }
+}
+
+/// One semantic problem in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key_path}: got {value}, expected {expected}")]
+pub struct ConfigError {
+    /// Where, e.g. `upstreams.api.backends[1].weight`.
+    pub key_path: String,
+    /// The offending value as written.
+    pub value: String,
+    /// What would have been accepted.
+    pub expected: String,
+}
+
+impl ConfigError {
+    fn new(
+        key_path: impl Into<String>,
+        value: impl fmt::Display,
+        expected: impl Into<String>,
+    ) -> Self {
+        Self {
+            key_path: key_path.into(),
+            value: value.to_string(),
+            expected: expected.into(),
+        }
+    }
+}
+
+/// Smallest `max_header_bytes`: the HTTP/1 parser needs a buffer of at least this size.
+pub const MIN_HEADER_BYTES: usize = 8192;
+
+impl Config {
+    /// The configuration of the one-line start: one listener on `listen`, one upstream
+    /// `default` of `backends` with `algorithm`, one catch-all route to it.
+    pub fn from_backends(
+        listen: SocketAddr,
+        backends: impl IntoIterator<Item = SocketAddr>,
+        algorithm: AlgorithmName,
+    ) -> Self {
+        let mut upstreams = BTreeMap::new();
+        upstreams.insert(
+            "default".to_owned(),
+            UpstreamConfig::new(algorithm, backends),
+        );
+        Self {
+            listeners: vec![ListenerConfig::new("default", listen)],
+            routes: vec![RouteConfig::to_upstream("default")],
+            upstreams,
+            admin: AdminConfig::default(),
+            log: LogConfig::default(),
+            rate_limits: BTreeMap::new(),
+        }
+    }
+
+    /// Checks what the types cannot: references between sections, ranges, uniqueness.
+    /// Files (TLS certificates) are not opened here.
+    ///
+    /// # Errors
+    /// Every problem found, each naming the key, the value and what was expected.
+    pub fn validate(&self) -> Result<(), Vec<ConfigError>> {
+        let mut errs = Vec::new();
+        let mut e = |k: String, v: &dyn fmt::Display, x: &str| errs.push(ConfigError::new(k, v, x));
+
+        if self.listeners.is_empty() {
+            e(
+                "listeners".into(),
+                &"[]",
+                "at least one [[listeners]] entry",
+            );
+        }
+        let mut names = HashSet::new();
+        let mut addrs = HashSet::new();
+        for (i, l) in self.listeners.iter().enumerate() {
+            let k = |f: &str| format!("listeners[{i}].{f}");
+            if l.name.is_empty() {
+                e(k("name"), &"\"\"", "a non-empty name");
+            } else if !names.insert(l.name.as_str()) {
+                e(k("name"), &l.name, "a name no other listener has");
+            }
+            if !addrs.insert(l.addr) {
+                e(k("addr"), &l.addr, "an address no other listener binds");
+            }
+            if l.max_connections == 0 || l.max_connections > 10_000_000 {
+                e(k("max_connections"), &l.max_connections, "1 to 10000000");
+            }
+            if l.backlog == 0 {
+                e(k("backlog"), &0, "at least 1");
+            }
+            if l.max_header_bytes < MIN_HEADER_BYTES || l.max_header_bytes > (1 << 24) {
+                e(
+                    k("max_header_bytes"),
+                    &l.max_header_bytes,
+                    "8192 to 16777216",
+                );
+            }
+            for (f, d) in [
+                ("header_read_timeout", l.header_read_timeout),
+                ("idle_timeout", l.idle_timeout),
+                ("request_timeout", l.request_timeout),
+            ] {
+                if d.is_zero() || too_long(d) {
+                    e(
+                        k(f),
+                        &humantime::format_duration(d),
+                        "a duration above zero, at most 30 days",
+                    );
+                }
+            }
+            if l.keepalive.is_some_and(too_long) {
+                e(
+                    k("keepalive"),
+                    &humantime::format_duration(l.keepalive.unwrap_or_default()),
+                    "at most 30 days",
+                );
+            }
+            if l.keepalive.is_some_and(|d| d.as_secs() == 0) {
+                e(
+                    k("keepalive"),
+                    &humantime::format_duration(l.keepalive.unwrap_or_default()),
+                    "at least 1s, or leave it out",
+                );
+            }
+            for (f, v) in [
+                ("recv_buffer_size", l.recv_buffer_size),
+                ("send_buffer_size", l.send_buffer_size),
+            ] {
+                if v == Some(0) {
+                    e(k(f), &0, "a size above zero, or leave it out");
+                }
+            }
+            if let Some(tls) = &l.tls {
+                if tls.cert.as_os_str().is_empty() {
+                    e(k("tls.cert"), &"\"\"", "a PEM certificate file path");
+                }
+                if tls.key.as_os_str().is_empty() {
+                    e(k("tls.key"), &"\"\"", "a PEM private key file path");
+                }
+            }
+        }
+
+        if self.routes.is_empty() {
+            e("routes".into(), &"[]", "at least one [[routes]] entry");
+        }
+        for (i, r) in self.routes.iter().enumerate() {
+            let k = |f: &str| format!("routes[{i}].{f}");
+            if !self.upstreams.contains_key(&r.upstream) {
+                let known: Vec<_> = self.upstreams.keys().map(String::as_str).collect();
+                e(
+                    k("upstream"),
+                    &quoted(&r.upstream),
+                    &format!("one of the [upstreams] names ({})", known.join(", ")),
+                );
+            }
+            if let Some(name) = &r.listener {
+                if !self.listeners.iter().any(|l| &l.name == name) {
+                    e(
+                        k("listener"),
+                        &quoted(name),
+                        "the name of a [[listeners]] entry",
+                    );
+                }
+            }
+            if let Some(host) = &r.host {
+                let h = host.strip_prefix("*.").unwrap_or(host);
+                if h.is_empty()
+                    || !h
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+                {
+                    e(
+                        k("host"),
+                        &quoted(host),
+                        "a host name like `example.com` or `*.example.com`",
+                    );
+                }
+            }
+            if let Some(p) = &r.path_prefix {
+                if !p.starts_with('/') {
+                    e(k("path_prefix"), &quoted(p), "a path starting with `/`");
+                }
+            }
+            if let Some(methods) = &r.methods {
+                if methods.is_empty() {
+                    e(k("methods"), &"[]", "at least one method, or leave it out");
+                }
+                for (j, m) in methods.iter().enumerate() {
+                    if m.is_empty()
+                        || !m.bytes().all(|b| b.is_ascii_uppercase())
+                        || http::Method::from_bytes(m.as_bytes()).is_err()
+                    {
+                        e(
+                            format!("routes[{i}].methods[{j}]"),
+                            &quoted(m),
+                            "an upper-case HTTP method like GET",
+                        );
+                    }
+                }
+            }
+            if let Some(d) = r.timeout.filter(|d| d.is_zero() || too_long(*d)) {
+                e(
+                    k("timeout"),
+                    &humantime::format_duration(d),
+                    "a duration above zero, at most 30 days",
+                );
+            }
+        }
+
+        for (name, u) in &self.upstreams {
+            let k = |f: &str| format!("upstreams.{name}.{f}");
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            {
+                e(
+                    format!("upstreams.{name}"),
+                    &quoted(name),
+                    "a name of letters, digits, `-`, `_`, `.`",
+                );
+            }
+            if u.backends.is_empty() {
+                e(k("backends"), &"[]", "at least one backend");
+            }
+            let mut seen = HashSet::new();
+            for (j, b) in u.backends.iter().enumerate() {
+                if b.weight == 0 || b.weight > 10_000 {
+                    e(
+                        format!("upstreams.{name}.backends[{j}].weight"),
+                        &b.weight,
+                        "1 to 10000",
+                    );
+                }
+                if !seen.insert(b.addr) {
+                    e(
+                        format!("upstreams.{name}.backends[{j}].addr"),
+                        &b.addr,
+                        "an address listed once per upstream",
+                    );
+                }
+                if b.addr.port() == 0 {
+                    e(
+                        format!("upstreams.{name}.backends[{j}].addr"),
+                        &b.addr,
+                        "an address with a port",
+                    );
+                }
+            }
+            if let Some(c) = &u.sticky_cookie {
+                if c.is_empty() || !c.bytes().all(is_token_byte) {
+                    e(
+                        k("sticky_cookie"),
+                        &quoted(c),
+                        "a cookie name (letters, digits, `-`, `_`)",
+                    );
+                }
+            }
+            for (f, d) in [
+                ("connect_timeout", u.connect_timeout),
+                ("queue_timeout", u.queue_timeout),
+                ("pool_idle_timeout", u.pool_idle_timeout),
+            ] {
+                if too_long(d) || (f == "connect_timeout" && d.is_zero()) {
+                    e(
+                        k(f),
+                        &humantime::format_duration(d),
+                        "a duration above zero, at most 30 days",
+                    );
+                }
+            }
+            if u.max_connections_per_backend == Some(0) {
+                e(
+                    k("max_connections_per_backend"),
+                    &0,
+                    "at least 1, or leave it out",
+                );
+            }
+            if u.max_connections_per_backend.is_some()
+                && u.queue_size > 0
+                && u.queue_timeout.is_zero()
+            {
+                e(
+                    k("queue_timeout"),
+                    &"0s",
+                    "a duration above zero when queue_size > 0",
+                );
+            }
+            let h = &u.health;
+            if let Some(a) = &h.active {
+                let k = |f: &str| format!("upstreams.{name}.health.active.{f}");
+                for (f, d) in [("interval", a.interval), ("timeout", a.timeout)] {
+                    if d.is_zero() || too_long(d) {
+                        e(
+                            k(f),
+                            &humantime::format_duration(d),
+                            "a duration above zero, at most 30 days",
+                        );
+                    }
+                }
+                if a.rise == 0 {
+                    e(k("rise"), &0, "at least 1");
+                }
+                if a.fall == 0 {
+                    e(k("fall"), &0, "at least 1");
+                }
+                if !a.path.starts_with('/') {
+                    e(k("path"), &quoted(&a.path), "a path starting with `/`");
+                }
+            }
+            if let Some(o) = &h.outlier {
+                let k = |f: &str| format!("upstreams.{name}.health.outlier.{f}");
+                if o.base_ejection_time.is_zero() || too_long(o.base_ejection_time) {
+                    e(
+                        k("base_ejection_time"),
+                        &humantime::format_duration(o.base_ejection_time),
+                        "a duration above zero, at most 30 days",
+                    );
+                }
+                if too_long(o.max_ejection_time) {
+                    e(
+                        k("max_ejection_time"),
+                        &humantime::format_duration(o.max_ejection_time),
+                        "at most 30 days",
+                    );
+                }
+                if o.max_ejection_time < o.base_ejection_time {
+                    e(
+                        k("max_ejection_time"),
+                        &humantime::format_duration(o.max_ejection_time),
+                        "at least base_ejection_time",
+                    );
+                }
+                if o.max_ejection_percent > 100 {
+                    e(
+                        k("max_ejection_percent"),
+                        &o.max_ejection_percent,
+                        "0 to 100",
+                    );
+                }
+            }
+            if let Some(w) = &h.slow_start {
+                if too_long(w.window) {
+                    e(
+                        format!("upstreams.{name}.health.slow_start.window"),
+                        &humantime::format_duration(w.window),
+                        "at most 30 days",
+                    );
+                }
+                if w.min_weight_percent > 100 {
+                    e(
+                        format!("upstreams.{name}.health.slow_start.min_weight_percent"),
+                        &w.min_weight_percent,
+                        "0 to 100",
+                    );
+                }
+            }
+            if h.panic_threshold > 100 {
+                e(k("health.panic_threshold"), &h.panic_threshold, "0 to 100");
+            }
+        }
+
+        if let Some(t) = &self.admin.token {
+            if t.is_empty() {
+                e(
+                    "admin.token".into(),
+                    &"\"\"",
+                    "a non-empty token, or leave it out",
+                );
+            }
+        }
+
+        crate::policy::validate(self, &mut errs);
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(errs)
+        }
+    }
+}
+
+/// Longest accepted duration for any timeout: far beyond any sensible setting, short enough
+/// that `now + timeout` can never overflow a clock.
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+fn too_long(d: Duration) -> bool {
+    d > MAX_DURATION
+}
+
+fn quoted(s: &str) -> String {
+    format!("{s:?}")
+}
+
+/// RFC 9110 `tchar`.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+mod defaults {
+    use std::net::{Ipv4Addr, SocketAddr};
+    use std::time::Duration;
+
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn listener_name() -> String {
+        "default".into()
+    }
+    pub fn max_connections() -> usize {
+        // High enough for tens of thousands of idle keep-alive clients; the limit guards
+        // file descriptors, not memory (an idle connection costs a few KiB).
+        50_000
+    }
+    pub fn backlog() -> u32 {
+        1024
+    }
+    pub fn tcp_keepalive() -> Option<Duration> {
+        Some(Duration::from_secs(60))
+    }
+    pub fn header_read_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn idle_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn request_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn max_header_bytes() -> usize {
+        64 * 1024
+    }
+    pub fn max_body_bytes() -> Option<u64> {
+        Some(100 * 1024 * 1024)
+    }
+    pub fn connect_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn queue_size() -> usize {
+        128
+    }
+    pub fn queue_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn pool_idle_per_backend() -> usize {
+        256
+    }
+    pub fn pool_idle_timeout() -> Duration {
+        Duration::from_secs(90)
+    }
+    pub fn weight() -> u32 {
+        1
+    }
+    pub fn admin_addr() -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 9090))
+    }
+    pub fn log_level() -> String {
+        "info".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, toml::de::Error> {
+        toml::from_str(s)
+    }
+
+    const MINIMAL: &str = r#"
+        [[listeners]]
+        addr = "127.0.0.1:8080"
+        [[routes]]
+        upstream = "api"
+        [upstreams.api]
+        backends = [{ addr = "127.0.0.1:9001" }]
+    "#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        c.validate().unwrap();
+        let l = &c.listeners[0];
+        assert_eq!(l.name, "default");
+        assert!(l.http2 && l.nodelay);
+        assert_eq!(l.max_header_bytes, 64 * 1024);
+        assert_eq!(c.upstreams["api"].algorithm, AlgorithmName::RoundRobin);
+        assert_eq!(c.upstreams["api"].backends[0].weight, 1);
+        assert_eq!(c.admin.addr, "127.0.0.1:9090".parse().unwrap());
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_everywhere() {
+        for extra in [
+            "[[listeners]]\naddr = \"127.0.0.1:1\"\nbogus = 1",
+            "[admin]\nbogus = 1",
+            "[log]\nbogus = 1",
+            "[upstreams.x]\nbackends = []\nbogus = 1",
+            "[upstreams.x]\nbackends = [{ addr = \"127.0.0.1:1\", bogus = 1 }]",
+            "[upstreams.x]\nbackends = []\n[upstreams.x.health]\nbogus = 1",
+            "[[routes]]\nupstream = \"x\"\nbogus = 1",
+            "bogus = 1",
+        ] {
+            let err = parse(extra).unwrap_err().to_string();
+            assert!(err.contains("bogus"), "{extra}: {err}");
+        }
+    }
+
+    #[test]
+    fn durations_and_hash_keys_parse() {
+        let c = parse(
+            r#"
+            [[listeners]]
+            addr = "127.0.0.1:8080"
+            idle_timeout = "1m 30s"
+            request_timeout = "250ms"
+            [[routes]]
+            upstream = "api"
+            timeout = "2s"
+            [upstreams.api]
+            algorithm = "ketama"
+            hash_key = "header:X-User"
+            backends = [{ addr = "127.0.0.1:9001" }]
+        "#,
+        )
+        .unwrap();
+        assert_eq!(c.listeners[0].idle_timeout, Duration::from_secs(90));
+        assert_eq!(c.listeners[0].request_timeout, Duration::from_millis(250));
+        assert_eq!(c.routes[0].timeout, Some(Duration::from_secs(2)));
+        assert_eq!(c.upstreams["api"].algorithm, AlgorithmName::RingHash);
+        assert_eq!(
+            c.upstreams["api"].hash_key,
+            HashKey::Header("x-user".into())
+        );
+        assert!(parse(&MINIMAL.replace("backends", "hash_key = \"header:\"\nbackends")).is_err());
+        assert!(parse(&MINIMAL.replace("backends", "hash_key = \"ip\"\nbackends")).is_err());
+    }
+
+    #[test]
+    fn round_trips_through_toml_and_json() {
+        let c = parse(MINIMAL).unwrap();
+        let again: Config = toml::from_str(&toml::to_string(&c).unwrap()).unwrap();
+        assert_eq!(c, again);
+        let again: Config = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        assert_eq!(c, again);
+    }
+
+    #[test]
+    fn validation_names_key_value_and_expectation() {
+        let mut c = parse(MINIMAL).unwrap();
+        c.routes[0].upstream = "nope".into();
+        c.upstreams.get_mut("api").unwrap().backends[0].weight = 0;
+        c.listeners[0].max_header_bytes = 100;
+        c.listeners[0].idle_timeout = Duration::from_secs(u64::MAX / 4);
+        c.routes.push(RouteConfig {
+            path_prefix: Some("api".into()),
+            methods: Some(vec!["get".into()]),
+            listener: Some("ghost".into()),
+            ..RouteConfig::to_upstream("api")
+        });
+        let errs = c.validate().unwrap_err();
+        let keys: Vec<_> = errs.iter().map(|e| e.key_path.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "listeners[0].max_header_bytes",
+                "listeners[0].idle_timeout",
+                "routes[0].upstream",
+                "routes[1].listener",
+                "routes[1].path_prefix",
+                "routes[1].methods[0]",
+                "upstreams.api.backends[0].weight",
+            ]
+        );
+        assert_eq!(
+            errs[2].to_string(),
+            "routes[0].upstream: got \"nope\", expected one of the [upstreams] names (api)"
+        );
+    }
+
+    #[test]
+    fn one_line_start_config_is_valid() {
+        let c = Config::from_backends(
+            "127.0.0.1:8080".parse().unwrap(),
+            [
+                "127.0.0.1:9001".parse().unwrap(),
+                "127.0.0.1:9002".parse().unwrap(),
+            ],
+            "wrr".parse().unwrap(),
+        );
+        c.validate().unwrap();
+        assert_eq!(
+            c.upstreams["default"].algorithm,
+            AlgorithmName::WeightedRoundRobin
+        );
+        assert!("nonsense"
+            .parse::<AlgorithmName>()
+            .unwrap_err()
+            .contains("maglev"));
+    }
+}

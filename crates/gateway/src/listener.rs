@@ -1,0 +1,409 @@
+//! Accepting client connections: socket options, the connection limit, TLS, HTTP/1.1 and
+//! HTTP/2 (h2c prior knowledge is detected per connection), client-side timeouts, and
+//! graceful drain.
+//!
+//! ```no_run
+//! use scalewise_gateway::{config::*, listener, metrics::GatewayMetrics, state::Shared};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = Config::from_backends("127.0.0.1:8080".parse()?, ["127.0.0.1:9001".parse()?],
+//!     AlgorithmName::RoundRobin);
+//! let shared = Shared::new(config.clone(), GatewayMetrics::new())?;
+//! let stop = CancellationToken::new();
+//! let listening = listener::serve(&config.listeners[0], shared, stop.clone())?;
+//! println!("listening on {}", listening.local_addr);
+//! stop.cancel(); // stop accepting; open connections finish their requests
+//! listening.join.await?;
+//! # Ok(()) }
+//! ```
+use crate::config::ListenerConfig;
+use crate::proxy::body::Activity;
+use crate::proxy::{self, ConnInfo};
+use crate::state::Shared;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// A running listener.
+#[derive(Debug)]
+pub struct Listening {
+    /// The bound address (useful with port 0).
+    pub local_addr: SocketAddr,
+    /// Completes after cancellation once every connection has closed.
+    pub join: tokio::task::JoinHandle<()>,
+}
+
+fn bind(cfg: &ListenerConfig) -> io::Result<TcpListener> {
+    let socket = Socket::new(
+        Domain::for_address(cfg.addr),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&cfg.addr.into())?;
+    socket.listen(i32::try_from(cfg.backlog).unwrap_or(i32::MAX))?;
+    TcpListener::from_std(socket.into())
+}
+
+fn tune(stream: &TcpStream, cfg: &ListenerConfig) -> io::Result<()> {
+    stream.set_nodelay(cfg.nodelay)?;
+    let s = SockRef::from(stream);
+    if let Some(idle) = cfg.keepalive {
+        s.set_tcp_keepalive(&TcpKeepalive::new().with_time(idle))?;
+    }
+    if let Some(n) = cfg.recv_buffer_size {
+        s.set_recv_buffer_size(n)?;
+    }
+    if let Some(n) = cfg.send_buffer_size {
+        s.set_send_buffer_size(n)?;
+    }
+    Ok(())
+}
+
+/// Client-side timeouts of one connection.
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    header_read: Duration,
+    idle: Duration,
+}
+
+/// Binds `cfg.addr` and serves it until `cancel` fires, then stops accepting, lets open
+/// connections finish the requests they have (HTTP/1 closes after the current response,
+/// HTTP/2 sends GOAWAY) and completes `join` when all are closed. Callers that want a drain
+/// deadline wrap `join` in a timeout.
+///
+/// Socket settings come from `cfg`; everything per request (routes, timeouts, body limit,
+/// TLS certificate) comes from the current state in `shared`, looked up by `cfg.name`.
+/// Must be called within a Tokio runtime.
+///
+/// # Errors
+/// The address cannot be bound.
+pub fn serve(
+    cfg: &ListenerConfig,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+) -> io::Result<Listening> {
+    let listener = bind(cfg)?;
+    let local_addr = listener.local_addr()?;
+    let cfg = cfg.clone();
+    let join = tokio::spawn(accept_loop(listener, cfg, shared, cancel));
+    Ok(Listening { local_addr, join })
+}
+
+fn http_builder(cfg: &ListenerConfig) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        // Our own reader enforces header/idle timeouts (see `Watched`): hyper's header timer
+        // also runs while a keep-alive connection is idle, which would make the two one.
+        .header_read_timeout(None)
+        .max_buf_size(cfg.max_header_bytes.max(crate::config::MIN_HEADER_BYTES))
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(256);
+    if cfg.http2 {
+        b
+    } else {
+        b.http1_only()
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    cfg: ListenerConfig,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+) {
+    let limit = Arc::new(Semaphore::new(
+        cfg.max_connections.clamp(1, Semaphore::MAX_PERMITS),
+    ));
+    let tracker = TaskTracker::new();
+    let builder = Arc::new(http_builder(&cfg));
+    let name: Arc<str> = Arc::from(cfg.name.as_str());
+    let gauge = shared.metrics.client_connections(&cfg.name);
+    let timeouts = Timeouts {
+        header_read: cfg.header_read_timeout,
+        idle: cfg.idle_timeout,
+    };
+    loop {
+        // Take a slot before accepting: while all are in use the listener stops accepting
+        // and new connections wait in the kernel backlog instead of being reset.
+        let permit = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break,
+            p = limit.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE/ENFILE and friends: back off instead of spinning; the listener
+                    // keeps running.
+                    tracing::warn!(listener = %name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        if let Err(e) = tune(&stream, &cfg) {
+            tracing::debug!(error = %e, "socket options");
+        }
+        let shared = shared.clone();
+        let builder = builder.clone();
+        let name = name.clone();
+        let cancel = cancel.clone();
+        let gauge = gauge.clone();
+        tracker.spawn(async move {
+            gauge.inc();
+            serve_connection(stream, peer, shared, name, builder, timeouts, cancel).await;
+            gauge.dec();
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tracker.close();
+    tracker.wait().await;
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    listener: Arc<str>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    timeouts: Timeouts,
+    cancel: CancellationToken,
+) {
+    let tls = shared
+        .state
+        .load()
+        .listener(&listener)
+        .and_then(|l| l.tls.clone());
+    match tls {
+        None => {
+            serve_io(
+                stream, peer, false, shared, listener, &builder, timeouts, cancel,
+            )
+            .await
+        }
+        Some(acceptor) => {
+            let hs = tokio::time::timeout(timeouts.header_read, acceptor.accept(stream)).await;
+            if let Ok(Ok(s)) = hs {
+                serve_io(s, peer, true, shared, listener, &builder, timeouts, cancel).await;
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve_io<I>(
+    io: I,
+    peer: SocketAddr,
+    tls: bool,
+    shared: Arc<Shared>,
+    listener: Arc<str>,
+    builder: &auto::Builder<TokioExecutor>,
+    timeouts: Timeouts,
+    cancel: CancellationToken,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = Arc::new(Activity::default());
+    let info = Arc::new(ConnInfo {
+        shared,
+        listener,
+        peer,
+        tls,
+        activity: activity.clone(),
+    });
+    let svc = service_fn(move |req| {
+        let info = info.clone();
+        async move {
+            let log = crate::logging::AccessEntry::start(&req, info.peer, access_log(&info));
+            let resp = proxy::handle(req, &info).await;
+            Ok::<_, Infallible>(crate::logging::AccessEntry::finish(log, resp))
+        }
+    });
+    let io = Watched::new(io, activity, timeouts);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "client connection");
+            }
+            return;
+        }
+        _ = cancel.cancelled() => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    let _ = conn.await;
+}
+
+fn access_log(info: &ConnInfo) -> bool {
+    info.shared.state.load().config().log.access_log
+}
+
+/// `now + d`, saturating: a listener config that skipped validation must not panic here.
+fn after(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// A request is in progress: no client-side deadline (the upstream one applies).
+    Busy,
+    /// Between requests.
+    Idle,
+    /// Bytes of a request head have arrived; the head must be complete in time.
+    Head,
+}
+
+/// The client stream, with header-read and idle timeouts.
+///
+/// Enforced on reads because that is where a slow or idle client shows: hyper reads when
+/// it waits for a request head. While no request is in progress (`Activity` is zero) the
+/// connection is idle until bytes arrive, then in the head phase until hyper hands the
+/// request to the proxy. A deadline that passes turns the read into a `TimedOut` error and
+/// hyper closes the connection. HTTP/2 connections only get the idle timeout (a PING must
+/// not start a header clock).
+struct Watched<I> {
+    inner: I,
+    activity: Arc<Activity>,
+    timeouts: Timeouts,
+    phase: Phase,
+    h2: Option<bool>,
+    deadline: Pin<Box<Sleep>>,
+}
+
+impl<I> Watched<I> {
+    fn new(inner: I, activity: Arc<Activity>, timeouts: Timeouts) -> Self {
+        Self {
+            inner,
+            activity,
+            timeouts,
+            phase: Phase::Head,
+            h2: None,
+            deadline: Box::pin(tokio::time::sleep(timeouts.header_read)),
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if this.activity.active.load(Ordering::Acquire) > 0 {
+            this.phase = Phase::Busy;
+            return r;
+        }
+        match &r {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                if this.h2.is_none() {
+                    let h2 = buf.filled()[before..].starts_with(b"PRI");
+                    this.h2 = Some(h2);
+                    if h2 {
+                        // Next pending read starts the idle clock instead.
+                        this.phase = Phase::Busy;
+                    }
+                }
+                if this.phase != Phase::Head && this.h2 == Some(false) {
+                    this.phase = Phase::Head;
+                    let at = after(this.timeouts.header_read);
+                    this.deadline.as_mut().reset(at);
+                }
+                r
+            }
+            Poll::Ready(_) => r,
+            Poll::Pending => {
+                if this.phase == Phase::Busy {
+                    this.phase = Phase::Idle;
+                    let at = after(this.timeouts.idle);
+                    this.deadline.as_mut().reset(at);
+                }
+                if this.deadline.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "client timed out",
+                    )));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_flush(cx);
+        // The last response of a busy spell has just been written out: start the idle clock
+        // here, where hyper always passes after a response, instead of waking the task.
+        if r.is_ready()
+            && this.phase == Phase::Busy
+            && this.activity.active.load(Ordering::Acquire) == 0
+        {
+            this.phase = Phase::Idle;
+            let at = after(this.timeouts.idle);
+            this.deadline.as_mut().reset(at);
+            let _ = this.deadline.as_mut().poll(cx);
+        }
+        r
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}

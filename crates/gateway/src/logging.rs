@@ -1,0 +1,139 @@
+//! Logs: `tracing` events printed as human-readable lines or one JSON object per line, and the
+//! access log, one event per proxied request on the target [`ACCESS_TARGET`].
+//!
+//! The access log goes through `tracing` like everything else so it shares the format, the
+//! output and the filter; `RUST_LOG=access=off` silences it without a config change.
+use crate::config::LogFormat;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tracing_subscriber::EnvFilter;
+
+/// `tracing` target of access-log events.
+pub const ACCESS_TARGET: &str = "access";
+
+/// Installs the global subscriber. `level` is an env-filter directive (`info`,
+/// `scalewise_gateway=debug`); `RUST_LOG`, when set, wins. Calling it again (tests, reloads)
+/// leaves the first subscriber in place.
+///
+/// # Errors
+/// `level` is not a valid filter.
+pub fn init(format: LogFormat, level: &str) -> Result<(), String> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(env) if !env.is_empty() => EnvFilter::try_new(env),
+        _ => EnvFilter::try_new(level),
+    }
+    .map_err(|e| format!("log.level `{level}` is not a valid filter: {e}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // Err means a subscriber is already installed, which is fine.
+    let _ = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    Ok(())
+}
+
+/// One proxied request, as the access log records it.
+#[derive(Debug, Clone)]
+pub struct AccessRecord<'a> {
+    /// Request id (`X-Request-Id`).
+    pub request_id: &'a str,
+    /// The client's address.
+    pub client: Option<SocketAddr>,
+    /// Request method.
+    pub method: &'a str,
+    /// Request path and query.
+    pub path: &'a str,
+    /// Response status sent to the client.
+    pub status: u16,
+    /// Time from request head received to response head sent.
+    pub duration: Duration,
+    /// The backend that answered (`upstream/addr`), if any did.
+    pub backend: Option<&'a str>,
+    /// Response body bytes, when known.
+    pub bytes: Option<u64>,
+}
+
+/// Emits one access-log event.
+pub fn access(r: &AccessRecord<'_>) {
+    tracing::info!(
+        target: ACCESS_TARGET,
+        request_id = r.request_id,
+        client = r.client.map(tracing::field::display),
+        method = r.method,
+        path = r.path,
+        status = r.status,
+        duration_ms = r.duration.as_secs_f64() * 1000.0,
+        backend = r.backend,
+        bytes = r.bytes,
+        "{} {} {}",
+        r.method,
+        r.path,
+        r.status,
+    );
+}
+
+/// Put into a response's extensions by the proxy to name the backend that answered
+/// (`upstream/addr`); the access log prints it when present.
+#[derive(Debug, Clone)]
+pub struct AnsweredBy(pub String);
+
+/// An access-log entry in progress: what is known when the request head arrives.
+/// `None` when the access log is off, so a disabled log costs one branch per request.
+#[derive(Debug)]
+pub struct AccessEntry {
+    started: std::time::Instant,
+    client: SocketAddr,
+    method: http::Method,
+    path: String,
+    request_id: Option<String>,
+}
+
+impl AccessEntry {
+    /// Records the request head if `enabled` and the `access` target is not filtered out.
+    pub fn start<B>(req: &http::Request<B>, client: SocketAddr, enabled: bool) -> Option<Self> {
+        if !enabled || !tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO) {
+            return None;
+        }
+        Some(Self {
+            started: std::time::Instant::now(),
+            client,
+            method: req.method().clone(),
+            path: req
+                .uri()
+                .path_and_query()
+                .map_or_else(|| "/".to_owned(), ToString::to_string),
+            request_id: header_str(req.headers(), "x-request-id"),
+        })
+    }
+
+    /// Logs the entry once the response head is ready, and passes the response through.
+    /// The byte count is the response's `Content-Length`, when it has one (bodies are
+    /// streamed, so the line is written before the body is).
+    pub fn finish<B>(entry: Option<Self>, resp: http::Response<B>) -> http::Response<B> {
+        if let Some(e) = entry {
+            let request_id = e
+                .request_id
+                .or_else(|| header_str(resp.headers(), "x-request-id"))
+                .unwrap_or_default();
+            let bytes = header_str(resp.headers(), "content-length").and_then(|v| v.parse().ok());
+            let backend = resp.extensions().get::<AnsweredBy>().map(|b| b.0.as_str());
+            access(&AccessRecord {
+                request_id: &request_id,
+                client: Some(e.client),
+                method: e.method.as_str(),
+                path: &e.path,
+                status: resp.status().as_u16(),
+                duration: e.started.elapsed(),
+                backend,
+                bytes,
+            });
+        }
+        resp
+    }
+}
+
+fn header_str(h: &http::HeaderMap, name: &str) -> Option<String> {
+    h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}

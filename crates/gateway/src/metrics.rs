@@ -1,0 +1,237 @@
+//! Prometheus metrics of the data path.
+//!
+//! Families live in a [`prometheus_client`] registry that the admin API encodes. The hot path
+//! never looks a label set up: routes and backends resolve their counters once when a
+//! [`GatewayState`](crate::state::GatewayState) is built and keep the handles (each an `Arc`
+//! inside), so a request only touches atomics.
+//!
+//! ```
+//! use scalewise_gateway::metrics::GatewayMetrics;
+//!
+//! let metrics = GatewayMetrics::new();
+//! metrics.client_connections("public").inc();
+//! assert!(metrics.encode().contains("gateway_client_connections{listener=\"public\"} 1"));
+//! ```
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    upstream: String,
+    status: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+    upstream: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabels {
+    upstream: String,
+    backend: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    upstream: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    listener: String,
+    kind: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 250µs .. ~8s, doubling: proxy overhead sits at the bottom, slow backends at the top.
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
+}
+
+/// Status classes used as the `status` label.
+pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The gateway's metric families and the registry they are registered in.
+#[derive(Debug)]
+pub struct GatewayMetrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: HistogramFamily<RouteLabels>,
+    connect_errors: Family<BackendLabels, Counter>,
+    retries: Family<UpstreamLabels, Counter>,
+    client_connections: Family<ListenerLabels, Gauge>,
+    backend_in_flight: Family<BackendLabels, Gauge>,
+    local_replies: Family<ErrorLabels, Counter>,
+    pub(crate) policy: crate::policy::PolicyMetrics,
+}
+
+impl Default for GatewayMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl GatewayMetrics {
+    /// Metrics in a fresh registry.
+    pub fn new() -> Self {
+        Self::with_registry(Registry::default())
+    }
+
+    /// Registers the gateway's families (prefixed `gateway_`) in `registry`, which may already
+    /// hold other metrics (library health, ejections) so one scrape returns everything.
+    pub fn with_registry(mut registry: Registry) -> Self {
+        let m = Self {
+            requests: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+            connect_errors: Family::default(),
+            retries: Family::default(),
+            client_connections: Family::default(),
+            backend_in_flight: Family::default(),
+            local_replies: Family::default(),
+            policy: crate::policy::PolicyMetrics::default(),
+            registry: Registry::default(),
+        };
+        let r = registry.sub_registry_with_prefix("gateway");
+        r.register(
+            "requests",
+            "Proxied requests by route, upstream and status class",
+            m.requests.clone(),
+        );
+        r.register(
+            "request_duration_seconds",
+            "Time from request head to upstream response head",
+            m.latency.clone(),
+        );
+        r.register(
+            "upstream_connect_errors",
+            "Failed connection attempts to backends",
+            m.connect_errors.clone(),
+        );
+        r.register(
+            "retries",
+            "Requests retried on another backend",
+            m.retries.clone(),
+        );
+        r.register(
+            "client_connections",
+            "Open client connections",
+            m.client_connections.clone(),
+        );
+        r.register(
+            "backend_in_flight",
+            "Requests in flight per backend",
+            m.backend_in_flight.clone(),
+        );
+        r.register(
+            "local_replies",
+            "Answers the gateway produced itself, by kind (no_route, bad_gateway, ...)",
+            m.local_replies.clone(),
+        );
+        m.policy.register(r);
+        Self { registry, ..m }
+    }
+
+    /// The registry to encode for `GET /metrics`.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The registry in Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// The open-connections gauge of a listener.
+    pub fn client_connections(&self, listener: &str) -> Gauge {
+        self.client_connections
+            .get_or_create(&ListenerLabels {
+                listener: listener.to_owned(),
+            })
+            .clone()
+    }
+
+    pub(crate) fn route(&self, route: &str, upstream: &str) -> RouteMetrics {
+        let status = STATUS_CLASSES.map(|status| {
+            self.requests
+                .get_or_create(&RequestLabels {
+                    route: route.to_owned(),
+                    upstream: upstream.to_owned(),
+                    status,
+                })
+                .clone()
+        });
+        let latency = self
+            .latency
+            .get_or_create(&RouteLabels {
+                route: route.to_owned(),
+                upstream: upstream.to_owned(),
+            })
+            .clone();
+        RouteMetrics { status, latency }
+    }
+
+    pub(crate) fn backend(&self, upstream: &str, backend: &str) -> BackendMetrics {
+        let labels = BackendLabels {
+            upstream: upstream.to_owned(),
+            backend: backend.to_owned(),
+        };
+        BackendMetrics {
+            connect_errors: self.connect_errors.get_or_create(&labels).clone(),
+            in_flight: self.backend_in_flight.get_or_create(&labels).clone(),
+        }
+    }
+
+    pub(crate) fn retries(&self, upstream: &str) -> Counter {
+        self.retries
+            .get_or_create(&UpstreamLabels {
+                upstream: upstream.to_owned(),
+            })
+            .clone()
+    }
+
+    pub(crate) fn local_reply(&self, listener: &str, kind: &'static str) {
+        self.local_replies
+            .get_or_create(&ErrorLabels {
+                listener: listener.to_owned(),
+                kind,
+            })
+            .inc();
+    }
+}
+
+/// Counters of one route, resolved once per state build.
+#[derive(Debug, Clone)]
+pub(crate) struct RouteMetrics {
+    status: [Counter; 5],
+    pub(crate) latency: Histogram,
+}
+
+impl RouteMetrics {
+    pub(crate) fn count(&self, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.status[class].inc();
+    }
+}
+
+/// Counters of one backend.
+#[derive(Debug, Clone)]
+pub(crate) struct BackendMetrics {
+    pub(crate) connect_errors: Counter,
+    pub(crate) in_flight: Gauge,
+}

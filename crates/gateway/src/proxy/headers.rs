@@ -1,0 +1,217 @@
+//! Header rewriting between client and backend: hop-by-hop removal (RFC 9110 §7.6.1,
+//! including every header the `Connection` header names), `X-Forwarded-*`, `Forwarded`
+//! (RFC 7239) and request ids.
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+/// The request id header, kept when the client sent a sane one, generated otherwise.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Headers that belong to one connection and must not be forwarded.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == header::PROXY_AUTHENTICATE
+        || name == header::PROXY_AUTHORIZATION
+}
+
+/// Copies `src` into a new map without hop-by-hop headers. With `keep_upgrade`
+/// (a WebSocket handshake), `Connection: upgrade` and `Upgrade` pass through.
+pub(crate) fn copy_end_to_end(src: &HeaderMap, keep_upgrade: bool) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(src.len() + 4);
+    let listed = connection_listed(src);
+    for (name, value) in src {
+        if is_hop_by_hop(name) || listed.iter().any(|l| l == name.as_str()) {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    if keep_upgrade {
+        if let Some(up) = src.get(header::UPGRADE) {
+            out.insert(header::UPGRADE, up.clone());
+            out.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+    }
+    out
+}
+
+/// Removes hop-by-hop headers in place (responses).
+pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
+    let listed = connection_listed(h);
+    let upgrade = keep_upgrade
+        .then(|| h.get(header::UPGRADE).cloned())
+        .flatten();
+    for l in &listed {
+        h.remove(l.as_str());
+    }
+    for n in [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+        &header::PROXY_AUTHENTICATE,
+    ] {
+        h.remove(n);
+    }
+    if let Some(up) = upgrade {
+        h.insert(header::UPGRADE, up);
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Lower-cased names listed in `Connection` (besides the hop-by-hop ones everybody knows).
+fn connection_listed(h: &HeaderMap) -> Vec<String> {
+    let mut out = Vec::new();
+    for v in h.get_all(header::CONNECTION) {
+        let Ok(v) = v.to_str() else { continue };
+        for t in v.split(',') {
+            let t = t.trim();
+            if !t.is_empty()
+                && !t.eq_ignore_ascii_case("close")
+                && !t.eq_ignore_ascii_case("keep-alive")
+                && !t.eq_ignore_ascii_case("upgrade")
+            {
+                out.push(t.to_ascii_lowercase());
+            }
+        }
+    }
+    out
+}
+
+/// Whether the request asks for a protocol upgrade (WebSocket over HTTP/1.1).
+pub(crate) fn wants_upgrade(h: &HeaderMap) -> bool {
+    h.contains_key(header::UPGRADE)
+        && h.get_all(header::CONNECTION).iter().any(|v| {
+            v.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+        })
+}
+
+/// Appends the client to `X-Forwarded-For` and `Forwarded`, sets `X-Forwarded-Proto`.
+pub(crate) fn add_forwarded(h: &mut HeaderMap, client: IpAddr, https: bool) {
+    let proto = if https { "https" } else { "http" };
+    let mut xff = String::with_capacity(48);
+    for v in h.get_all(&X_FORWARDED_FOR) {
+        if let Ok(v) = v.to_str() {
+            if !xff.is_empty() {
+                xff.push_str(", ");
+            }
+            xff.push_str(v);
+        }
+    }
+    if !xff.is_empty() {
+        xff.push_str(", ");
+    }
+    let _ = write!(xff, "{client}");
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        h.insert(&X_FORWARDED_FOR, v);
+    }
+    h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+
+    let mut fwd = String::with_capacity(48);
+    for v in h.get_all(header::FORWARDED) {
+        if let Ok(v) = v.to_str() {
+            fwd.push_str(v);
+            fwd.push_str(", ");
+        }
+    }
+    let _ = match client {
+        IpAddr::V4(ip) => write!(fwd, "for={ip};proto={proto}"),
+        IpAddr::V6(ip) => write!(fwd, "for=\"[{ip}]\";proto={proto}"),
+    };
+    if let Ok(v) = HeaderValue::from_str(&fwd) {
+        h.insert(header::FORWARDED, v);
+    }
+}
+
+/// The client's request id if it is short and printable, else a fresh random one.
+pub(crate) fn request_id(h: &HeaderMap) -> HeaderValue {
+    if let Some(v) = h.get(&X_REQUEST_ID) {
+        let b = v.as_bytes();
+        if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()) {
+            return v.clone();
+        }
+    }
+    let id: u128 = rand::random();
+    HeaderValue::from_str(&format!("{id:032x}")).unwrap_or(HeaderValue::from_static("0"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_listed_headers_are_dropped() {
+        let src = map(&[
+            ("connection", "keep-alive, X-Secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("te", "trailers"),
+            ("x-kept", "yes"),
+            ("host", "example.com"),
+        ]);
+        let out = copy_end_to_end(&src, false);
+        let names: Vec<_> = out.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-kept", "host"]);
+        let mut resp = src.clone();
+        strip_hop_by_hop(&mut resp, false);
+        assert_eq!(resp.len(), 2);
+    }
+
+    #[test]
+    fn upgrade_survives_only_when_asked() {
+        let src = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        assert!(wants_upgrade(&src));
+        let out = copy_end_to_end(&src, true);
+        assert_eq!(out["upgrade"], "websocket");
+        assert_eq!(out["connection"], "upgrade");
+        assert!(copy_end_to_end(&src, false).is_empty());
+    }
+
+    #[test]
+    fn forwarded_headers_append() {
+        let src = map(&[
+            ("x-forwarded-for", "10.0.0.1"),
+            ("forwarded", "for=10.0.0.1"),
+        ]);
+        let mut out = copy_end_to_end(&src, false);
+        add_forwarded(&mut out, "::1".parse().unwrap(), true);
+        assert_eq!(out["x-forwarded-for"], "10.0.0.1, ::1");
+        assert_eq!(out["x-forwarded-proto"], "https");
+        assert_eq!(out["forwarded"], "for=10.0.0.1, for=\"[::1]\";proto=https");
+    }
+
+    #[test]
+    fn request_ids_are_kept_or_made() {
+        let h = map(&[("x-request-id", "abc-1")]);
+        assert_eq!(request_id(&h), "abc-1");
+        let fresh = request_id(&HeaderMap::new());
+        assert_eq!(fresh.len(), 32);
+        let bad = map(&[("x-request-id", "has space")]);
+        assert_ne!(request_id(&bad), "has space");
+    }
+}

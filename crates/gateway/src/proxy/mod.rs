@@ -1,0 +1,505 @@
+//! The request path: route, pick a backend, forward with rewritten headers, stream the
+//! answer back, and turn every failure into the status a client can act on.
+//!
+//! | what happened | answer |
+//! |---|---|
+//! | no route matches | 404 |
+//! | HTTP/1.1 request without `Host`, or malformed (hyper's parser) | 400 |
+//! | request head larger than `max_header_bytes` (hyper's parser) | 431 |
+//! | `Content-Length` or streamed body above `max_body_bytes` | 413 |
+//! | no backend may take traffic | 503 + `Retry-After` |
+//! | backend queue full or queue wait timed out | 503 + `Retry-After` |
+//! | route rate limit exceeded | 429 + `Retry-After` + `RateLimit-*` |
+//! | route concurrency limit full / load shed | 503 + `Retry-After` |
+//! | every backend's circuit breaker open | 503 + `Retry-After` |
+//! | connect refused / reset before a response | retry (route `retries`, default 1; under the upstream's retry budget) on another backend if the request is idempotent and bodiless, else 502 |
+//! | no response head within the route's timeout | 504 |
+//!
+//! Error bodies are the status text and nothing else.
+pub mod body;
+pub(crate) mod headers;
+pub mod pool;
+
+use crate::route::request_host;
+use crate::state::Shared;
+use body::{is_body_too_large, ActiveGuard, Activity, RequestBody, ResponseBody, Upstreamed};
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use hyper::body::Incoming;
+use pool::{QueueError, SendError};
+use scalewise::balance::{Outcome, PickContext};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What a request handler knows about its client connection.
+#[derive(Debug)]
+pub(crate) struct ConnInfo {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) listener: Arc<str>,
+    pub(crate) peer: SocketAddr,
+    pub(crate) tls: bool,
+    pub(crate) activity: Arc<Activity>,
+}
+
+fn local(status: StatusCode, active: Option<ActiveGuard>) -> Response<ResponseBody> {
+    let text = status.canonical_reason().unwrap_or("Error");
+    let body = Bytes::from(format!("{} {text}\n", status.as_u16()));
+    let mut r = Response::new(ResponseBody::full(body, active));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    r
+}
+
+fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+fn hash_key<'a>(key: &crate::config::HashKey, req: &'a http::request::Parts) -> Option<&'a [u8]> {
+    use crate::config::HashKey;
+    match key {
+        HashKey::ClientIp => None,
+        HashKey::Path => Some(req.uri.path().as_bytes()),
+        HashKey::Header(name) => req.headers.get(name.as_str()).map(HeaderValue::as_bytes),
+        HashKey::Cookie(name) => cookie(&req.headers, name),
+    }
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+pub(crate) fn cookie<'a>(h: &'a http::HeaderMap, name: &str) -> Option<&'a [u8]> {
+    for v in h.get_all(header::COOKIE) {
+        for pair in v.as_bytes().split(|&b| b == b';') {
+            let pair = pair.trim_ascii();
+            if let Some(rest) = pair.strip_prefix(name.as_bytes()) {
+                if let Some(value) = rest.strip_prefix(b"=") {
+                    return Some(value);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Handles one client request. Never fails: every error becomes a response.
+///
+/// The future is boxed because hyper reserves room for the service future in every
+/// connection for its whole life; boxed, an idle keep-alive connection holds a pointer
+/// instead of the full request state machine.
+pub(crate) fn handle(
+    req: Request<Incoming>,
+    ci: &ConnInfo,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<ResponseBody>> + Send + '_>> {
+    Box::pin(handle_request(req, ci))
+}
+
+async fn handle_request(mut req: Request<Incoming>, ci: &ConnInfo) -> Response<ResponseBody> {
+    let active = ActiveGuard::new(&ci.activity);
+    let shared = &ci.shared;
+    let state = shared.state.load_full();
+    let Some(listener) = state.listener(&ci.listener) else {
+        // The listener was removed by a reload while this connection stayed open.
+        shared.metrics.local_reply(&ci.listener, "no_route");
+        return local(StatusCode::NOT_FOUND, Some(active));
+    };
+
+    if req.version() == Version::HTTP_11
+        && req.uri().authority().is_none()
+        && !req.headers().contains_key(header::HOST)
+    {
+        shared.metrics.local_reply(&ci.listener, "bad_request");
+        return local(StatusCode::BAD_REQUEST, Some(active));
+    }
+
+    let Some(route) = listener
+        .router
+        .find(request_host(&req), req.uri().path(), req.method())
+        .cloned()
+    else {
+        shared.metrics.local_reply(&ci.listener, "no_route");
+        return local(StatusCode::NOT_FOUND, Some(active));
+    };
+
+    if let Some(max) = listener.max_body_bytes {
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max) {
+            shared.metrics.local_reply(&ci.listener, "body_too_large");
+            route.metrics.count(413);
+            return local(StatusCode::PAYLOAD_TOO_LARGE, Some(active));
+        }
+    }
+
+    let upgrade = req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let request_id = headers::request_id(req.headers());
+    let (parts, incoming) = req.into_parts();
+    let bodiless = incoming.is_end_stream();
+    let may_retry = bodiless && !upgrade && is_idempotent(&parts.method);
+
+    let arrived = Instant::now();
+    let admitted = match route.policy.admit(&parts, ci.peer.ip()).await {
+        Ok(a) => a,
+        Err(refused) => {
+            shared.metrics.local_reply(&ci.listener, refused.kind);
+            route.metrics.count(refused.status.as_u16());
+            let mut r = local(refused.status, Some(active));
+            if let Some(d) = refused.decision {
+                d.write_headers(r.headers_mut());
+            }
+            return r;
+        }
+    };
+    let mut route_guard = Some(admitted.guard);
+    let mut body = Some(RequestBody::new(incoming, listener.max_body_bytes));
+
+    let upstream = &route.upstream;
+    let timeout = route.timeout.unwrap_or(listener.request_timeout);
+    let deadline = tokio::time::Instant::now() + timeout;
+    upstream.policy.budget().deposit();
+    // Backends a failed attempt went to, and backends whose breaker refused a call.
+    let mut tried: Vec<usize> = Vec::new();
+    let mut broken: Vec<usize> = Vec::new();
+    let mut exclude: Vec<usize> = Vec::new();
+    let mut attempts: u32 = 1;
+
+    loop {
+        exclude.clear();
+        exclude.extend_from_slice(&tried);
+        exclude.extend_from_slice(&broken);
+        let ctx = PickContext {
+            client_ip: Some(ci.peer.ip()),
+            hash_key: hash_key(&upstream.config.hash_key, &parts),
+            exclude: &exclude,
+        };
+        let picked = match &upstream.config.sticky_cookie {
+            Some(name) => {
+                let pin = cookie(&parts.headers, name).and_then(|v| std::str::from_utf8(v).ok());
+                upstream
+                    .balancer
+                    .select_pinned(pin, &ctx)
+                    .map(|p| (p.selection, p.set_cookie))
+            }
+            None => upstream.balancer.select(&ctx).map(|s| (s, None)),
+        };
+        let picked = match picked {
+            // Every backend was tried: a retry may go to one of them again.
+            Err(_) if !tried.is_empty() => {
+                tried.clear();
+                continue;
+            }
+            other => other,
+        };
+        let (selection, set_cookie) = match picked {
+            Ok(s) => s,
+            Err(_) if attempts > 1 => {
+                shared.metrics.local_reply(&ci.listener, "bad_gateway");
+                route.metrics.count(502);
+                return local(StatusCode::BAD_GATEWAY, Some(active));
+            }
+            Err(_) => {
+                shared
+                    .metrics
+                    .local_reply(&ci.listener, "no_healthy_backend");
+                route.metrics.count(503);
+                return local(StatusCode::SERVICE_UNAVAILABLE, Some(active));
+            }
+        };
+        let endpoint_id = selection.endpoint().id();
+        // An open breaker takes its backend out of selection, as an ejection does.
+        let Ok(breaker) = upstream.policy.permit(selection.endpoint()) else {
+            drop(selection);
+            broken.push(endpoint_id);
+            continue;
+        };
+        let backend = match upstream.backend(endpoint_id) {
+            Some(b) => b.clone(),
+            // The balancer is shared with newer states (Upstream::update on reload), so a
+            // request that started on an older state can be handed an endpoint added since.
+            // Use the newest state's client; before that state is swapped in, a fresh one.
+            None => shared
+                .state
+                .load()
+                .upstream(&upstream.name)
+                .and_then(|u| u.backend(endpoint_id).cloned())
+                .unwrap_or_else(|| {
+                    let addr = selection.endpoint().addr();
+                    Arc::new(pool::BackendClient::new(
+                        pool::BackendSettings::new(addr, &upstream.config),
+                        shared.metrics.backend(&upstream.name, &addr.to_string()),
+                    ))
+                }),
+        };
+
+        let acquired = match backend.acquire_now() {
+            Some(r) => r,
+            None => Box::pin(backend.acquire()).await,
+        };
+        let permit = match acquired {
+            Ok(p) => p,
+            Err(e) => {
+                drop(selection);
+                let kind = match e {
+                    QueueError::Full => "queue_full",
+                    QueueError::Timeout => "queue_timeout",
+                };
+                shared.metrics.local_reply(&ci.listener, kind);
+                route.metrics.count(503);
+                return local(StatusCode::SERVICE_UNAVAILABLE, Some(active));
+            }
+        };
+        backend.metrics.in_flight.inc();
+        if attempts == 1 {
+            // Time spent in the route's and the backend's queues: what load shedding by
+            // queueing delay watches.
+            route.policy.observe_queue_delay(arrived.elapsed());
+        }
+
+        let up_req = build_request(
+            &parts,
+            body.take().unwrap_or_else(RequestBody::empty),
+            &request_id,
+            ci,
+            backend.is_h2(),
+            upgrade,
+        );
+        let started = Instant::now();
+        // Boxed: the send future is large, and hyper keeps room for this whole handler future
+        // in every connection, idle ones included.
+        let result =
+            tokio::time::timeout_at(deadline, Box::pin(backend.send(up_req, upgrade))).await;
+        let latency = started.elapsed();
+
+        let (mut resp, pooled) = match result {
+            Ok(Ok(r)) => r,
+            Err(_elapsed) => {
+                if let Some(g) = route_guard.as_mut() {
+                    g.outcome(Some(false));
+                }
+                if let Some(b) = breaker {
+                    b.record(scalewise::breaker::Outcome::failure().with_duration(latency));
+                }
+                selection.finish(Outcome::failure(latency));
+                backend.metrics.in_flight.dec();
+                shared.metrics.local_reply(&ci.listener, "upstream_timeout");
+                route.metrics.count(504);
+                return local(StatusCode::GATEWAY_TIMEOUT, Some(active));
+            }
+            Ok(Err(e)) => {
+                let client_fault =
+                    matches!(&e, SendError::Request(inner) if is_body_too_large(inner.as_ref()));
+                // A body over the limit is the client's doing: the permit is dropped unjudged.
+                if let (Some(b), false) = (breaker, client_fault) {
+                    b.record(scalewise::breaker::Outcome::failure().with_duration(latency));
+                }
+                selection.finish(match e {
+                    SendError::Connect(_) => Outcome::connect_failure(latency),
+                    SendError::Request(_) => Outcome::failure(latency),
+                });
+                backend.metrics.in_flight.dec();
+                if let SendError::Request(inner) = &e {
+                    if is_body_too_large(inner.as_ref()) {
+                        shared.metrics.local_reply(&ci.listener, "body_too_large");
+                        route.metrics.count(413);
+                        return local(StatusCode::PAYLOAD_TOO_LARGE, Some(active));
+                    }
+                }
+                tracing::debug!(upstream = %upstream.name, backend = %backend.addr(), error = %e, "upstream request failed");
+                if may_retry
+                    && attempts <= route.policy.retries
+                    && upstream.policy.budget().withdraw()
+                {
+                    attempts += 1;
+                    tried.push(endpoint_id);
+                    upstream.retries.inc();
+                    continue;
+                }
+                shared.metrics.local_reply(&ci.listener, "bad_gateway");
+                route.metrics.count(502);
+                return local(StatusCode::BAD_GATEWAY, Some(active));
+            }
+        };
+
+        let status = resp.status();
+        if let Some(b) = breaker {
+            let outcome = if status.is_server_error() {
+                scalewise::breaker::Outcome::failure()
+            } else {
+                scalewise::breaker::Outcome::success()
+            };
+            b.record(outcome.with_duration(latency));
+        }
+        if let Some(g) = route_guard.as_mut() {
+            // Overload answers teach the adaptive limit to back off; other answers,
+            // errors included, show the backend keeping up.
+            let overloaded = matches!(
+                status,
+                StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
+            );
+            g.outcome(Some(!overloaded));
+        }
+        if let Some(d) = &admitted.decision {
+            d.write_headers(resp.headers_mut());
+        }
+        route.metrics.count(status.as_u16());
+        route.metrics.latency.observe(latency.as_secs_f64());
+        let outcome = Outcome::from_status(status.as_u16(), latency);
+
+        let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+        headers::strip_hop_by_hop(resp.headers_mut(), switching && upgrade);
+        if !resp.headers().contains_key(&headers::X_REQUEST_ID) {
+            resp.headers_mut()
+                .insert(headers::X_REQUEST_ID.clone(), request_id);
+        }
+        if shared.state.load().config().log.access_log {
+            resp.extensions_mut()
+                .insert(crate::logging::AnsweredBy(format!(
+                    "{}/{}",
+                    upstream.name,
+                    backend.addr()
+                )));
+        }
+        if let (Some(pin), Some(name)) = (set_cookie, &upstream.config.sticky_cookie) {
+            if let Ok(v) = HeaderValue::from_str(&format!("{name}={pin}; Path=/; HttpOnly")) {
+                resp.headers_mut().append(header::SET_COOKIE, v);
+            }
+        }
+
+        if switching {
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            let (parts, _) = resp.into_parts();
+            match client_upgrade {
+                Some(client_upgrade) => {
+                    let guard = Upstreamed {
+                        pooled: None,
+                        selection: Some((selection, outcome)),
+                        permit,
+                        in_flight: backend.metrics.in_flight.clone(),
+                        policy: route_guard.take(),
+                    };
+                    tokio::spawn(tunnel(client_upgrade, upstream_upgrade, guard, active));
+                }
+                None => {
+                    // A 101 nobody asked for: the backend is broken.
+                    selection.finish(Outcome::failure(latency));
+                    backend.metrics.in_flight.dec();
+                    return local(StatusCode::BAD_GATEWAY, Some(active));
+                }
+            }
+            // The tunnel holds the connection's activity guard: while it runs, the client
+            // connection is busy and its idle and header clocks are off.
+            return Response::from_parts(parts, ResponseBody::full(Bytes::new(), None));
+        }
+
+        let (parts, incoming) = resp.into_parts();
+        let guard = Box::new(Upstreamed {
+            pooled,
+            selection: Some((selection, outcome)),
+            permit,
+            in_flight: backend.metrics.in_flight.clone(),
+            policy: route_guard.take(),
+        });
+        return Response::from_parts(parts, ResponseBody::upstream(incoming, guard, Some(active)));
+    }
+}
+
+/// Splices an upgraded client connection to an upgraded backend connection.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    backend: hyper::upgrade::OnUpgrade,
+    guard: Upstreamed,
+    active: ActiveGuard,
+) {
+    let (Ok(c), Ok(b)) = tokio::join!(client, backend) else {
+        return;
+    };
+    let mut c = hyper_util::rt::TokioIo::new(c);
+    let mut b = hyper_util::rt::TokioIo::new(b);
+    let _ = tokio::io::copy_bidirectional(&mut c, &mut b).await;
+    drop(guard);
+    drop(active);
+}
+
+fn build_request(
+    parts: &http::request::Parts,
+    body: RequestBody,
+    request_id: &HeaderValue,
+    ci: &ConnInfo,
+    h2: bool,
+    upgrade: bool,
+) -> Request<RequestBody> {
+    let mut h = headers::copy_end_to_end(&parts.headers, upgrade);
+    headers::add_forwarded(&mut h, ci.peer.ip(), ci.tls);
+    h.insert(headers::X_REQUEST_ID.clone(), request_id.clone());
+
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    // The client's authority: from an HTTP/2 `:authority` or absolute-form URI, else `Host`.
+    let authority = parts.uri.authority().map(|a| a.as_str().to_owned());
+    let uri = if h2 {
+        let host = authority
+            .clone()
+            .or_else(|| {
+                h.get(header::HOST)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| "localhost".to_owned());
+        h.remove(header::HOST);
+        Uri::builder()
+            .scheme("http")
+            .authority(host)
+            .path_and_query(path)
+            .build()
+            .ok()
+    } else {
+        if let Some(a) = &authority {
+            if let Ok(v) = HeaderValue::from_str(a) {
+                h.insert(header::HOST, v);
+            }
+        }
+        Some(Uri::from(path))
+    };
+
+    let mut req = Request::new(body);
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = uri.unwrap_or_else(|| Uri::from_static("/"));
+    *req.version_mut() = if h2 {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    };
+    *req.headers_mut() = h;
+    req
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_are_found_by_exact_name() {
+        let mut h = http::HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1; session=xyz"));
+        h.append(header::COOKIE, HeaderValue::from_static("sessionx=2"));
+        assert_eq!(cookie(&h, "session"), Some(&b"xyz"[..]));
+        assert_eq!(cookie(&h, "sessionx"), Some(&b"2"[..]));
+        assert_eq!(cookie(&h, "b"), None);
+    }
+}

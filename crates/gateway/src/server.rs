@@ -1,0 +1,680 @@
+//! Running the gateway: start listeners, health checks and the admin API from a config; reload
+//! on SIGHUP or `PUT /api/config`; drain and stop on SIGTERM/SIGINT.
+//!
+//! A reload builds a complete new `GatewayState` next to the running one (reusing balancer
+//! state of unchanged backends) and swaps it in atomically, so requests in flight finish on
+//! the state they started with and new ones see the new state; nothing is dropped. Active
+//! health checks belong to the state's upstreams and follow it. Settings bound to sockets or
+//! the log subscriber at start (a listener's socket settings, `admin`, `log.format`,
+//! `log.level`) cannot change on reload: such a reload is refused and the running config
+//! stays.
+use crate::config::{Config, LogFormat};
+use crate::config_file::{self, Format, LoadError, LoadErrors};
+use crate::metrics::GatewayMetrics;
+use crate::state::Shared;
+use crate::{admin, listener, AdminAddr, Args};
+use arc_swap::ArcSwap;
+use prometheus_client::registry::Registry;
+use scalewise::metrics::{Samples, SnapshotCollector};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Settings given on the command line that win over the file's, on start and on every reload.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--admin`.
+    pub admin: Option<AdminAddr>,
+    /// `--admin-token`.
+    pub admin_token: Option<String>,
+    /// `--log-format`.
+    pub log_format: Option<LogFormat>,
+    /// `--access-log`.
+    pub access_log: bool,
+    /// `--rate-limit`: see [`crate::policy::apply_rate_limit_flag`].
+    pub rate_limit: Option<scalewise::ratelimit::Rate>,
+}
+
+impl Overrides {
+    /// The overriding flags of `args`.
+    pub fn from_args(args: &Args) -> Self {
+        Self {
+            admin: args.admin,
+            admin_token: args.admin_token.clone(),
+            log_format: args.log_format,
+            access_log: args.access_log,
+            rate_limit: args.rate_limit,
+        }
+    }
+
+    /// Applies the flags to a config (on start and on every reload).
+    pub fn apply(&self, config: &mut Config) {
+        if let Some(AdminAddr::At(addr)) = self.admin {
+            config.admin.addr = addr;
+        }
+        if let Some(token) = &self.admin_token {
+            config.admin.token = Some(token.clone());
+        }
+        if let Some(format) = self.log_format {
+            config.log.format = format;
+        }
+        config.log.access_log |= self.access_log;
+        if let Some(rate) = self.rate_limit {
+            crate::policy::apply_rate_limit_flag(config, rate);
+        }
+    }
+
+    fn admin_enabled(&self) -> bool {
+        self.admin != Some(AdminAddr::Off)
+    }
+}
+
+/// How the gateway was started, beyond its config.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// The file SIGHUP re-reads; `None` for a one-line start (SIGHUP then reports an error).
+    pub config_path: Option<PathBuf>,
+    /// Command-line overrides.
+    pub overrides: Overrides,
+}
+
+/// Why a reload did not happen. The running config is unchanged in every case.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The new config does not parse or validate.
+    #[error("{0}")]
+    Invalid(LoadErrors),
+    /// The new config changes a setting that is fixed at start.
+    #[error("{0}")]
+    Fixed(String),
+    /// Started without `--config`: there is no file to re-read.
+    #[error("no config file to reload: the gateway was started without --config")]
+    NoFile,
+    /// The new state could not be built (e.g. a TLS file is unreadable).
+    #[error("cannot apply the new config: {0}")]
+    Build(String),
+}
+
+/// The shared handle the admin API and signal handlers act through.
+pub struct Controller {
+    shared: Arc<Shared>,
+    config: ArcSwap<Config>,
+    reload_lock: tokio::sync::Mutex<()>,
+    options: StartOptions,
+    started: Instant,
+    listeners: std::sync::OnceLock<Vec<(String, SocketAddr)>>,
+    admin_addr: std::sync::OnceLock<SocketAddr>,
+    reloads: AtomicU64,
+    failed_reloads: AtomicU64,
+}
+
+impl std::fmt::Debug for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller")
+            .field("listeners", &self.listeners.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Controller {
+    /// The running config.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    /// The state the data path runs on.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    pub(crate) fn admin_token(&self) -> Option<String> {
+        self.config.load().admin.token.clone()
+    }
+
+    /// `GET /api/status`.
+    pub fn status(&self) -> serde_json::Value {
+        let state = self.shared.load();
+        let upstreams: Vec<_> = state
+            .upstreams()
+            .iter()
+            .map(|(name, up)| {
+                let eps = up.balancer.endpoints();
+                let snaps: Vec<_> = eps.iter().map(|e| e.snapshot()).collect();
+                serde_json::json!({
+                    "name": name,
+                    "algorithm": self.config.load().upstreams.get(name.as_str()).map(|u| u.algorithm.as_str()),
+                    "backends": snaps.len(),
+                    "healthy": snaps.iter().filter(|s| s.health == scalewise::balance::HealthStatus::Healthy).count(),
+                    "draining": snaps.iter().filter(|s| s.draining).count(),
+                })
+            })
+            .collect();
+        let listeners: Vec<_> = self
+            .listeners
+            .get()
+            .map(|l| {
+                l.iter()
+                    .map(|(name, addr)| serde_json::json!({ "name": name, "addr": addr.to_string() }))
+                    .collect()
+            })
+            .unwrap_or_default();
+        serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_seconds": self.started.elapsed().as_secs_f64(),
+            "listeners": listeners,
+            "admin": self.admin_addr.get().map(ToString::to_string),
+            "config_file": self.options.config_path.as_ref().map(|p| p.display().to_string()),
+            "reloads": self.reloads.load(Ordering::Relaxed),
+            "failed_reloads": self.failed_reloads.load(Ordering::Relaxed),
+            "upstreams": upstreams,
+        })
+    }
+
+    /// `GET /api/backends`: every backend's library snapshot plus its admin id.
+    pub fn backends(&self) -> serde_json::Value {
+        let state = self.shared.load();
+        let mut out = serde_json::Map::new();
+        for (name, up) in state.upstreams() {
+            let list: Vec<_> = up
+                .balancer
+                .endpoints()
+                .iter()
+                .map(|e| {
+                    let mut v = serde_json::to_value(e.snapshot()).unwrap_or_default();
+                    if let Some(obj) = v.as_object_mut() {
+                        obj.insert("id".into(), format!("{name}/{}", e.id()).into());
+                        obj.insert("upstream".into(), name.clone().into());
+                        obj.insert("breaker".into(), up.policy.breaker_json(e));
+                    }
+                    v
+                })
+                .collect();
+            out.insert(name.clone(), list.into());
+        }
+        serde_json::json!({ "upstreams": out })
+    }
+
+    /// Drains (`true`) or re-enables a backend named `upstream/id` or `upstream/addr`.
+    ///
+    /// # Errors
+    /// No such upstream or backend (the message says which).
+    pub fn set_draining(&self, id: &str, draining: bool) -> Result<serde_json::Value, String> {
+        let (upstream, backend) = id
+            .split_once('/')
+            .ok_or_else(|| format!("backend id `{id}` is not `upstream/id` or `upstream/addr`"))?;
+        let state = self.shared.load();
+        let up = state
+            .upstream(upstream)
+            .ok_or_else(|| format!("no upstream `{upstream}`"))?;
+        let endpoint = up
+            .balancer
+            .endpoints()
+            .into_iter()
+            .find(|e| match backend.parse::<usize>() {
+                Ok(i) => e.id() == i,
+                Err(_) => backend.parse::<SocketAddr>().is_ok_and(|a| a == e.addr()),
+            })
+            .ok_or_else(|| format!("no backend `{backend}` in upstream `{upstream}`"))?;
+        endpoint.set_draining(draining);
+        tracing::info!(
+            backend = id,
+            draining,
+            "backend drain state changed by admin"
+        );
+        let mut v = serde_json::to_value(endpoint.snapshot()).unwrap_or_default();
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("id".into(), format!("{upstream}/{}", endpoint.id()).into());
+        }
+        Ok(v)
+    }
+
+    /// `GET /api/policies`: rate limits, route policies, retry budgets, breakers.
+    pub fn policies(&self) -> serde_json::Value {
+        crate::policy::snapshot(&self.shared.load())
+    }
+
+    /// `GET /api/config`, with tokens and keys replaced by `<redacted>`.
+    pub fn config_redacted(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(&**self.config.load()).unwrap_or_default();
+        config_file::redact(&mut v);
+        v
+    }
+
+    /// `GET /metrics`.
+    pub fn metrics_text(&self) -> String {
+        self.shared.metrics.encode()
+    }
+
+    /// Re-reads the config file (what SIGHUP does).
+    ///
+    /// # Errors
+    /// See [`ReloadError`]; the running config stays.
+    pub async fn reload_from_file(&self) -> Result<(), ReloadError> {
+        let loaded = match &self.options.config_path {
+            Some(path) => config_file::load_config(path).map_err(ReloadError::Invalid),
+            None => Err(ReloadError::NoFile),
+        };
+        self.finish_reload(loaded).await
+    }
+
+    /// Replaces the config with `text` (what `PUT /api/config` does). Environment overrides
+    /// and command-line flags apply to it as they do to the file.
+    ///
+    /// # Errors
+    /// See [`ReloadError`]; the running config stays.
+    pub async fn reload_from_text(&self, text: &str, format: Format) -> Result<(), ReloadError> {
+        let parsed =
+            config_file::parse_config(text, format, "<request body>", config_file::env_overrides())
+                .map_err(ReloadError::Invalid);
+        self.finish_reload(parsed).await
+    }
+
+    /// Applies an already-parsed config: validation, fixed-key check, state build, swap.
+    ///
+    /// # Errors
+    /// See [`ReloadError`]; the running config stays.
+    pub async fn apply(&self, mut config: Config) -> Result<(), ReloadError> {
+        self.options.overrides.apply(&mut config);
+        let result = self.apply_inner(config).await;
+        match &result {
+            Ok(()) => {
+                self.reloads.fetch_add(1, Ordering::Relaxed);
+                tracing::info!("configuration reloaded");
+            }
+            Err(e) => {
+                self.failed_reloads.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "reload refused; the running configuration stays");
+            }
+        }
+        result
+    }
+
+    async fn finish_reload(&self, loaded: Result<Config, ReloadError>) -> Result<(), ReloadError> {
+        match loaded {
+            Ok(config) => self.apply(config).await,
+            Err(e) => {
+                self.failed_reloads.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "reload refused; the running configuration stays");
+                Err(e)
+            }
+        }
+    }
+
+    async fn apply_inner(&self, config: Config) -> Result<(), ReloadError> {
+        if let Err(errs) = config.validate() {
+            let origin = "<new config>";
+            return Err(ReloadError::Invalid(LoadErrors(
+                errs.into_iter()
+                    .map(|e| LoadError {
+                        key: Some(e.key_path),
+                        message: format!("got {}, expected {}", e.value, e.expected),
+                        ..LoadError::new(origin, "")
+                    })
+                    .collect(),
+            )));
+        }
+        // One reload at a time: two concurrent builds from the same old state would each
+        // carry over balancer state and the second swap would discard the first's.
+        let _guard = self.reload_lock.lock().await;
+        let old = self.config.load_full();
+        fixed_keys_unchanged(&old, &config).map_err(ReloadError::Fixed)?;
+        self.shared
+            .apply(config.clone())
+            .map_err(|e| ReloadError::Build(e.to_string()))?;
+        self.config.store(Arc::new(config));
+        Ok(())
+    }
+}
+
+/// Settings bound to sockets or global subscribers at start.
+fn fixed_keys_unchanged(old: &Config, new: &Config) -> Result<(), String> {
+    let restart = "is fixed at start; restart the gateway to change it";
+    if old.listeners.len() != new.listeners.len() {
+        return Err(format!(
+            "listeners: the number of listeners changed ({} → {}), which {restart}",
+            old.listeners.len(),
+            new.listeners.len()
+        ));
+    }
+    for (i, (a, b)) in old.listeners.iter().zip(&new.listeners).enumerate() {
+        if a.addr != b.addr {
+            return Err(format!(
+                "listeners[{i}].addr: changed from {} to {}, which {restart}",
+                a.addr, b.addr
+            ));
+        }
+        // TLS certificates, the request timeout and the body limit are read per request from
+        // the state; everything else was applied to the socket or the connection builder.
+        let socket_part = |l: &crate::config::ListenerConfig| crate::config::ListenerConfig {
+            tls: None,
+            request_timeout: Duration::ZERO,
+            max_body_bytes: None,
+            ..l.clone()
+        };
+        if socket_part(a) != socket_part(b) {
+            return Err(format!(
+                "listeners[{i}] ({}): only tls, request_timeout and max_body_bytes can change \
+                 on reload; the other listener settings are bound to its socket and {restart}",
+                a.name
+            ));
+        }
+    }
+    if old.admin != new.admin {
+        return Err(format!("admin: the admin listener and token {restart}"));
+    }
+    if old.log.format != new.log.format || old.log.level != new.log.level {
+        return Err(format!("log.format and log.level {restart}"));
+    }
+    Ok(())
+}
+
+/// A running gateway.
+///
+/// ```no_run
+/// use scalewise_gateway::config::{AlgorithmName, Config};
+/// use scalewise_gateway::server::{Gateway, StartOptions};
+/// use std::time::Duration;
+///
+/// # async fn run() -> anyhow::Result<()> {
+/// let config = Config::from_backends(
+///     "127.0.0.1:8080".parse()?,
+///     ["127.0.0.1:9001".parse()?, "127.0.0.1:9002".parse()?],
+///     AlgorithmName::LeastConn,
+/// );
+/// let gateway = Gateway::start(config.clone(), StartOptions::default()).await?;
+/// println!("admin API on {:?}", gateway.admin_addr());
+/// // What `PUT /api/config` does:
+/// gateway.controller().apply(config).await?;
+/// // What SIGTERM does:
+/// gateway.shutdown(Duration::from_secs(30)).await;
+/// # Ok(()) }
+/// ```
+pub struct Gateway {
+    controller: Arc<Controller>,
+    shutdown: CancellationToken,
+    listening: Vec<listener::Listening>,
+    admin_task: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("controller", &self.controller)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// Starts listeners, health checks and the admin API for a validated `config`.
+    ///
+    /// # Errors
+    /// A listener or the admin address cannot be bound, the admin API would be reachable
+    /// from other hosts without a token, or the state cannot be built.
+    pub async fn start(mut config: Config, options: StartOptions) -> anyhow::Result<Self> {
+        options.overrides.apply(&mut config);
+        config.validate().map_err(|errs| {
+            anyhow::anyhow!(LoadErrors(
+                errs.into_iter()
+                    .map(|e| LoadError {
+                        key: Some(e.key_path),
+                        message: format!("got {}, expected {}", e.value, e.expected),
+                        ..LoadError::new("config", "")
+                    })
+                    .collect()
+            ))
+        })?;
+        let admin_enabled = options.overrides.admin_enabled();
+        if admin_enabled && !config.admin.addr.ip().is_loopback() && config.admin.token.is_none() {
+            anyhow::bail!(
+                "admin.addr {} is reachable from other hosts: set admin.token (or --admin-token), \
+                 bind a loopback address, or disable it with --admin off",
+                config.admin.addr
+            );
+        }
+        // The backend collector needs the Shared that owns the registry it is registered in:
+        // hand it a weak slot filled right after, so the two don't keep each other alive.
+        let slot: Arc<std::sync::OnceLock<Weak<Shared>>> = Arc::default();
+        let mut registry = Registry::default();
+        let collector_slot = slot.clone();
+        registry.register_collector(Box::new(SnapshotCollector::new(move |out| {
+            if let Some(shared) = collector_slot.get().and_then(Weak::upgrade) {
+                upstream_samples(&shared, out);
+                crate::policy::samples(&shared.load(), out);
+            }
+        })));
+        let shared = Shared::new(config.clone(), GatewayMetrics::with_registry(registry))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let _ = slot.set(Arc::downgrade(&shared));
+        let shutdown = CancellationToken::new();
+
+        let mut listening = Vec::new();
+        let mut bound = Vec::new();
+        for l in &config.listeners {
+            let handle = listener::serve(l, shared.clone(), shutdown.child_token())
+                .map_err(|e| anyhow::anyhow!("listener `{}` ({}): {e}", l.name, l.addr))?;
+            bound.push((l.name.clone(), handle.local_addr));
+            listening.push(handle);
+        }
+
+        let controller = Arc::new(Controller {
+            shared,
+            config: ArcSwap::from_pointee(config.clone()),
+            reload_lock: tokio::sync::Mutex::new(()),
+            options,
+            started: Instant::now(),
+            listeners: std::sync::OnceLock::new(),
+            admin_addr: std::sync::OnceLock::new(),
+            reloads: AtomicU64::new(0),
+            failed_reloads: AtomicU64::new(0),
+        });
+        let _ = controller.listeners.set(bound);
+
+        let admin_task = if admin_enabled {
+            let socket = tokio::net::TcpListener::bind(config.admin.addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("admin.addr {}: {e}", config.admin.addr))?;
+            let addr = socket.local_addr()?;
+            let _ = controller.admin_addr.set(addr);
+            tracing::info!(%addr, "admin API listening");
+            Some(tokio::spawn(admin::serve(
+                socket,
+                controller.clone(),
+                shutdown.child_token(),
+            )))
+        } else {
+            None
+        };
+        for (name, addr) in controller.listeners.get().into_iter().flatten() {
+            tracing::info!(listener = %name, %addr, "accepting connections");
+        }
+        Ok(Self {
+            controller,
+            shutdown,
+            listening,
+            admin_task,
+        })
+    }
+
+    /// The handle reloads and the admin API go through.
+    pub fn controller(&self) -> &Arc<Controller> {
+        &self.controller
+    }
+
+    /// Bound address of each listener, by name (useful with port 0).
+    pub fn listener_addrs(&self) -> Vec<(String, SocketAddr)> {
+        self.controller.listeners.get().cloned().unwrap_or_default()
+    }
+
+    /// Bound address of the admin API, if enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.controller.admin_addr.get().copied()
+    }
+
+    /// Stops accepting, lets in-flight requests finish for up to `deadline`, then closes what
+    /// is left. Returns whether everything finished in time.
+    pub async fn shutdown(mut self, deadline: Duration) -> bool {
+        self.shutdown.cancel();
+        let listening = std::mem::take(&mut self.listening);
+        let drained = tokio::time::timeout(deadline, async {
+            for l in listening {
+                let _ = l.join.await;
+            }
+        })
+        .await
+        .is_ok();
+        if let Some(task) = self.admin_task.take() {
+            task.abort();
+        }
+        drained
+    }
+}
+
+impl Drop for Gateway {
+    /// A gateway dropped without [`Gateway::shutdown`] stops accepting at once.
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Per-backend gauges and counters read from the library's endpoint snapshots at scrape time.
+/// Every numeric field of the snapshot becomes a metric, so fields the library adds later
+/// (ejections, EWMA, effective weight) are exported without a change here.
+fn upstream_samples(shared: &Shared, out: &mut Samples) {
+    const COUNTERS: [&str; 3] = ["requests", "failures", "ejections"];
+    let state = shared.load();
+    for (name, up) in state.upstreams() {
+        for e in up.balancer.endpoints() {
+            let addr = e.addr().to_string();
+            let labels = [("upstream", name.as_str()), ("backend", addr.as_str())];
+            let snap = serde_json::to_value(e.snapshot()).unwrap_or_default();
+            let Some(fields) = snap.as_object() else {
+                continue;
+            };
+            for (field, value) in fields {
+                if field == "id" {
+                    continue;
+                }
+                let metric = format!("scalewise_backend_{field}");
+                let number = match value {
+                    serde_json::Value::Number(n) => n.as_f64(),
+                    serde_json::Value::Bool(b) => Some(f64::from(u8::from(*b))),
+                    serde_json::Value::String(s) if field == "health" => {
+                        out.gauge(
+                            "scalewise_backend_healthy",
+                            "1 if the backend is healthy, 0 otherwise",
+                            &labels,
+                            f64::from(u8::from(s == "healthy")),
+                        );
+                        None
+                    }
+                    _ => None,
+                };
+                let Some(v) = number else { continue };
+                let help = format!("Backend `{field}` from the balancer's endpoint snapshot");
+                if COUNTERS.contains(&field.as_str()) {
+                    out.counter(&metric, &help, &labels, v);
+                } else {
+                    out.gauge(&metric, &help, &labels, v);
+                }
+            }
+        }
+    }
+}
+
+/// `scalewise gateway`: load the config, start, serve signals until told to stop.
+///
+/// # Errors
+/// Invalid configuration, a socket that cannot be bound, or signal handlers that cannot be
+/// installed.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let overrides = Overrides::from_args(&args);
+    let mut config = match &args.config {
+        Some(path) => config_file::load_config(path).map_err(|e| anyhow::anyhow!("{e}"))?,
+        None => {
+            let listen = args
+                .listen
+                .ok_or_else(|| anyhow::anyhow!("--listen is required without --config"))?;
+            let built = Config::from_backends(
+                listen,
+                args.backends.iter().copied(),
+                args.algorithm.unwrap_or_default(),
+            );
+            config_file::finish_built(&built, "command line").map_err(|e| anyhow::anyhow!("{e}"))?
+        }
+    };
+    overrides.apply(&mut config);
+    crate::logging::init(config.log.format, &config.log.level).map_err(|e| anyhow::anyhow!(e))?;
+
+    let options = StartOptions {
+        config_path: args.config.clone(),
+        overrides,
+    };
+    let gateway = Gateway::start(config, options).await?;
+    wait_for_signals(gateway.controller()).await?;
+    tracing::info!(deadline = ?args.shutdown_timeout, "shutting down: draining in-flight requests");
+    tokio::select! {
+        drained = gateway.shutdown(args.shutdown_timeout) => {
+            if drained {
+                tracing::info!("drained; bye");
+            } else {
+                tracing::warn!("shutdown deadline passed; closed the remaining connections");
+            }
+        }
+        // An operator who signals again does not want to wait for the drain.
+        () = second_signal() => {
+            tracing::warn!("second signal: exiting without waiting for the drain");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+async fn wait_for_signals(controller: &Arc<Controller>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading configuration");
+                // Errors are logged inside; the gateway keeps running on the old config.
+                let _ = controller.reload_from_file().await;
+            }
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+        }
+    }
+}
+
+#[cfg(unix)]
+async fn second_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
+}
+
+#[cfg(not(unix))]
+async fn second_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signals(_controller: &Arc<Controller>) -> anyhow::Result<()> {
+    tokio::signal::ctrl_c().await?;
+    Ok(())
+}

@@ -1,0 +1,376 @@
+//! The runtime built from a [`Config`]: compiled routes, balancers, backend clients, TLS
+//! acceptors, metric handles. One [`GatewayState`] is immutable; a reload builds a new one
+//! and swaps it into [`Shared::state`]. Requests load the current state once when they start
+//! and keep that `Arc` to the end, so a swap never disturbs a request in flight, and the old
+//! state is freed when its last request finishes.
+//!
+//! ```no_run
+//! use scalewise_gateway::config::{AlgorithmName, Config};
+//! use scalewise_gateway::metrics::GatewayMetrics;
+//! use scalewise_gateway::state::Shared;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = Config::from_backends(
+//!     "127.0.0.1:8080".parse()?,
+//!     ["127.0.0.1:9001".parse()?],
+//!     AlgorithmName::RoundRobin,
+//! );
+//! let shared = Shared::new(config.clone(), GatewayMetrics::new())?;
+//! // later, on SIGHUP or PUT /api/config:
+//! shared.apply(config)?;
+//! # Ok(()) }
+//! ```
+use crate::config::{Config, ConfigError, UpstreamConfig};
+use crate::metrics::GatewayMetrics;
+use crate::proxy::pool::{BackendClient, BackendSettings};
+use crate::route::{Route, Router};
+use crate::tls::{self, TlsError};
+use arc_swap::ArcSwap;
+use prometheus_client::metrics::counter::Counter;
+use scalewise::balance::{EndpointConfig, Upstream};
+use scalewise::health::ActiveHealthChecks;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_rustls::TlsAcceptor;
+
+/// Why a state could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// [`Config::validate`] failed.
+    #[error("invalid configuration: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<ConfigError>),
+    /// A listener's certificate or key could not be loaded.
+    #[error("listener {listener}: {source}")]
+    Tls {
+        /// Listener name.
+        listener: String,
+        /// What went wrong.
+        source: TlsError,
+    },
+}
+
+/// The per-request settings of one listener.
+pub struct ListenerRuntime {
+    /// Listener name.
+    pub name: String,
+    /// Routes that apply to this listener, in order.
+    pub router: Router,
+    /// Default upstream response-head timeout.
+    pub request_timeout: Duration,
+    /// Request body limit.
+    pub max_body_bytes: Option<u64>,
+    /// TLS acceptor, for TLS listeners.
+    pub tls: Option<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for ListenerRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenerRuntime")
+            .field("name", &self.name)
+            .field("router", &self.router)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+/// One upstream group at run time.
+pub struct UpstreamRuntime {
+    /// Upstream name.
+    pub name: String,
+    /// Its configuration.
+    pub config: UpstreamConfig,
+    /// The balancer (endpoints, health, statistics) from the library. Kept across reloads
+    /// while the upstream's name stays.
+    pub balancer: Upstream,
+    checks: Option<Arc<ActiveHealthChecks>>,
+    /// Backend clients by endpoint id.
+    backends: Vec<Option<Arc<BackendClient>>>,
+    pub(crate) retries: Counter,
+    /// Retry budget and per-backend circuit breakers.
+    pub policy: crate::policy::UpstreamPolicy,
+}
+
+impl std::fmt::Debug for UpstreamRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamRuntime")
+            .field("name", &self.name)
+            .field("balancer", &self.balancer)
+            .finish()
+    }
+}
+
+impl UpstreamRuntime {
+    /// The client for the endpoint with this id.
+    pub fn backend(&self, endpoint_id: usize) -> Option<&Arc<BackendClient>> {
+        self.backends.get(endpoint_id).and_then(Option::as_ref)
+    }
+
+    /// All backend clients.
+    pub fn backends(&self) -> impl Iterator<Item = &Arc<BackendClient>> {
+        self.backends.iter().flatten()
+    }
+}
+
+/// Everything the data path needs, built from one [`Config`].
+#[derive(Debug)]
+pub struct GatewayState {
+    config: Arc<Config>,
+    listeners: HashMap<String, ListenerRuntime>,
+    upstreams: BTreeMap<String, Arc<UpstreamRuntime>>,
+    limiters: crate::policy::Limiters,
+}
+
+fn endpoint_configs(cfg: &UpstreamConfig) -> Vec<EndpointConfig> {
+    cfg.backends
+        .iter()
+        .map(|b| {
+            let e = EndpointConfig::new(b.addr).weight(b.weight);
+            match cfg.max_connections_per_backend {
+                Some(n) => e.max_connections(n),
+                None => e,
+            }
+        })
+        .collect()
+}
+
+fn build_upstream(name: &str, cfg: &UpstreamConfig) -> Upstream {
+    Upstream::builder(name)
+        .algorithm(cfg.algorithm.algorithm())
+        .health(cfg.health.clone())
+        .endpoints(endpoint_configs(cfg))
+        .build()
+}
+
+/// Brings the live balancer of a kept upstream to `new`: endpoints with unchanged addresses
+/// keep their counters, latency estimate, health and ejections (the library's
+/// `Upstream::update`).
+fn update_upstream(up: &Upstream, old: &UpstreamConfig, new: &UpstreamConfig) {
+    if old.health != new.health {
+        up.set_health_config(new.health.clone());
+    }
+    if old.algorithm != new.algorithm {
+        up.set_algorithm(new.algorithm.algorithm());
+    }
+    if old.backends != new.backends
+        || old.max_connections_per_backend != new.max_connections_per_backend
+    {
+        up.update(endpoint_configs(new));
+    }
+}
+
+fn spawn_checks(up: &Upstream, cfg: &UpstreamConfig) -> Option<Arc<ActiveHealthChecks>> {
+    let active = cfg.health.active.clone()?;
+    // Without a runtime (a state built in a plain unit test) there is nothing to run on;
+    // every real caller is async.
+    tokio::runtime::Handle::try_current().ok()?;
+    Some(Arc::new(ActiveHealthChecks::spawn(up.clone(), active)))
+}
+
+impl GatewayState {
+    /// Builds the runtime for `config`. With `prev`, upstreams that keep their name keep
+    /// their balancer, updated in place: backends with unchanged addresses keep counters,
+    /// latency averages, health, ejections and sticky pins; clients of backends with unchanged
+    /// connection settings keep their warm connections; unchanged active checks keep running.
+    ///
+    /// # Errors
+    /// [`StateError::Invalid`] if the config does not validate, [`StateError::Tls`] if a
+    /// listener's certificate cannot be loaded.
+    pub fn build(
+        config: &Config,
+        prev: Option<&GatewayState>,
+        metrics: &GatewayMetrics,
+    ) -> Result<Self, StateError> {
+        config.validate().map_err(StateError::Invalid)?;
+
+        // Everything fallible first: a failed build must leave the live balancers untouched.
+        let mut tls_acceptors = HashMap::new();
+        for l in &config.listeners {
+            if let Some(t) = &l.tls {
+                let acc = tls::acceptor(t, l.http2).map_err(|source| StateError::Tls {
+                    listener: l.name.clone(),
+                    source,
+                })?;
+                tls_acceptors.insert(l.name.clone(), acc);
+            }
+        }
+
+        let mut upstreams = BTreeMap::new();
+        for (name, ucfg) in &config.upstreams {
+            let old = prev.and_then(|p| p.upstreams.get(name));
+            let (balancer, checks) = match old {
+                Some(o) => {
+                    update_upstream(&o.balancer, &o.config, ucfg);
+                    let checks = if o.config.health.active == ucfg.health.active {
+                        o.checks.clone()
+                    } else {
+                        spawn_checks(&o.balancer, ucfg)
+                    };
+                    (o.balancer.clone(), checks)
+                }
+                None => {
+                    let up = build_upstream(name, ucfg);
+                    let checks = spawn_checks(&up, ucfg);
+                    (up, checks)
+                }
+            };
+            let mut backends: Vec<Option<Arc<BackendClient>>> = Vec::new();
+            for ep in balancer.endpoints() {
+                let settings = BackendSettings::new(ep.addr(), ucfg);
+                let reused = old
+                    .and_then(|o| o.backends().find(|b| *b.settings() == settings))
+                    .cloned();
+                let client = reused.unwrap_or_else(|| {
+                    Arc::new(BackendClient::new(
+                        settings,
+                        metrics.backend(name, &ep.addr().to_string()),
+                    ))
+                });
+                if backends.len() <= ep.id() {
+                    backends.resize(ep.id() + 1, None);
+                }
+                backends[ep.id()] = Some(client);
+            }
+            let policy =
+                crate::policy::UpstreamPolicy::build(name, ucfg, &balancer, old.map(|o| &o.policy));
+            upstreams.insert(
+                name.clone(),
+                Arc::new(UpstreamRuntime {
+                    policy,
+                    name: name.clone(),
+                    config: ucfg.clone(),
+                    balancer,
+                    checks,
+                    backends,
+                    retries: metrics.retries(name),
+                }),
+            );
+        }
+
+        let limiters = crate::policy::Limiters::build(config, prev);
+        let prev_routes = crate::policy::previous_routes(prev);
+        let routes: Vec<Arc<Route>> = config
+            .routes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                // validate() guarantees the upstream exists.
+                let up = upstreams.get(&r.upstream)?.clone();
+                let label = r.name.clone().unwrap_or_else(|| i.to_string());
+                let m = metrics.route(&label, &r.upstream);
+                let policy = crate::policy::RoutePolicy::build(
+                    &label,
+                    r,
+                    &limiters,
+                    prev_routes.get(&label).map(|p| &p.policy),
+                    &metrics.policy,
+                );
+                Some(Arc::new(Route::new(i, r, up, m, policy)))
+            })
+            .collect();
+
+        let mut listeners = HashMap::new();
+        for l in &config.listeners {
+            let tls = tls_acceptors.remove(&l.name);
+            let router = Router::new(
+                routes
+                    .iter()
+                    .filter(|r| r.applies_to_listener(&l.name))
+                    .cloned()
+                    .collect(),
+            );
+            listeners.insert(
+                l.name.clone(),
+                ListenerRuntime {
+                    name: l.name.clone(),
+                    router,
+                    request_timeout: l.request_timeout,
+                    max_body_bytes: l.max_body_bytes,
+                    tls,
+                },
+            );
+        }
+
+        Ok(Self {
+            config: Arc::new(config.clone()),
+            listeners,
+            upstreams,
+            limiters,
+        })
+    }
+
+    /// The configuration this state was built from.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    /// A listener's runtime by name.
+    pub fn listener(&self, name: &str) -> Option<&ListenerRuntime> {
+        self.listeners.get(name)
+    }
+
+    pub(crate) fn limiters(&self) -> &crate::policy::Limiters {
+        &self.limiters
+    }
+
+    /// An upstream by name.
+    pub fn upstream(&self, name: &str) -> Option<&Arc<UpstreamRuntime>> {
+        self.upstreams.get(name)
+    }
+
+    /// All upstreams by name (for the admin API: endpoints, health, statistics).
+    pub fn upstreams(&self) -> &BTreeMap<String, Arc<UpstreamRuntime>> {
+        &self.upstreams
+    }
+
+    /// The addresses of the listeners, by name.
+    pub fn listener_addrs(&self) -> impl Iterator<Item = (&str, SocketAddr)> {
+        self.config
+            .listeners
+            .iter()
+            .map(|l| (l.name.as_str(), l.addr))
+    }
+}
+
+/// What every connection and request shares: the current state and the metrics.
+#[derive(Debug)]
+pub struct Shared {
+    /// The current state; swap it to reload.
+    pub state: ArcSwap<GatewayState>,
+    /// Data-path metrics.
+    pub metrics: GatewayMetrics,
+}
+
+impl Shared {
+    /// Builds the first state.
+    ///
+    /// # Errors
+    /// As [`GatewayState::build`].
+    pub fn new(config: Config, metrics: GatewayMetrics) -> Result<Arc<Self>, StateError> {
+        let state = GatewayState::build(&config, None, &metrics)?;
+        Ok(Arc::new(Self {
+            state: ArcSwap::from_pointee(state),
+            metrics,
+        }))
+    }
+
+    /// Builds a state for `config` from the current one and swaps it in. Requests in flight
+    /// finish on the state they started with. Listener socket settings (address, backlog,
+    /// connection limit, buffer sizes) take effect only for listeners served anew; routes,
+    /// timeouts, body limits, TLS certificates and upstreams take effect at once.
+    ///
+    /// # Errors
+    /// As [`GatewayState::build`]; the current state stays in place.
+    pub fn apply(&self, config: Config) -> Result<(), StateError> {
+        let current = self.state.load_full();
+        let next = GatewayState::build(&config, Some(&current), &self.metrics)?;
+        self.state.store(Arc::new(next));
+        Ok(())
+    }
+
+    /// The current state.
+    pub fn load(&self) -> Arc<GatewayState> {
+        self.state.load_full()
+    }
+}

@@ -1,0 +1,296 @@
+//! Data-path integration tests: real sockets on loopback, real backends.
+mod common;
+
+use common::*;
+use http::{Request, Version};
+use http_body_util::BodyExt;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::sync::atomic::Ordering;
+use tokio::net::TcpStream;
+
+#[tokio::test]
+async fn round_trip_rewrites_headers() {
+    let b = backend("a").await;
+    let gw = gateway(config(&[b.addr])).await;
+    let req = Request::get("/hello?x=1")
+        .header("host", "example.test:8080")
+        .header("x-forwarded-for", "10.1.2.3")
+        .header("x-request-id", "req-42")
+        .header("connection", "keep-alive, x-secret")
+        .header("x-secret", "hop")
+        .header("x-custom", "kept")
+        .body(body(""))
+        .unwrap();
+    let (status, headers, text) = send(gw.addr, req).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("path=/hello?x=1\n"), "{text}");
+    assert!(text.contains("host=example.test:8080\n"), "{text}");
+    assert!(text.contains("xff=10.1.2.3, 127.0.0.1\n"), "{text}");
+    assert!(text.contains("xfp=http\n"), "{text}");
+    assert!(
+        text.contains("forwarded=for=127.0.0.1;proto=http\n"),
+        "{text}"
+    );
+    assert!(text.contains("request-id=req-42\n"), "{text}");
+    assert!(text.contains("x-secret=-\n"), "{text}");
+    assert!(text.contains("x-custom=kept\n"), "{text}");
+    assert!(text.contains("version=HTTP/1.1\n"), "{text}");
+    assert_eq!(headers["x-backend"], "a");
+    assert_eq!(headers["x-request-id"], "req-42");
+    assert!(!headers.contains_key("keep-alive"));
+
+    // Without a client id the gateway makes one and tells both sides.
+    let (_, headers, text) = send(gw.addr, get("/")).await;
+    let id = headers["x-request-id"].to_str().unwrap();
+    assert_eq!(id.len(), 32);
+    assert!(text.contains(&format!("request-id={id}\n")));
+}
+
+#[tokio::test]
+async fn large_bodies_stream_both_ways() {
+    let b = backend("a").await;
+    let gw = gateway(config(&[b.addr])).await;
+    // 8 MiB down, generated on the fly by the backend.
+    let n = 8 * 1024 * 1024;
+    let (status, _, text) = send(gw.addr, get(&format!("/big/{n}"))).await;
+    assert_eq!(status, 200);
+    assert_eq!(text.len(), n);
+
+    // 4 MiB up and echoed back as a stream of chunks.
+    let chunks = (0..64).map(|i| {
+        Ok(hyper::body::Frame::data(bytes::Bytes::from(vec![
+            i as u8;
+            65536
+        ])))
+    });
+    let up = http_body_util::StreamBody::new(futures_util::stream::iter(chunks));
+    let req = Request::post("/echo")
+        .header("host", "x")
+        .body(BodyExt::boxed(up))
+        .unwrap();
+    let mut tx = h1(gw.addr).await;
+    let resp = tx.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let got = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(got.len(), 64 * 65536);
+    assert!(got
+        .chunks(65536)
+        .enumerate()
+        .all(|(i, c)| c.iter().all(|&x| x == i as u8)));
+}
+
+#[tokio::test]
+async fn keep_alive_reuses_client_and_backend_connections() {
+    let b = backend("a").await;
+    let gw = gateway(config(&[b.addr])).await;
+    let mut tx = h1(gw.addr).await;
+    for _ in 0..20 {
+        let resp = tx.send_request(get("/")).await.unwrap();
+        let (status, _, _) = read(resp).await;
+        assert_eq!(status, 200);
+    }
+    assert_eq!(b.hits.load(Ordering::SeqCst), 20);
+    assert_eq!(
+        b.conns.load(Ordering::SeqCst),
+        1,
+        "upstream connection pooled"
+    );
+    let metrics = gw.shared.metrics.encode();
+    assert!(
+        metrics.contains("gateway_client_connections{listener=\"default\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains("gateway_requests_total{route=\"0\",upstream=\"default\",status=\"2xx\"} 20"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn h2c_prior_knowledge_client() {
+    let b = backend("a").await;
+    let gw = gateway(config(&[b.addr])).await;
+    let stream = TcpStream::connect(gw.addr).await.unwrap();
+    let (mut tx, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    for _ in 0..3 {
+        let req = Request::get("http://h2.example.test/x")
+            .body(body(""))
+            .unwrap();
+        let resp = tx.send_request(req).await.unwrap();
+        assert_eq!(resp.version(), Version::HTTP_2);
+        let (status, _, text) = read(resp).await;
+        assert_eq!(status, 200);
+        // The backend gets HTTP/1.1 with the authority as Host.
+        assert!(text.contains("host=h2.example.test\n"), "{text}");
+        assert!(text.contains("version=HTTP/1.1\n"), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn h2_upstream() {
+    let b = backend("a").await;
+    let mut cfg = config(&[b.addr]);
+    cfg.upstreams.get_mut("default").unwrap().protocol =
+        scalewise_gateway::config::UpstreamProtocol::Http2;
+    let gw = gateway(cfg).await;
+    let (status, _, text) = send(gw.addr, get("/via-h2")).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("version=HTTP/2.0\n"), "{text}");
+    assert!(text.contains("path=/via-h2\n"), "{text}");
+    let (status, _, _) = send(gw.addr, get("/again")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        b.conns.load(Ordering::SeqCst),
+        1,
+        "one multiplexed connection"
+    );
+}
+
+#[tokio::test]
+async fn tls_with_alpn_h2() {
+    let b = backend("a").await;
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let dir = std::env::temp_dir().join(format!("scalewise-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    let mut cfg = config(&[b.addr]);
+    cfg.listeners[0].tls = Some(scalewise_gateway::config::TlsConfig { cert, key });
+    let gw = gateway(cfg).await;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ck.cert.der().clone()).unwrap();
+    let mut client = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    client.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client));
+    let tcp = TcpStream::connect(gw.addr).await.unwrap();
+    let tls = connector
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut tx, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let resp = tx
+        .send_request(
+            Request::get("https://localhost/secure")
+                .body(body(""))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), Version::HTTP_2);
+    let (status, _, text) = read(resp).await;
+    assert_eq!(status, 200);
+    assert!(text.contains("xfp=https\n"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn websocket_echo_through_gateway() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (ws_addr, _task) = ws_backend().await;
+    let gw = gateway(config(&[ws_addr])).await;
+    let tcp = TcpStream::connect(gw.addr).await.unwrap();
+    let (mut ws, resp) = tokio_tungstenite::client_async("ws://localhost/ws", tcp)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 101);
+    for i in 0..10 {
+        ws.send(Message::text(format!("hello {i}"))).await.unwrap();
+        let got = ws.next().await.unwrap().unwrap();
+        assert_eq!(got.into_text().unwrap().as_str(), format!("hello {i}"));
+    }
+    let big = vec![7u8; 256 * 1024];
+    ws.send(Message::binary(big.clone())).await.unwrap();
+    let echoed: Vec<u8> = ws.next().await.unwrap().unwrap().into_data().to_vec();
+    assert_eq!(echoed, big);
+    ws.close(None).await.unwrap();
+}
+
+#[tokio::test]
+async fn requests_spread_over_backends() {
+    let a = backend("a").await;
+    let b = backend("b").await;
+    let c = backend("c").await;
+    let gw = gateway(config(&[a.addr, b.addr, c.addr])).await;
+    let mut tx = h1(gw.addr).await;
+    for _ in 0..30 {
+        let (status, _, _) = read(tx.send_request(get("/")).await.unwrap()).await;
+        assert_eq!(status, 200);
+    }
+    for be in [&a, &b, &c] {
+        assert_eq!(
+            be.hits.load(Ordering::SeqCst),
+            10,
+            "round robin: {}",
+            be.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn weighted_and_sticky_upstreams() {
+    use scalewise_gateway::config::{AlgorithmName, BackendConfig};
+    let a = backend("a").await;
+    let b = backend("b").await;
+    let mut cfg = config(&[]);
+    let up = cfg.upstreams.get_mut("default").unwrap();
+    up.algorithm = AlgorithmName::WeightedRoundRobin;
+    up.backends = vec![
+        BackendConfig {
+            addr: a.addr,
+            weight: 3,
+        },
+        BackendConfig {
+            addr: b.addr,
+            weight: 1,
+        },
+    ];
+    up.sticky_cookie = Some("sw".into());
+    let gw = gateway(cfg).await;
+
+    // First request: no cookie, the gateway pins the client.
+    let (status, headers, _) = send(gw.addr, get("/")).await;
+    assert_eq!(status, 200);
+    let set = headers["set-cookie"].to_str().unwrap().to_owned();
+    let pin = set.split(';').next().unwrap().to_owned();
+    let pinned_to = headers["x-backend"].clone();
+    for _ in 0..10 {
+        let req = Request::get("/")
+            .header("host", "x")
+            .header("cookie", pin.clone())
+            .body(body(""))
+            .unwrap();
+        let (status, headers, _) = send(gw.addr, req).await;
+        assert_eq!(status, 200);
+        assert_eq!(headers["x-backend"], pinned_to);
+        assert!(!headers.contains_key("set-cookie"));
+    }
+
+    // Without cookies, 3:1.
+    let (a0, b0) = (a.hits.load(Ordering::SeqCst), b.hits.load(Ordering::SeqCst));
+    let mut tx = h1(gw.addr).await;
+    for _ in 0..40 {
+        let (status, _, _) = read(tx.send_request(get("/")).await.unwrap()).await;
+        assert_eq!(status, 200);
+    }
+    assert_eq!(a.hits.load(Ordering::SeqCst) - a0, 30);
+    assert_eq!(b.hits.load(Ordering::SeqCst) - b0, 10);
+}

@@ -1,0 +1,608 @@
+//! Orchestration of a run: virtual users, the open-model timetable, the per-second ticker, live
+//! progress, Ctrl-C and the drain at the end.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+
+use crate::http1::{Conn, Stream, Wire};
+use crate::recorder::{ErrorKind, Local, Recorder};
+use crate::report::{Meta, Report, Second};
+use crate::scenario::Scenario;
+use crate::schedule::{Shape, Timetable};
+use crate::target::{Scheme, Target};
+use crate::LoadError;
+
+/// A request counts as late when it starts this long after its scheduled time. Tokio timers have
+/// millisecond resolution, so anything tighter would flag every request.
+const LATE_AFTER: Duration = Duration::from_millis(2);
+/// Longest pause between reconnect attempts of one virtual user (keeps an outage from turning
+/// into a connect storm).
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// Most virtual users in one run (each costs a task and, when active, a connection).
+pub(crate) const MAX_USERS: usize = 1_000_000;
+/// In-flight requests get this long to finish after the end of the run.
+const DRAIN: Duration = Duration::from_millis(500);
+
+/// Protocol engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Proto {
+    H1,
+    H2,
+    Ws,
+    Scenario,
+}
+
+/// WebSocket mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WsMode {
+    Echo,
+    Subscribe,
+}
+
+/// Everything a run needs, validated.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    pub label: String,
+    pub target: Option<Target>,
+    pub proto: Proto,
+    pub wire: Wire,
+    pub method: http::Method,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+    pub connections: usize,
+    pub duration: Option<Duration>,
+    pub requests: Option<u64>,
+    pub rate: Option<f64>,
+    pub shape: Shape,
+    pub think: Option<Duration>,
+    pub timeout: Duration,
+    pub keepalive: bool,
+    pub ws_mode: WsMode,
+    pub ws_message: String,
+    pub scenario: Option<Arc<Scenario>>,
+    pub progress: bool,
+    /// Skip the fail-fast probe (bench capacity phase probes itself).
+    pub probe: bool,
+    /// Hold connections open without sending requests after the first (bench capacity phase).
+    pub hold: bool,
+    /// HTTP/2: connections shared by all users (None: one per user).
+    pub h2_connections: Option<usize>,
+}
+
+/// Shared state of a running test.
+pub(crate) struct Run {
+    pub plan: Arc<Plan>,
+    pub recorder: Recorder,
+    pub start: Instant,
+    stop: AtomicBool,
+    issued: AtomicU64,
+    timetable: Option<Timetable>,
+    pub connected: AtomicU64,
+    /// HTTP/2 connections shared by all users (`--h2-connections`); empty: one per user.
+    h2_pool: Vec<tokio::sync::Mutex<Option<H2Sender>>>,
+}
+
+impl Run {
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Waits for virtual user `vu`'s next turn; returns the scheduled start, or `None` when the
+    /// user should stop.
+    pub(crate) async fn turn(&self, vu: usize, local: &mut Local<'_>) -> Option<Instant> {
+        if self.stopped() {
+            return None;
+        }
+        let plan = &self.plan;
+        if let Some(tt) = &self.timetable {
+            let offset = tt.next()?;
+            if let Some(n) = plan.requests {
+                if self.issued.fetch_add(1, Ordering::Relaxed) >= n {
+                    return None;
+                }
+            }
+            let at = self.start + Duration::from_secs_f64(offset);
+            let now = Instant::now();
+            if at > now {
+                tokio::time::sleep_until(at.into()).await;
+                // A wake-up within the timer's resolution is on time: measuring from the slot
+                // would add the generator's own timer lag (up to ~1 ms) to every latency.
+                // Coordinated omission only arises when a request is already overdue.
+                let woke = Instant::now();
+                if woke.duration_since(at) <= LATE_AFTER {
+                    return Some(woke);
+                }
+                local.late();
+            } else if now.duration_since(at) > LATE_AFTER {
+                local.late();
+            }
+            return Some(at);
+        }
+        if let Some(n) = plan.requests {
+            if self.issued.fetch_add(1, Ordering::Relaxed) >= n {
+                return None;
+            }
+        }
+        if plan.shape != Shape::Constant {
+            let total = plan.duration.map_or(0.0, |d| d.as_secs_f64());
+            loop {
+                let t = self.start.elapsed().as_secs_f64();
+                let users = plan.shape.value(t, total, plan.connections as f64).round();
+                if (vu as f64) < users {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                if self.stopped() {
+                    return None;
+                }
+            }
+        }
+        Some(Instant::now())
+    }
+
+    pub(crate) async fn think(&self) {
+        if let Some(t) = self.plan.think {
+            tokio::time::sleep(t).await;
+        }
+    }
+}
+
+/// Connects a stream for `target` (TCP or TLS).
+pub(crate) async fn connect(
+    target: &Target,
+    timeout: Duration,
+) -> Result<Stream, (ErrorKind, std::io::Error)> {
+    if target.scheme.tls() {
+        Ok(Stream::Tls(Box::new(target.connect_tls(timeout).await?)))
+    } else {
+        Ok(Stream::Tcp(target.connect_tcp(timeout).await?))
+    }
+}
+
+fn backoff_next(b: &mut Duration) -> Duration {
+    let cur = *b;
+    *b = (*b * 2).min(MAX_BACKOFF);
+    cur
+}
+
+async fn h1_vu(run: Arc<Run>, vu: usize) {
+    let plan = run.plan.clone();
+    let Some(target) = plan.target.as_ref() else {
+        return;
+    };
+    let mut local = run.recorder.local(vu);
+    let mut conn: Option<Conn<Stream>> = None;
+    let mut backoff = Duration::from_millis(10);
+    while let Some(scheduled) = run.turn(vu, &mut local).await {
+        let sent = Instant::now();
+        if conn.is_none() {
+            match connect(target, plan.timeout).await {
+                Ok(s) => {
+                    run.connected.fetch_add(1, Ordering::Relaxed);
+                    conn = Some(Conn::new(s));
+                    backoff = Duration::from_millis(10);
+                }
+                Err((kind, _)) => {
+                    local.error(0, kind, 0);
+                    tokio::time::sleep(backoff_next(&mut backoff)).await;
+                    continue;
+                }
+            }
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        let mut result = tokio::time::timeout(plan.timeout, c.request(&plan.wire, false)).await;
+        if matches!(result, Ok(Err(_))) && c.stale() {
+            // The server closed the idle keep-alive connection: resend once on a new one.
+            conn = None;
+            if let Ok(s) = connect(target, plan.timeout).await {
+                run.connected.fetch_add(1, Ordering::Relaxed);
+                let c = conn.insert(Conn::new(s));
+                result = tokio::time::timeout(plan.timeout, c.request(&plan.wire, false)).await;
+            }
+        }
+        match result {
+            Ok(Ok(resp)) => {
+                local.response(0, scheduled, sent, resp.status, resp.bytes);
+                if resp.close || !plan.keepalive {
+                    conn = None;
+                }
+            }
+            Ok(Err((kind, _))) => {
+                local.error(0, kind, 0);
+                conn = None;
+            }
+            Err(_) => {
+                local.error(0, ErrorKind::Timeout, 0);
+                conn = None;
+            }
+        }
+        if plan.hold {
+            // Capacity measurement: keep the connection open and idle until the run ends.
+            local.flush();
+            while !run.stopped() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            return;
+        }
+        run.think().await;
+    }
+}
+
+type H2Sender = hyper::client::conn::http2::SendRequest<http_body_util::Full<Bytes>>;
+
+async fn h2_connect(
+    target: &Target,
+    timeout: Duration,
+) -> Result<H2Sender, (ErrorKind, std::io::Error)> {
+    let stream = connect(target, timeout).await?;
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (sender, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .handshake(io)
+            .await
+            .map_err(|e| (ErrorKind::Protocol, std::io::Error::other(e)))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+fn classify_hyper(e: &hyper::Error) -> ErrorKind {
+    if e.is_timeout() {
+        ErrorKind::Timeout
+    } else if e.is_parse() || e.is_user() {
+        ErrorKind::Protocol
+    } else {
+        ErrorKind::Reset
+    }
+}
+
+async fn h2_vu(run: Arc<Run>, vu: usize) {
+    let plan = run.plan.clone();
+    let Some(target) = plan.target.as_ref() else {
+        return;
+    };
+    let mut local = run.recorder.local(vu);
+    let mut sender: Option<H2Sender> = None;
+    let mut backoff = Duration::from_millis(10);
+    let uri: http::Uri = match target.url.as_str().parse() {
+        Ok(u) => u,
+        Err(_) => return,
+    };
+    while let Some(scheduled) = run.turn(vu, &mut local).await {
+        let sent = Instant::now();
+        if let Some(slot) = run.h2_pool.get(vu % run.h2_pool.len().max(1)) {
+            // Shared connections: users multiplex their streams over `--h2-connections`.
+            let mut shared = slot.lock().await;
+            if shared.as_ref().is_none_or(|s| s.is_closed()) {
+                match h2_connect(target, plan.timeout).await {
+                    Ok(s) => {
+                        run.connected.fetch_add(1, Ordering::Relaxed);
+                        *shared = Some(s);
+                        backoff = Duration::from_millis(10);
+                    }
+                    Err((kind, _)) => {
+                        drop(shared);
+                        local.error(0, kind, 0);
+                        tokio::time::sleep(backoff_next(&mut backoff)).await;
+                        continue;
+                    }
+                }
+            }
+            sender = shared.clone();
+        } else if sender.is_none() {
+            match h2_connect(target, plan.timeout).await {
+                Ok(s) => {
+                    run.connected.fetch_add(1, Ordering::Relaxed);
+                    sender = Some(s);
+                    backoff = Duration::from_millis(10);
+                }
+                Err((kind, _)) => {
+                    local.error(0, kind, 0);
+                    tokio::time::sleep(backoff_next(&mut backoff)).await;
+                    continue;
+                }
+            }
+        }
+        let Some(s) = sender.as_mut() else { continue };
+        let mut builder = http::Request::builder()
+            .method(plan.method.clone())
+            .uri(uri.clone());
+        for (k, v) in &plan.headers {
+            builder = builder.header(k.as_str(), v.as_str());
+        }
+        let Ok(req) = builder.body(http_body_util::Full::new(plan.body.clone())) else {
+            local.error(0, ErrorKind::Protocol, 0);
+            return;
+        };
+        let fut = async {
+            let resp = s.send_request(req).await?;
+            let status = resp.status().as_u16();
+            let head: usize = resp
+                .headers()
+                .iter()
+                .map(|(k, v)| k.as_str().len() + v.len() + 4)
+                .sum();
+            let body = resp.into_body().collect().await?.to_bytes();
+            Ok::<_, hyper::Error>((status, (head + body.len()) as u64))
+        };
+        match tokio::time::timeout(plan.timeout, fut).await {
+            Ok(Ok((status, bytes))) => local.response(0, scheduled, sent, status, bytes),
+            Ok(Err(e)) => {
+                local.error(0, classify_hyper(&e), 0);
+                sender = None;
+            }
+            Err(_) => {
+                local.error(0, ErrorKind::Timeout, 0);
+                sender = None;
+            }
+        }
+        run.think().await;
+    }
+}
+
+/// Fails fast with one clear error when the target cannot be reached at all.
+async fn probe(plan: &Plan) -> Result<(), LoadError> {
+    let Some(target) = &plan.target else {
+        return Ok(());
+    };
+    let timeout = plan.timeout.min(Duration::from_secs(5));
+    match connect(target, timeout).await {
+        Ok(_) => Ok(()),
+        Err((ErrorKind::Tls, e)) => Err(LoadError::Unreachable(format!(
+            "TLS handshake with {} failed: {e}",
+            target.addr
+        ))),
+        Err((_, e)) => Err(LoadError::Unreachable(format!(
+            "cannot connect to {} ({}): {e}",
+            target.url, target.addr
+        ))),
+    }
+}
+
+/// Runs `plan` to completion (duration, request count, or Ctrl-C) and builds the report.
+pub(crate) async fn execute(plan: Plan) -> Result<Report, LoadError> {
+    if plan.probe {
+        probe(&plan).await?;
+    }
+    let plan = Arc::new(plan);
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    let total = plan.duration;
+    let timetable = plan.rate.map(|r| {
+        Timetable::new(
+            plan.shape.clone(),
+            r,
+            total.unwrap_or(Duration::from_secs(10)),
+        )
+    });
+    let vus = match (plan.rate, &plan.proto) {
+        (_, Proto::Ws) if plan.ws_mode == WsMode::Subscribe => plan.connections,
+        (None, _) => {
+            let total_s = total.map_or(0.0, |d| d.as_secs_f64());
+            (plan
+                .shape
+                .max_value(total_s, plan.connections as f64)
+                .ceil() as usize)
+                .max(1)
+        }
+        (Some(_), _) => plan.connections.max(1),
+    };
+    if vus > MAX_USERS {
+        return Err(LoadError::Config(format!(
+            "the load shape needs {vus} virtual users; at most {MAX_USERS} are supported"
+        )));
+    }
+    let run = Arc::new(Run {
+        plan: plan.clone(),
+        recorder: {
+            let r = Recorder::new((workers * 4).clamp(1, 64));
+            if plan.rate.is_none() && plan.scenario.is_none() {
+                r.single_closed()
+            } else {
+                r
+            }
+        },
+        start: Instant::now(),
+        stop: AtomicBool::new(false),
+        issued: AtomicU64::new(0),
+        timetable,
+        connected: AtomicU64::new(0),
+        h2_pool: match (plan.proto, plan.h2_connections) {
+            (Proto::H2, Some(n)) => (0..n.max(1))
+                .map(|_| tokio::sync::Mutex::new(None))
+                .collect(),
+            _ => Vec::new(),
+        },
+    });
+    let mut tasks = tokio::task::JoinSet::new();
+    for vu in 0..vus {
+        let run = run.clone();
+        match plan.proto {
+            Proto::H1 => tasks.spawn(h1_vu(run, vu)),
+            Proto::H2 => tasks.spawn(h2_vu(run, vu)),
+            Proto::Ws => tasks.spawn(crate::ws::ws_vu(run, vu)),
+            Proto::Scenario => tasks.spawn(crate::scenario::scenario_vu(run, vu)),
+        };
+    }
+    let progress = Progress::new(plan.progress);
+    let deadline = total.map(|d| tokio::time::Instant::from_std(run.start + d));
+    let mut ticker = tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_secs(1),
+        Duration::from_secs(1),
+    );
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut timeline: Vec<Second> = Vec::new();
+    let mut last_tick = run.start;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let mut interrupted = false;
+    let mut ctrl_c_live = true;
+    let mut errors_so_far = 0;
+    loop {
+        let sleep_deadline = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = sleep_deadline => break,
+            r = &mut ctrl_c, if ctrl_c_live => {
+                if r.is_ok() {
+                    interrupted = true;
+                    break;
+                }
+                ctrl_c_live = false;
+            }
+            next = tasks.join_next() => {
+                if next.is_none() {
+                    break;
+                }
+            }
+            _ = ticker.tick() => {
+                let now = Instant::now();
+                let sec = tick(&run, now.duration_since(run.start), now.duration_since(last_tick));
+                last_tick = now;
+                errors_so_far += sec.errors;
+                progress.update(run.start.elapsed(), &sec, errors_so_far);
+                timeline.push(sec);
+            }
+        }
+    }
+    run.stop.store(true, Ordering::Relaxed);
+    let end_of_load = Instant::now();
+    if !interrupted {
+        let _ =
+            tokio::time::timeout(DRAIN, async { while tasks.join_next().await.is_some() {} }).await;
+    }
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    progress.finish();
+    let end = Instant::now();
+    // Final partial second of the timeline.
+    let rest = end.duration_since(last_tick);
+    if rest > Duration::from_millis(50) || timeline.is_empty() {
+        timeline.push(tick(&run, end.duration_since(run.start), rest));
+    }
+    let totals = run.recorder.totals();
+    let missed = match &run.timetable {
+        Some(tt) if !interrupted => {
+            // Tickets that fell due before the end but were never taken.
+            let due = end_of_load.duration_since(run.start).as_secs_f64();
+            let mut n = 0u64;
+            while let Some(t) = tt.next() {
+                if t > due {
+                    break;
+                }
+                n += 1;
+            }
+            n
+        }
+        _ => 0,
+    };
+    let duration_s = end_of_load.duration_since(run.start).as_secs_f64();
+    let meta = Meta {
+        target: plan.label.clone(),
+        protocol: match plan.proto {
+            Proto::H1 => "http/1.1".into(),
+            Proto::H2 => "h2".into(),
+            Proto::Ws => "websocket".into(),
+            Proto::Scenario => "scenario".into(),
+        },
+        model: if plan.rate.is_some() {
+            "open".into()
+        } else {
+            "closed".into()
+        },
+        shape: plan.shape.describe(),
+        connections: vus,
+        duration_s,
+        interrupted,
+        target_rps: plan.rate,
+        missed,
+        step_names: plan
+            .scenario
+            .as_ref()
+            .map(|s| s.step_names())
+            .unwrap_or_default(),
+        ws_mode: (plan.proto == Proto::Ws).then(|| match plan.ws_mode {
+            WsMode::Echo => "echo".to_string(),
+            WsMode::Subscribe => "subscribe".to_string(),
+        }),
+    };
+    Ok(Report::build(&totals, meta, timeline))
+}
+
+fn tick(run: &Run, since_start: Duration, interval: Duration) -> Second {
+    let i = run.recorder.drain_interval();
+    let secs = interval.as_secs_f64().max(1e-9);
+    let ms = |q: f64| {
+        if i.hist.is_empty() {
+            0.0
+        } else {
+            i.hist.value_at_quantile(q) as f64 / 1000.0
+        }
+    };
+    Second {
+        t: (since_start.as_secs_f64() * 1000.0).round() / 1000.0,
+        requests: i.counts.requests,
+        errors: i.counts.error_total(),
+        bytes: i.counts.bytes,
+        rps: i.counts.requests as f64 / secs,
+        p50_ms: ms(0.5),
+        p99_ms: ms(0.99),
+        max_ms: if i.hist.is_empty() {
+            0.0
+        } else {
+            i.hist.max() as f64 / 1000.0
+        },
+    }
+}
+
+/// Live progress line; hidden when disabled or stderr is not a terminal.
+struct Progress(Option<indicatif::ProgressBar>);
+
+impl Progress {
+    fn new(enabled: bool) -> Self {
+        use std::io::IsTerminal;
+        if !enabled || !std::io::stderr().is_terminal() {
+            return Progress(None);
+        }
+        let pb = indicatif::ProgressBar::new_spinner();
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+        {
+            pb.set_style(style);
+        }
+        pb.enable_steady_tick(Duration::from_millis(200));
+        Progress(Some(pb))
+    }
+
+    fn update(&self, elapsed: Duration, sec: &Second, errors: u64) {
+        if let Some(pb) = &self.0 {
+            pb.set_message(format!(
+                "{:.0}s  {:.0} req/s  p50 {}  p99 {}  errors {}",
+                elapsed.as_secs_f64(),
+                sec.rps,
+                crate::report::ms(sec.p50_ms),
+                crate::report::ms(sec.p99_ms),
+                errors
+            ));
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(pb) = &self.0 {
+            pb.finish_and_clear();
+        }
+    }
+}
+
+/// Whether `target`'s scheme is a WebSocket one.
+pub(crate) fn is_ws(target: &Target) -> bool {
+    matches!(target.scheme, Scheme::Ws | Scheme::Wss)
+}

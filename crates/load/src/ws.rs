@@ -1,0 +1,205 @@
+//! WebSocket load: many connections in echo mode (send, await the reply, record the round trip)
+//! or subscribe mode (receive, record latency from a `ts` timestamp in the message when present,
+//! count messages per second).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+use crate::http1::Stream;
+use crate::recorder::ErrorKind;
+use crate::runner::{connect, Run, WsMode};
+
+type Ws = tokio_tungstenite::WebSocketStream<Stream>;
+
+fn classify(e: &tungstenite::Error) -> ErrorKind {
+    match e {
+        tungstenite::Error::Http(resp) if resp.status().is_server_error() => ErrorKind::Http5xx,
+        tungstenite::Error::Http(resp) if resp.status().is_client_error() => ErrorKind::Http4xx,
+        tungstenite::Error::Io(io) => ErrorKind::from_io(io),
+        tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
+            ErrorKind::Reset
+        }
+        tungstenite::Error::Tls(_) => ErrorKind::Tls,
+        _ => ErrorKind::Protocol,
+    }
+}
+
+async fn open(run: &Run) -> Result<Ws, ErrorKind> {
+    let plan = &run.plan;
+    let Some(target) = plan.target.as_ref() else {
+        return Err(ErrorKind::Connect);
+    };
+    let stream = connect(target, plan.timeout).await.map_err(|(k, _)| k)?;
+    let mut req = target
+        .url
+        .as_str()
+        .into_client_request()
+        .map_err(|_| ErrorKind::Protocol)?;
+    for (k, v) in &plan.headers {
+        if let (Ok(name), Ok(value)) = (
+            http::header::HeaderName::from_bytes(k.as_bytes()),
+            http::header::HeaderValue::from_str(v),
+        ) {
+            req.headers_mut().insert(name, value);
+        }
+    }
+    match tokio::time::timeout(plan.timeout, tokio_tungstenite::client_async(req, stream)).await {
+        Ok(Ok((ws, _))) => Ok(ws),
+        Ok(Err(e)) => Err(classify(&e)),
+        Err(_) => Err(ErrorKind::Timeout),
+    }
+}
+
+/// Receives the next data message, skipping control frames.
+async fn next_data(ws: &mut Ws) -> Result<Vec<u8>, ErrorKind> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => return Ok(t.into_bytes()),
+            Some(Ok(Message::Binary(b))) => return Ok(b),
+            Some(Ok(Message::Close(_))) | None => return Err(ErrorKind::Reset),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(classify(&e)),
+        }
+    }
+}
+
+pub(crate) async fn ws_vu(run: Arc<Run>, vu: usize) {
+    match run.plan.ws_mode {
+        WsMode::Echo => echo(run, vu).await,
+        WsMode::Subscribe => subscribe(run, vu).await,
+    }
+}
+
+async fn echo(run: Arc<Run>, vu: usize) {
+    let plan = run.plan.clone();
+    let mut local = run.recorder.local(vu);
+    let mut ws: Option<Ws> = None;
+    let mut backoff = Duration::from_millis(10);
+    while let Some(scheduled) = run.turn(vu, &mut local).await {
+        let sent = Instant::now();
+        if ws.is_none() {
+            match open(&run).await {
+                Ok(w) => {
+                    ws = Some(w);
+                    backoff = Duration::from_millis(10);
+                }
+                Err(kind) => {
+                    local.error(0, kind, 0);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            }
+        }
+        let Some(w) = ws.as_mut() else { continue };
+        let exchange = async {
+            w.send(Message::Text(plan.ws_message.clone()))
+                .await
+                .map_err(|e| classify(&e))?;
+            next_data(w).await
+        };
+        match tokio::time::timeout(plan.timeout, exchange).await {
+            Ok(Ok(reply)) => {
+                local.ws(1, 1);
+                local.response(0, scheduled, sent, 0, reply.len() as u64);
+            }
+            Ok(Err(kind)) => {
+                local.error(0, kind, 0);
+                ws = None;
+            }
+            Err(_) => {
+                local.error(0, ErrorKind::Timeout, 0);
+                ws = None;
+            }
+        }
+        run.think().await;
+    }
+    if let Some(mut w) = ws {
+        let _ = tokio::time::timeout(Duration::from_millis(100), w.close(None)).await;
+    }
+}
+
+async fn subscribe(run: Arc<Run>, vu: usize) {
+    let plan = run.plan.clone();
+    let mut local = run.recorder.local(vu);
+    let mut backoff = Duration::from_millis(10);
+    while run.turn(vu, &mut local).await.is_some() {
+        let mut ws = match open(&run).await {
+            Ok(w) => w,
+            Err(kind) => {
+                local.error(0, kind, 0);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(10);
+        if !plan.ws_message.is_empty() {
+            if let Err(e) = ws.send(Message::Text(plan.ws_message.clone())).await {
+                local.error(0, classify(&e), 0);
+                continue;
+            }
+            local.ws(1, 0);
+        }
+        loop {
+            match next_data(&mut ws).await {
+                Ok(msg) => {
+                    local.ws(0, 1);
+                    match timestamp_latency(&msg) {
+                        Some(lat) => local.message_latency(lat, msg.len() as u64),
+                        None => local.message(msg.len() as u64),
+                    }
+                }
+                Err(kind) => {
+                    local.error(0, kind, 0);
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Latency of a message carrying a `ts` (or `ts_ms` / `ts_us`) Unix timestamp. Plain `ts` is
+/// read by magnitude: seconds (float), milliseconds or microseconds.
+fn timestamp_latency(msg: &[u8]) -> Option<Duration> {
+    let v: serde_json::Value = serde_json::from_slice(msg).ok()?;
+    let now_us = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .ok()?
+        .as_micros() as f64;
+    let sent_us = if let Some(us) = v.get("ts_us").and_then(serde_json::Value::as_f64) {
+        us
+    } else if let Some(ms) = v.get("ts_ms").and_then(serde_json::Value::as_f64) {
+        ms * 1000.0
+    } else {
+        let ts = v.get("ts").and_then(serde_json::Value::as_f64)?;
+        if ts > 1e14 {
+            ts
+        } else if ts > 1e11 {
+            ts * 1000.0
+        } else {
+            ts * 1e6
+        }
+    };
+    let lat = now_us - sent_us;
+    (lat.is_finite() && lat >= 0.0).then(|| Duration::from_micros(lat as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_by_magnitude() {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        let ms = now.as_millis() - 50;
+        let lat = timestamp_latency(format!("{{\"ts\":{ms}}}").as_bytes()).unwrap();
+        assert!(lat >= Duration::from_millis(50), "{lat:?}");
+        assert!(timestamp_latency(b"{\"x\":1}").is_none());
+        assert!(timestamp_latency(b"not json").is_none());
+    }
+}

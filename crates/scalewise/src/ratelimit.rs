@@ -1,1 +1,0 @@
-//! Rate limiting. (Being built: see issue 3.)
