@@ -53,7 +53,7 @@ for port in 9011 9083 9084 9085; do
 done
 run() { # name url
   target/release/scalewise load "$2" -c "$C" -d "${D}s" --threads 1 --no-progress --quiet \
-    --message "hello world" --json "$T/$1.json" >/dev/null 2>"$T/$1.err" || true
+    --ws-message "hello world" --json "$T/$1.json" >/dev/null 2>"$T/$1.err" || true
   python3 - "$1" "$T/$1.json" <<'PY'
 import json, sys
 name, path = sys.argv[1], sys.argv[2]
