@@ -74,12 +74,25 @@ impl Overrides {
 }
 
 /// How the gateway was started, beyond its config.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct StartOptions {
     /// The file SIGHUP re-reads; `None` for a one-line start (SIGHUP then reports an error).
     pub config_path: Option<PathBuf>,
     /// Command-line overrides.
     pub overrides: Overrides,
+    /// The clock of the upstream policies (see [`Shared::with_clock`]); `None` for the
+    /// system clock. Tests pass a [`scalewise::clock::ManualClock`].
+    pub clock: Option<Arc<dyn scalewise::clock::Clock>>,
+}
+
+impl std::fmt::Debug for StartOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StartOptions")
+            .field("config_path", &self.config_path)
+            .field("overrides", &self.overrides)
+            .field("clock", &self.clock.as_ref().map(|_| "custom"))
+            .finish()
+    }
 }
 
 /// Why a reload did not happen. The running config is unchanged in every case.
@@ -446,8 +459,12 @@ impl Gateway {
                 crate::policy::samples(&shared.load(), out);
             }
         })));
-        let shared = Shared::new(config.clone(), GatewayMetrics::with_registry(registry))
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let metrics = GatewayMetrics::with_registry(registry);
+        let shared = match &options.clock {
+            Some(clock) => Shared::with_clock(config.clone(), metrics, clock.clone()),
+            None => Shared::new(config.clone(), metrics),
+        }
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
         let _ = slot.set(Arc::downgrade(&shared));
         let shutdown = CancellationToken::new();
 
@@ -612,6 +629,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let options = StartOptions {
         config_path: args.config.clone(),
         overrides,
+        clock: None,
     };
     let gateway = Gateway::start(config, options).await?;
     wait_for_signals(gateway.controller()).await?;

@@ -28,6 +28,7 @@ use crate::tls::{self, TlsError};
 use arc_swap::ArcSwap;
 use prometheus_client::metrics::counter::Counter;
 use scalewise::balance::{EndpointConfig, Upstream};
+use scalewise::clock::{Clock, SystemClock};
 use scalewise::health::ActiveHealthChecks;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -135,8 +136,9 @@ fn endpoint_configs(cfg: &UpstreamConfig) -> Vec<EndpointConfig> {
         .collect()
 }
 
-fn build_upstream(name: &str, cfg: &UpstreamConfig) -> Upstream {
+fn build_upstream(name: &str, cfg: &UpstreamConfig, clock: &Arc<dyn Clock>) -> Upstream {
     Upstream::builder(name)
+        .clock(clock.clone())
         .algorithm(cfg.algorithm.algorithm())
         .health(cfg.health.clone())
         .endpoints(endpoint_configs(cfg))
@@ -182,6 +184,26 @@ impl GatewayState {
         prev: Option<&GatewayState>,
         metrics: &GatewayMetrics,
     ) -> Result<Self, StateError> {
+        Self::build_with_clock(
+            config,
+            prev,
+            metrics,
+            &(Arc::new(SystemClock) as Arc<dyn Clock>),
+        )
+    }
+
+    /// [`GatewayState::build`] with the clock that new upstreams run on: their ejection
+    /// timers, slow start and latency decay, and the circuit breakers and retry budget built
+    /// on them. Kept upstreams keep the clock they were built with.
+    ///
+    /// # Errors
+    /// As [`GatewayState::build`].
+    pub fn build_with_clock(
+        config: &Config,
+        prev: Option<&GatewayState>,
+        metrics: &GatewayMetrics,
+        clock: &Arc<dyn Clock>,
+    ) -> Result<Self, StateError> {
         config.validate().map_err(StateError::Invalid)?;
 
         // Everything fallible first: a failed build must leave the live balancers untouched.
@@ -210,7 +232,7 @@ impl GatewayState {
                     (o.balancer.clone(), checks)
                 }
                 None => {
-                    let up = build_upstream(name, ucfg);
+                    let up = build_upstream(name, ucfg, clock);
                     let checks = spawn_checks(&up, ucfg);
                     (up, checks)
                 }
@@ -334,25 +356,54 @@ impl GatewayState {
 }
 
 /// What every connection and request shares: the current state and the metrics.
-#[derive(Debug)]
 pub struct Shared {
     /// The current state; swap it to reload.
     pub state: ArcSwap<GatewayState>,
     /// Data-path metrics.
     pub metrics: GatewayMetrics,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("state", &self.state)
+            .field("metrics", &self.metrics)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Shared {
-    /// Builds the first state.
+    /// Builds the first state, on the system clock.
     ///
     /// # Errors
     /// As [`GatewayState::build`].
     pub fn new(config: Config, metrics: GatewayMetrics) -> Result<Arc<Self>, StateError> {
-        let state = GatewayState::build(&config, None, &metrics)?;
+        Self::with_clock(config, metrics, Arc::new(SystemClock))
+    }
+
+    /// Builds the first state with every time-dependent upstream policy (outlier ejections,
+    /// slow start, circuit breakers, retry budgets) on `clock`, here and in every reload; a
+    /// [`scalewise::clock::ManualClock`] makes them testable without sleeping.
+    ///
+    /// # Errors
+    /// As [`GatewayState::build`].
+    pub fn with_clock(
+        config: Config,
+        metrics: GatewayMetrics,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Self>, StateError> {
+        let state = GatewayState::build_with_clock(&config, None, &metrics, &clock)?;
         Ok(Arc::new(Self {
             state: ArcSwap::from_pointee(state),
             metrics,
+            clock,
         }))
+    }
+
+    /// The clock the upstream policies run on.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
     }
 
     /// Builds a state for `config` from the current one and swaps it in. Requests in flight
@@ -364,7 +415,8 @@ impl Shared {
     /// As [`GatewayState::build`]; the current state stays in place.
     pub fn apply(&self, config: Config) -> Result<(), StateError> {
         let current = self.state.load_full();
-        let next = GatewayState::build(&config, Some(&current), &self.metrics)?;
+        let next =
+            GatewayState::build_with_clock(&config, Some(&current), &self.metrics, &self.clock)?;
         self.state.store(Arc::new(next));
         Ok(())
     }

@@ -4,8 +4,8 @@
 //!
 //! Determinism: limits are tiny rates per hour (nothing refills during a test), breakers
 //! open on a count window, budgets earn retries by request count over an hour-long window.
-//! The one time-based step (a breaker's open duration) waits for the deadline the breaker
-//! itself reports, then checks the transition.
+//! The one time-based step (a breaker's open duration) runs on a `ManualClock` handed to
+//! the gateway, advanced to just before and then to the deadline the breaker reports.
 mod ops_support;
 
 use bytes::Bytes;
@@ -14,6 +14,7 @@ use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use ops_support::{get_json, parse, start, toml_config};
+use scalewise::clock::ManualClock;
 use scalewise_gateway::config::{AlgorithmName, Config};
 use scalewise_gateway::server::{Overrides, StartOptions};
 use std::convert::Infallible;
@@ -392,7 +393,12 @@ async fn breaker_opens_on_failing_backend_and_traffic_moves_to_the_healthy_one()
 async fn breaker_answers_503_when_every_backend_is_open_and_closes_after_recovery() {
     let b = flaky(true).await;
     let cfg = parse(&toml_config(&[b.addr], &breaker_extra("100ms")));
-    let (_gw, listen, admin) = start(cfg, StartOptions::default()).await;
+    let clock = ManualClock::new();
+    let options = StartOptions {
+        clock: Some(Arc::new(clock.clone())),
+        ..StartOptions::default()
+    };
+    let (_gw, listen, admin) = start(cfg, options).await;
 
     assert_eq!(
         call(listen, "/", &[]).await.0,
@@ -411,11 +417,20 @@ async fn breaker_answers_503_when_every_backend_is_open_and_closes_after_recover
     let p = get_json(admin, "/api/policies").await;
     let breaker = &p["upstreams"]["app"]["breakers"][b.addr.to_string()];
     assert_eq!(breaker["state"], "open", "{p}");
-    // Wait out the open duration the breaker reports (not a guess), then one trial call.
+    // The clock stands still, so the breaker reports exactly its open duration.
     let wait = breaker["retry_after_ms"].as_u64().unwrap();
-    assert!(wait <= 100, "{wait}");
-    tokio::time::sleep(Duration::from_millis(wait + 5)).await;
+    assert_eq!(wait, 100, "{p}");
 
+    // One millisecond short of the deadline the breaker is still open.
+    clock.advance(Duration::from_millis(wait - 1));
+    assert_eq!(
+        call(listen, "/", &[]).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(b.hits.load(Ordering::SeqCst), 2);
+
+    // At the deadline one trial call goes through and closes it.
+    clock.advance(Duration::from_millis(1));
     assert_eq!(call(listen, "/", &[]).await.0, StatusCode::OK);
     let backends = get_json(admin, "/api/backends").await;
     assert_eq!(
