@@ -220,18 +220,7 @@ impl Controller {
             .split_once('/')
             .ok_or_else(|| format!("backend id `{id}` is not `upstream/id` or `upstream/addr`"))?;
         let state = self.shared.load();
-        let up = state
-            .upstream(upstream)
-            .ok_or_else(|| format!("no upstream `{upstream}`"))?;
-        let endpoint = up
-            .balancer
-            .endpoints()
-            .into_iter()
-            .find(|e| match backend.parse::<usize>() {
-                Ok(i) => e.id() == i,
-                Err(_) => backend.parse::<SocketAddr>().is_ok_and(|a| a == e.addr()),
-            })
-            .ok_or_else(|| format!("no backend `{backend}` in upstream `{upstream}`"))?;
+        let (_, endpoint) = state.backend(upstream, backend)?;
         endpoint.set_draining(draining);
         tracing::info!(
             backend = id,

@@ -27,7 +27,7 @@ use crate::route::{Route, Router};
 use crate::tls::{self, TlsError};
 use arc_swap::ArcSwap;
 use prometheus_client::metrics::counter::Counter;
-use scalewise::balance::{EndpointConfig, Upstream};
+use scalewise::balance::{Endpoint, EndpointConfig, Upstream};
 use scalewise::clock::{Clock, SystemClock};
 use scalewise::health::ActiveHealthChecks;
 use std::collections::{BTreeMap, HashMap};
@@ -339,6 +339,31 @@ impl GatewayState {
     /// An upstream by name.
     pub fn upstream(&self, name: &str) -> Option<&Arc<UpstreamRuntime>> {
         self.upstreams.get(name)
+    }
+
+    /// The upstream `upstream` and its backend `backend`, named by endpoint id or address
+    /// (as the admin API names them).
+    ///
+    /// # Errors
+    /// No such upstream or backend; the message says which.
+    pub fn backend(
+        &self,
+        upstream: &str,
+        backend: &str,
+    ) -> Result<(&Arc<UpstreamRuntime>, Arc<Endpoint>), String> {
+        let up = self
+            .upstream(upstream)
+            .ok_or_else(|| format!("no upstream `{upstream}`"))?;
+        let endpoint = up
+            .balancer
+            .endpoints()
+            .into_iter()
+            .find(|e| match backend.parse::<usize>() {
+                Ok(i) => e.id() == i,
+                Err(_) => backend.parse::<SocketAddr>().is_ok_and(|a| a == e.addr()),
+            })
+            .ok_or_else(|| format!("no backend `{backend}` in upstream `{upstream}`"))?;
+        Ok((up, endpoint))
     }
 
     /// All upstreams by name (for the admin API: endpoints, health, statistics).

@@ -11,10 +11,6 @@ use std::time::Duration;
 
 type Local = KeyedRateLimiter<String, AnyAlgorithm, CoarseClock>;
 
-/// Keys longer than this are cut: up to `max_keys` of them are held, so their size must be
-/// bounded too, and real API keys and session ids are far shorter.
-const MAX_KEY_BYTES: usize = 256;
-
 /// One `[rate_limits.NAME]` at run time, shared by every route that names it.
 pub struct NamedLimiter {
     pub(crate) name: String,
@@ -173,13 +169,7 @@ impl NamedLimiter {
                 .map(|v| String::from_utf8_lossy(v).into_owned())
                 .unwrap_or_default(),
         };
-        if key.len() > MAX_KEY_BYTES {
-            let mut end = MAX_KEY_BYTES;
-            while !key.is_char_boundary(end) {
-                end -= 1;
-            }
-            key.truncate(end);
-        }
+        scalewise::ratelimit::bound_key(&mut key);
         key
     }
 }

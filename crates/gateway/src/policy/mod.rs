@@ -487,18 +487,7 @@ pub fn set_breaker(
     backend: &str,
     action: &str,
 ) -> Result<serde_json::Value, String> {
-    let up = state
-        .upstream(upstream)
-        .ok_or_else(|| format!("no upstream `{upstream}`"))?;
-    let endpoint = up
-        .balancer
-        .endpoints()
-        .into_iter()
-        .find(|e| match backend.parse::<usize>() {
-            Ok(i) => e.id() == i,
-            Err(_) => backend.parse::<SocketAddr>().is_ok_and(|a| a == e.addr()),
-        })
-        .ok_or_else(|| format!("no backend `{backend}` in upstream `{upstream}`"))?;
+    let (up, endpoint) = state.backend(upstream, backend)?;
     let breaker = up
         .policy
         .breaker(endpoint.id(), endpoint.addr())

@@ -18,7 +18,28 @@ pub struct ClientAddr(pub SocketAddr);
 
 /// Keys longer than this are cut: the limiter holds up to `max_keys` of them, so their size
 /// must be bounded too, and a real API key or session id is far shorter.
-const MAX_KEY_BYTES: usize = 256;
+pub const MAX_KEY_BYTES: usize = 256;
+
+/// Cuts a client-supplied limiter key to at most [`MAX_KEY_BYTES`], at a character
+/// boundary, so that memory per key stays bounded whatever a client sends.
+///
+/// ```
+/// use scalewise::ratelimit::{bound_key, MAX_KEY_BYTES};
+///
+/// let mut key = "é".repeat(500);
+/// bound_key(&mut key);
+/// assert!(key.len() <= MAX_KEY_BYTES);
+/// assert!(key.chars().all(|c| c == 'é'));
+/// ```
+pub fn bound_key(key: &mut String) {
+    if key.len() > MAX_KEY_BYTES {
+        let mut end = MAX_KEY_BYTES;
+        while !key.is_char_boundary(end) {
+            end -= 1;
+        }
+        key.truncate(end);
+    }
+}
 
 impl KeySource {
     /// The limiter key of `req`. Requests without the key (no peer address, header or
@@ -33,13 +54,7 @@ impl KeySource {
             KeySource::Cookie(name) => cookie(req, name),
         }
         .unwrap_or_default();
-        if key.len() > MAX_KEY_BYTES {
-            let mut end = MAX_KEY_BYTES;
-            while !key.is_char_boundary(end) {
-                end -= 1;
-            }
-            key.truncate(end);
-        }
+        bound_key(&mut key);
         key
     }
 }

@@ -42,7 +42,7 @@ pub use algorithm::{
 };
 pub use config::{ConfigError, KeySource, RateLimitConfig};
 pub use decision::{Decision, RATELIMIT_LIMIT, RATELIMIT_REMAINING, RATELIMIT_RESET};
-pub use http_layer::{ClientAddr, HttpRateLimit, HttpRateLimitLayer};
+pub use http_layer::{bound_key, ClientAddr, HttpRateLimit, HttpRateLimitLayer, MAX_KEY_BYTES};
 pub use keyed::{KeyedConfig, KeyedRateLimiter, KeyedStats};
 pub use layer::{
     DecisionFuture, Global, KeyExtractor, LimitStore, RateLimit, RateLimitLayer, RateLimited,
