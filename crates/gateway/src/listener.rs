@@ -238,8 +238,8 @@ async fn serve_io<I>(
         shared,
         listener,
         peer,
-        tls,
         activity: activity.clone(),
+        forwarding: crate::proxy::headers::Forwarding::new(peer.ip(), tls),
     });
     let svc = service_fn(move |req| {
         let info = info.clone();

@@ -103,39 +103,94 @@ pub(crate) fn wants_upgrade(h: &HeaderMap) -> bool {
 }
 
 /// Appends the client to `X-Forwarded-For` and `Forwarded`, sets `X-Forwarded-Proto`.
+#[cfg(test)]
 pub(crate) fn add_forwarded(h: &mut HeaderMap, client: IpAddr, https: bool) {
-    let proto = if https { "https" } else { "http" };
-    let mut xff = String::with_capacity(48);
-    for v in h.get_all(&X_FORWARDED_FOR) {
-        if let Ok(v) = v.to_str() {
-            if !xff.is_empty() {
-                xff.push_str(", ");
-            }
-            xff.push_str(v);
-        }
-    }
-    if !xff.is_empty() {
-        xff.push_str(", ");
-    }
-    let _ = write!(xff, "{client}");
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        h.insert(&X_FORWARDED_FOR, v);
-    }
-    h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    add_forwarded_with(h, &Forwarding::new(client, https));
+}
 
-    let mut fwd = String::with_capacity(48);
-    for v in h.get_all(header::FORWARDED) {
-        if let Ok(v) = v.to_str() {
-            fwd.push_str(v);
-            fwd.push_str(", ");
+/// The `X-Forwarded-For` and `Forwarded` values naming only this connection's client,
+/// built once per client connection: most requests carry neither header, and then these
+/// are inserted as they are instead of being formatted again for every request.
+#[derive(Debug, Clone)]
+pub(crate) struct Forwarding {
+    client: IpAddr,
+    https: bool,
+    xff: Option<HeaderValue>,
+    forwarded: Option<HeaderValue>,
+}
+
+impl Forwarding {
+    pub(crate) fn new(client: IpAddr, https: bool) -> Self {
+        let mut f = Self {
+            client,
+            https,
+            xff: None,
+            forwarded: None,
+        };
+        f.xff = HeaderValue::from_str(&f.xff_value(String::new())).ok();
+        f.forwarded = HeaderValue::from_str(&f.forwarded_value(String::new())).ok();
+        f
+    }
+
+    fn proto(&self) -> &'static str {
+        if self.https {
+            "https"
+        } else {
+            "http"
         }
     }
-    let _ = match client {
-        IpAddr::V4(ip) => write!(fwd, "for={ip};proto={proto}"),
-        IpAddr::V6(ip) => write!(fwd, "for=\"[{ip}]\";proto={proto}"),
-    };
-    if let Ok(v) = HeaderValue::from_str(&fwd) {
-        h.insert(header::FORWARDED, v);
+
+    fn xff_value(&self, mut prior: String) -> String {
+        if !prior.is_empty() {
+            prior.push_str(", ");
+        }
+        let _ = write!(prior, "{}", self.client);
+        prior
+    }
+
+    fn forwarded_value(&self, mut prior: String) -> String {
+        let proto = self.proto();
+        let _ = match self.client {
+            IpAddr::V4(ip) => write!(prior, "for={ip};proto={proto}"),
+            IpAddr::V6(ip) => write!(prior, "for=\"[{ip}]\";proto={proto}"),
+        };
+        prior
+    }
+}
+
+/// [`add_forwarded`] with the per-connection values prepared in `f`.
+pub(crate) fn add_forwarded_with(h: &mut HeaderMap, f: &Forwarding) {
+    if h.contains_key(&X_FORWARDED_FOR) {
+        let mut xff = String::with_capacity(48);
+        for v in h.get_all(&X_FORWARDED_FOR) {
+            if let Ok(v) = v.to_str() {
+                if !xff.is_empty() {
+                    xff.push_str(", ");
+                }
+                xff.push_str(v);
+            }
+        }
+        if let Ok(v) = HeaderValue::from_str(&f.xff_value(xff)) {
+            h.insert(&X_FORWARDED_FOR, v);
+        }
+    } else if let Some(v) = &f.xff {
+        h.insert(&X_FORWARDED_FOR, v.clone());
+    }
+    h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(f.proto()));
+
+    if h.contains_key(header::FORWARDED) {
+        let mut fwd = String::with_capacity(48);
+        for v in h.get_all(header::FORWARDED) {
+            if let Ok(v) = v.to_str() {
+                fwd.push_str(v);
+                fwd.push_str(", ");
+            }
+        }
+        if let Ok(v) = HeaderValue::from_str(&f.forwarded_value(fwd)) {
+            h.insert(header::FORWARDED, v);
+        }
+    } else if let Some(v) = &f.forwarded {
+        h.insert(header::FORWARDED, v.clone());
     }
 }
 
@@ -147,8 +202,13 @@ pub(crate) fn request_id(h: &HeaderMap) -> HeaderValue {
             return v.clone();
         }
     }
+    // Hex digits straight into a stack buffer: no `format!` string per request.
     let id: u128 = rand::random();
-    HeaderValue::from_str(&format!("{id:032x}")).unwrap_or(HeaderValue::from_static("0"))
+    let mut hex = [0u8; 32];
+    for (i, d) in hex.iter_mut().enumerate() {
+        *d = b"0123456789abcdef"[((id >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&hex).unwrap_or(HeaderValue::from_static("0"))
 }
 
 #[cfg(test)]
@@ -206,11 +266,30 @@ mod tests {
     }
 
     #[test]
+    fn forwarded_headers_without_prior_ones_use_the_connection_values() {
+        let f = Forwarding::new("10.1.2.3".parse().unwrap(), false);
+        // Twice through the same per-connection values: nothing accumulates between requests.
+        for _ in 0..2 {
+            let mut out = copy_end_to_end(&map(&[("host", "a")]), false);
+            add_forwarded_with(&mut out, &f);
+            assert_eq!(out["x-forwarded-for"], "10.1.2.3");
+            assert_eq!(out["x-forwarded-proto"], "http");
+            assert_eq!(out["forwarded"], "for=10.1.2.3;proto=http");
+        }
+        let mut out = copy_end_to_end(&map(&[("x-forwarded-for", "1.1.1.1")]), false);
+        add_forwarded_with(&mut out, &f);
+        assert_eq!(out["x-forwarded-for"], "1.1.1.1, 10.1.2.3");
+        assert_eq!(out["forwarded"], "for=10.1.2.3;proto=http");
+    }
+
+    #[test]
     fn request_ids_are_kept_or_made() {
         let h = map(&[("x-request-id", "abc-1")]);
         assert_eq!(request_id(&h), "abc-1");
         let fresh = request_id(&HeaderMap::new());
         assert_eq!(fresh.len(), 32);
+        assert!(fresh.as_bytes().iter().all(u8::is_ascii_hexdigit));
+        assert_ne!(fresh, request_id(&HeaderMap::new()));
         let bad = map(&[("x-request-id", "has space")]);
         assert_ne!(request_id(&bad), "has space");
     }

@@ -39,8 +39,9 @@ pub(crate) struct ConnInfo {
     pub(crate) shared: Arc<Shared>,
     pub(crate) listener: Arc<str>,
     pub(crate) peer: SocketAddr,
-    pub(crate) tls: bool,
     pub(crate) activity: Arc<Activity>,
+    /// Forwarding header values for this client, formatted once per connection.
+    pub(crate) forwarding: headers::Forwarding,
 }
 
 fn local(status: StatusCode, active: Option<ActiveGuard>) -> Response<ResponseBody> {
@@ -262,10 +263,15 @@ async fn handle_request(mut req: Request<Incoming>, ci: &ConnInfo) -> Response<R
             }
         };
         backend.metrics.in_flight.inc();
+        // One clock read serves both the queue delay and the upstream latency (clock reads
+        // are not free on every VM).
+        let started = Instant::now();
         if attempts == 1 {
             // Time spent in the route's and the backend's queues: what load shedding by
             // queueing delay watches.
-            route.policy.observe_queue_delay(arrived.elapsed());
+            route
+                .policy
+                .observe_queue_delay(started.saturating_duration_since(arrived));
         }
 
         let up_req = build_request(
@@ -276,7 +282,6 @@ async fn handle_request(mut req: Request<Incoming>, ci: &ConnInfo) -> Response<R
             backend.is_h2(),
             upgrade,
         );
-        let started = Instant::now();
         // Boxed: the send future is large, and hyper keeps room for this whole handler future
         // in every connection, idle ones included.
         let result =
@@ -442,7 +447,7 @@ fn build_request(
     upgrade: bool,
 ) -> Request<RequestBody> {
     let mut h = headers::copy_end_to_end(&parts.headers, upgrade);
-    headers::add_forwarded(&mut h, ci.peer.ip(), ci.tls);
+    headers::add_forwarded_with(&mut h, &ci.forwarding);
     h.insert(headers::X_REQUEST_ID.clone(), request_id.clone());
 
     let path = parts
