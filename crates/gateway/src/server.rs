@@ -81,7 +81,7 @@ pub struct StartOptions {
     /// Command-line overrides.
     pub overrides: Overrides,
     /// The clock of the upstream policies (see [`Shared::with_clock`]); `None` for the
-    /// system clock. Tests pass a [`scalewise::clock::ManualClock`].
+    /// default monotonic clock. Tests pass a [`scalewise::clock::ManualClock`].
     pub clock: Option<Arc<dyn scalewise::clock::Clock>>,
 }
 

@@ -401,7 +401,7 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
-    /// Builds the first state, on the system clock.
+    /// Builds the first state, on the default monotonic clock.
     ///
     /// # Errors
     /// As [`GatewayState::build`].
