@@ -4,7 +4,7 @@
 #
 # Usage: bench/load_vs_wrk.sh            (DURATION=10 ROUNDS=3 CONNS=64 MEM_CONNS=10000 by default)
 #        DURATION=5 MEM_CONNS=0 bench/load_vs_wrk.sh   (shorter, skip the memory run)
-# Needs: nginx (apt: nginx-light), wrk, python3; builds scalewise in release mode if needed.
+# Needs: nginx (apt: nginx-light), wrk, python3, optionally oha (cargo install oha); builds scalewise in release mode if needed.
 set -euo pipefail
 
 DURATION=${DURATION:-10}
@@ -84,7 +84,7 @@ PY
 SW_RPS=$(python3 -c "import statistics; print(statistics.median(float(x) for x in open('$TMP/sw.all')))")
 
 if command -v oha >/dev/null; then
-  oha -z "${DURATION}s" -c "$CONNS" --no-tui --json "$URL" >"$TMP/oha.json" 2>/dev/null || true
+  oha -z "${DURATION}s" -c "$CONNS" --no-tui --worker-threads 1 --output-format json "$URL" >"$TMP/oha.json" 2>/dev/null || true
   python3 - "$TMP/oha.json" "$SW_RPS" <<'PY' || true
 import json, sys
 r = json.load(open(sys.argv[1]))
