@@ -2,70 +2,18 @@
 //!
 //! Rounds are driven with `check_round` so state transitions are exact; one test runs the
 //! spawned task on a short interval and waits for state changes on its round counter.
+mod common;
+
+use common::status_server;
 use scalewise::balance::{EndpointConfig, HealthStatus, PickContext, Upstream};
 use scalewise::health::{
     check_round, probe, ActiveCheckConfig, ActiveHealthChecks, CheckError, HealthConfig,
     StatusRange,
 };
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
-
-/// Status the server answers with; 0 = accept and never answer; 1 = answer garbage.
-struct HttpServer {
-    addr: SocketAddr,
-    status: Arc<AtomicU16>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for HttpServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn http_server(status: u16) -> HttpServer {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let status = Arc::new(AtomicU16::new(status));
-    let st = status.clone();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((mut sock, _)) = listener.accept().await else {
-                return;
-            };
-            let st = st.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 512];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match sock.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                assert!(buf.starts_with(b"GET /healthz HTTP/1.1\r\n"));
-                match st.load(Ordering::SeqCst) {
-                    0 => std::future::pending::<()>().await,
-                    1 => {
-                        let _ = sock.write_all(b"garbage\r\n\r\n").await;
-                    }
-                    s => {
-                        let resp = format!(
-                            "HTTP/1.1 {s} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                        );
-                        let _ = sock.write_all(resp.as_bytes()).await;
-                    }
-                }
-            });
-        }
-    });
-    HttpServer { addr, status, task }
-}
 
 fn http_cfg() -> ActiveCheckConfig {
     ActiveCheckConfig {
@@ -146,7 +94,7 @@ async fn tcp_check_follows_listener_going_away_and_back() {
 
 #[tokio::test]
 async fn http_check_expected_status_fall_and_rise() {
-    let server = http_server(200).await;
+    let server = status_server(200, Some("/healthz")).await;
     let cfg = http_cfg();
     let up = upstream(&[server.addr], &cfg);
     let e = up.endpoints()[0].clone();
@@ -184,7 +132,7 @@ async fn http_check_expected_status_fall_and_rise() {
 
 #[tokio::test]
 async fn http_check_times_out_on_hanging_backend_and_rejects_garbage() {
-    let server = http_server(0).await;
+    let server = status_server(0, Some("/healthz")).await;
     let cfg = ActiveCheckConfig {
         timeout: Duration::from_millis(100),
         ..http_cfg()
@@ -206,8 +154,8 @@ async fn http_check_times_out_on_hanging_backend_and_rejects_garbage() {
 
 #[tokio::test]
 async fn healthy_on_start_and_reloaded_backends() {
-    let a = http_server(200).await;
-    let b = http_server(200).await;
+    let a = status_server(200, Some("/healthz")).await;
+    let b = status_server(200, Some("/healthz")).await;
     let cfg = http_cfg();
     let up = Upstream::builder("t")
         .health(HealthConfig {
@@ -252,7 +200,7 @@ async fn wait_for(checks: &ActiveHealthChecks, cond: impl Fn() -> bool) {
 
 #[tokio::test]
 async fn spawned_checks_mark_down_and_up() {
-    let server = http_server(200).await;
+    let server = status_server(200, Some("/healthz")).await;
     let cfg = http_cfg();
     let up = upstream(&[server.addr], &cfg);
     let e = up.endpoints()[0].clone();

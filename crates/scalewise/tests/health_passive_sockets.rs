@@ -1,5 +1,8 @@
 //! Ejection and recovery end to end with real loopback backends: a tiny client picks with
 //! the upstream, sends a real HTTP request, and reports what happened.
+mod common;
+
+use common::status_server;
 use scalewise::balance::{Algorithm, EndpointConfig, HealthStatus, Outcome, PickContext, Upstream};
 use scalewise::clock::ManualClock;
 use scalewise::health::{
@@ -7,51 +10,11 @@ use scalewise::health::{
 };
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
-
-struct Backend {
-    addr: SocketAddr,
-    status: Arc<AtomicU16>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn backend(status: u16) -> Backend {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let status = Arc::new(AtomicU16::new(status));
-    let st = status.clone();
-    let task = tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            let st = st.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 512];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match sock.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let s = st.load(Ordering::SeqCst);
-                let resp =
-                    format!("HTTP/1.1 {s} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-                let _ = sock.write_all(resp.as_bytes()).await;
-            });
-        }
-    });
-    Backend { addr, status, task }
-}
 
 /// A closed port: bind, note the address, drop.
 async fn dead_addr() -> SocketAddr {
@@ -84,8 +47,8 @@ async fn request(up: &Upstream) -> Option<(SocketAddr, u16)> {
 
 #[tokio::test]
 async fn failing_backends_are_ejected_and_recover_with_slow_start() {
-    let good = backend(200).await;
-    let flaky = backend(500).await;
+    let good = status_server(200, None).await;
+    let flaky = status_server(500, None).await;
     let dead = dead_addr().await;
     let clock = ManualClock::new();
     let up = Upstream::builder("t")
@@ -152,8 +115,8 @@ async fn failing_backends_are_ejected_and_recover_with_slow_start() {
 
 #[tokio::test]
 async fn active_and_passive_together() {
-    let a = backend(200).await;
-    let b = backend(200).await;
+    let a = status_server(200, None).await;
+    let b = status_server(200, None).await;
     let clock = ManualClock::new();
     let active = ActiveCheckConfig {
         rise: 1,
