@@ -16,7 +16,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -56,11 +56,6 @@ struct ErrorLabels {
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
-fn latency_histogram() -> Histogram {
-    // 250µs .. ~8s, doubling: proxy overhead sits at the bottom, slow backends at the top.
-    Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
-}
-
 /// Status classes used as the `status` label.
 pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
@@ -95,7 +90,7 @@ impl GatewayMetrics {
     pub fn with_registry(mut registry: Registry) -> Self {
         let m = Self {
             requests: Family::default(),
-            latency: Family::new_with_constructor(latency_histogram),
+            latency: Family::new_with_constructor(scalewise::metrics::latency_histogram),
             connect_errors: Family::default(),
             retries: Family::default(),
             client_connections: Family::default(),
