@@ -19,7 +19,7 @@ const INITIAL_BUF: usize = 4096;
 /// Largest response head accepted.
 const MAX_HEAD: usize = 64 * 1024;
 /// Largest body kept when a scenario needs it for extraction.
-const MAX_CAPTURE: usize = 1024 * 1024;
+pub(crate) const MAX_CAPTURE: usize = 1024 * 1024;
 const MAX_HEADERS: usize = 64;
 
 /// A TCP or TLS stream.

@@ -179,8 +179,20 @@ async fn plan(args: &LoadArgs) -> Result<Plan, LoadError> {
     };
     let scenario = match &args.scenario {
         Some(p) => {
+            if args.h2_connections.is_some() {
+                return Err(LoadError::Config(
+                    "--h2-connections does not apply to scenarios (each user has its own connection per origin)".into(),
+                ));
+            }
             let mut sc = Scenario::load(p)?;
-            sc.tls = tls.clone();
+            sc.tls = TlsOptions {
+                alpn: vec![if args.http2 {
+                    b"h2".to_vec()
+                } else {
+                    b"http/1.1".to_vec()
+                }],
+                ..tls.clone()
+            };
             Some(Arc::new(sc))
         }
         None => None,
@@ -273,6 +285,7 @@ async fn plan(args: &LoadArgs) -> Result<Plan, LoadError> {
         probe: true,
         hold: false,
         h2_connections: args.h2_connections,
+        http2: args.http2,
     })
 }
 

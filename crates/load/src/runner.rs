@@ -71,6 +71,8 @@ pub(crate) struct Plan {
     pub hold: bool,
     /// HTTP/2: connections shared by all users (None: one per user).
     pub h2_connections: Option<usize>,
+    /// `--http2`: scenarios speak HTTP/2 too (plain runs use [`Proto::H2`]).
+    pub http2: bool,
 }
 
 /// Shared state of a running test.
@@ -232,9 +234,9 @@ async fn h1_vu(run: Arc<Run>, vu: usize) {
     }
 }
 
-type H2Sender = hyper::client::conn::http2::SendRequest<http_body_util::Full<Bytes>>;
+pub(crate) type H2Sender = hyper::client::conn::http2::SendRequest<http_body_util::Full<Bytes>>;
 
-async fn h2_connect(
+pub(crate) async fn h2_connect(
     target: &Target,
     timeout: Duration,
 ) -> Result<H2Sender, (ErrorKind, std::io::Error)> {
@@ -251,7 +253,7 @@ async fn h2_connect(
     Ok(sender)
 }
 
-fn classify_hyper(e: &hyper::Error) -> ErrorKind {
+pub(crate) fn classify_hyper(e: &hyper::Error) -> ErrorKind {
     if e.is_timeout() {
         ErrorKind::Timeout
     } else if e.is_parse() || e.is_user() {

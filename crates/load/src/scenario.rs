@@ -33,9 +33,9 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use serde::{Deserialize, Deserializer};
 
-use crate::http1::{serialize, Conn, Stream};
+use crate::http1::{serialize, Conn, Response, Stream, MAX_CAPTURE};
 use crate::recorder::{ErrorKind, Local};
-use crate::runner::{connect, Run};
+use crate::runner::{classify_hyper, connect, h2_connect, H2Sender, Run};
 use crate::target::{Target, TlsOptions};
 use crate::LoadError;
 
@@ -605,7 +605,69 @@ fn read_csv(path: &Path) -> Result<Csv, String> {
 
 /// Per-virtual-user connection pool, one connection per origin (bounded: scenarios name few).
 struct Pool {
-    entries: Vec<(String, Target, Option<Conn<Stream>>)>,
+    entries: Vec<(String, Target, Option<Link>)>,
+}
+
+/// A virtual user's connection to one origin.
+enum Link {
+    H1(Conn<Stream>),
+    /// `--http2`: the user's own HTTP/2 connection (one stream in flight, like a browser tab
+    /// that waits for each answer before the next step).
+    H2(H2Sender),
+}
+
+impl Link {
+    async fn open(target: &Target, timeout: Duration, h2: bool) -> Result<Self, ErrorKind> {
+        if h2 {
+            h2_connect(target, timeout)
+                .await
+                .map(Link::H2)
+                .map_err(|(k, _)| k)
+        } else {
+            connect(target, timeout)
+                .await
+                .map(|s| Link::H1(Conn::new(s)))
+                .map_err(|(k, _)| k)
+        }
+    }
+}
+
+/// One HTTP/2 exchange, with the response captured like [`Conn::request`] does.
+async fn h2_exchange(
+    sender: &mut H2Sender,
+    req: http::Request<http_body_util::Full<bytes::Bytes>>,
+    capture: bool,
+) -> Result<Response, ErrorKind> {
+    use http_body_util::BodyExt;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| classify_hyper(&e))?;
+    let mut out = Response {
+        status: resp.status().as_u16(),
+        ..Response::default()
+    };
+    for (k, v) in resp.headers() {
+        out.bytes += (k.as_str().len() + v.len() + 4) as u64;
+        if capture {
+            out.headers.push((
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            ));
+        }
+    }
+    let mut body = resp.into_body();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| classify_hyper(&e))?;
+        if let Some(data) = frame.data_ref() {
+            out.bytes += data.len() as u64;
+            if capture && out.body.len() < MAX_CAPTURE {
+                let room = MAX_CAPTURE - out.body.len();
+                out.body.extend_from_slice(&data[..data.len().min(room)]);
+            }
+        }
+    }
+    Ok(out)
 }
 
 const MAX_ORIGINS: usize = 16;
@@ -733,10 +795,11 @@ async fn run_step(
         },
     };
     let (_, target, conn) = &mut pool.entries[pos];
+    let h2 = run.plan.http2;
     if conn.is_none() {
-        match connect(target, timeout).await {
-            Ok(s) => *conn = Some(Conn::new(s)),
-            Err((kind, _)) => {
+        match Link::open(target, timeout, h2).await {
+            Ok(l) => *conn = Some(l),
+            Err(kind) => {
                 local.error(idx, kind, 0);
                 return;
             }
@@ -757,28 +820,49 @@ async fn run_step(
         .as_ref()
         .map(|b| b.render(vars))
         .unwrap_or_default();
-    let wire = serialize(
-        &step.method,
-        &path,
-        &target.authority,
-        &headers,
-        body.as_bytes(),
-        run.plan.keepalive,
-    );
-    let Some(c) = conn.as_mut() else { return };
     let capture = !step.extract.is_empty();
-    let mut result = tokio::time::timeout(timeout, c.request(&wire, capture)).await;
-    if matches!(result, Ok(Err(_))) && c.stale() {
-        // The server closed the idle keep-alive connection: resend once on a new one.
-        *conn = None;
-        if let Ok(s) = connect(target, timeout).await {
-            let c = conn.insert(Conn::new(s));
-            result = tokio::time::timeout(timeout, c.request(&wire, capture)).await;
+    let result = match conn {
+        Some(Link::H2(sender)) => {
+            let mut req = http::Request::builder()
+                .method(step.method.as_str())
+                .uri(url.as_str());
+            for (k, v) in &headers {
+                req = req.header(k.as_str(), v.as_str());
+            }
+            let Ok(req) = req.body(http_body_util::Full::new(bytes::Bytes::from(body))) else {
+                local.error(idx, ErrorKind::Protocol, 0);
+                return;
+            };
+            tokio::time::timeout(timeout, h2_exchange(sender, req, capture))
+                .await
+                .map(|r| r.map_err(|k| (k, std::io::Error::other("HTTP/2 exchange failed"))))
         }
-    }
+        Some(Link::H1(c)) => {
+            let wire = serialize(
+                &step.method,
+                &path,
+                &target.authority,
+                &headers,
+                body.as_bytes(),
+                run.plan.keepalive,
+            );
+            let mut result = tokio::time::timeout(timeout, c.request(&wire, capture)).await;
+            if matches!(result, Ok(Err(_))) && c.stale() {
+                // The server closed the idle keep-alive connection: resend once on a new one.
+                *conn = None;
+                if let Ok(s) = connect(target, timeout).await {
+                    let mut fresh = Conn::new(s);
+                    result = tokio::time::timeout(timeout, fresh.request(&wire, capture)).await;
+                    *conn = Some(Link::H1(fresh));
+                }
+            }
+            result
+        }
+        None => return,
+    };
     match result {
         Ok(Ok(resp)) => {
-            if resp.close || !run.plan.keepalive {
+            if resp.close || (!h2 && !run.plan.keepalive) {
                 *conn = None;
             }
             if capture && resp.status < 400 {

@@ -3,6 +3,7 @@
 mod common;
 
 use scalewise_load::{load, LoadArgs, Scenario, ScenarioFormat};
+use std::sync::atomic::Ordering;
 
 fn scenario_args(path: std::path::PathBuf) -> LoadArgs {
     let mut a = LoadArgs::new("unused");
@@ -11,12 +12,15 @@ fn scenario_args(path: std::path::PathBuf) -> LoadArgs {
     a
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn toml_scenario_extracts_and_templates() {
-    let (addr, _) = common::server().await;
-    let csv = common::temp_path("users.csv");
+/// A shop scenario against `addr`: `me` only succeeds with the token extracted from `login`,
+/// `item` only with the extracted id 7.
+fn shop_scenario(
+    addr: std::net::SocketAddr,
+    tag: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let csv = common::temp_path(&format!("users-{tag}.csv"));
     std::fs::write(&csv, "user,item\nalice,7\nbob,7\n").unwrap();
-    let file = common::temp_path("s.toml");
+    let file = common::temp_path(&format!("s-{tag}.toml"));
     std::fs::write(
         &file,
         format!(
@@ -50,12 +54,24 @@ weight = 2
         ),
     )
     .unwrap();
+    (file, csv)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn toml_scenario_extracts_and_templates() {
+    let (addr, state) = common::server().await;
+    let (file, csv) = shop_scenario(addr, "h1");
     let mut a = scenario_args(file.clone());
     a.connections = 2;
     a.duration = Some("300ms".into());
     let r = load(&a).await.unwrap();
     assert_eq!(r.protocol, "scenario");
     assert!(r.requests > 10, "{}", r.requests);
+    assert_eq!(
+        state.h2.load(Ordering::SeqCst),
+        0,
+        "HTTP/1.1 unless --http2"
+    );
     // `me` only succeeds with the extracted token, `item` only with the extracted id 7.
     assert_eq!(r.errors.total, 0, "{:?} {:?}", r.errors, r.statuses);
     let names: Vec<&str> = r.steps.iter().map(|s| s.name.as_str()).collect();
@@ -65,6 +81,34 @@ weight = 2
     let (me, item) = (r.steps[1].requests, r.steps[2].requests);
     // Each of the 2 users may be cut off by the deadline after `me` and before its two `item`s.
     assert!(item + 4 >= 2 * me && item <= 2 * me, "me {me} item {item}");
+    let _ = std::fs::remove_file(file);
+    let _ = std::fs::remove_file(csv);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_over_http2_extracts_from_h2_responses() {
+    let (addr, state) = common::server().await;
+    let (file, csv) = shop_scenario(addr, "h2");
+    let mut a = scenario_args(file.clone());
+    a.http2 = true;
+    a.connections = 2;
+    a.requests = Some(20);
+    let r = load(&a).await.unwrap();
+    assert_eq!(r.errors.total, 0, "{:?} {:?}", r.errors, r.statuses);
+    assert_eq!(r.requests, 20);
+    // Every request the server saw came over HTTP/2, each user on its own connection (plus
+    // the reachability probe's connection, which sends nothing).
+    assert_eq!(state.h2.load(Ordering::SeqCst), 20);
+    assert_eq!(state.count.load(Ordering::SeqCst), 20);
+    assert_eq!(state.conns.load(Ordering::SeqCst), 3);
+    assert_eq!(r.steps[0].requests, 2, "login runs once per user");
+
+    a.h2_connections = Some(1);
+    let e = load(&a).await.unwrap_err().to_string();
+    assert!(
+        e.contains("--h2-connections does not apply to scenarios"),
+        "{e}"
+    );
     let _ = std::fs::remove_file(file);
     let _ = std::fs::remove_file(csv);
 }

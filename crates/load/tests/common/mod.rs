@@ -19,6 +19,8 @@ pub struct State {
     pub count: AtomicU64,
     /// Connections accepted (plain server only).
     pub conns: AtomicU64,
+    /// Requests that came over HTTP/2.
+    pub h2: AtomicU64,
     /// The request with this 1-based number stalls for `stall_ms` (0 = never).
     pub stall_at: AtomicU64,
     pub stall_ms: AtomicU64,
@@ -33,6 +35,9 @@ async fn handle(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     use http_body_util::BodyExt;
     let n = st.count.fetch_add(1, Ordering::SeqCst) + 1;
+    if req.version() == hyper::Version::HTTP_2 {
+        st.h2.fetch_add(1, Ordering::SeqCst);
+    }
     if n == st.notify_at.load(Ordering::SeqCst) {
         st.reached.notify_one();
     }
