@@ -4,7 +4,10 @@
 # Two nginx backends answer "hello world". HTTP/1.1 via wrk (1 thread, 64 connections);
 # HTTP/2 (h2c prior knowledge) via h2load when installed.
 #
-# usage: bench/proxy.sh [seconds=10] [connections=64]
+# usage: [ROUNDS=1] bench/proxy.sh [seconds=10] [connections=64]
+#   ROUNDS>1 repeats the HTTP/1.1 runs (proxies in rotating order) and prints medians.
+#   cpu = the proxy's own user+sys CPU time per request (from /proc/PID/stat), so a proxy that
+#   is not the bottleneck still shows what each request costs it.
 # needs: nginx, haproxy, wrk (Debian packages), optionally h2load (nghttp2-client);
 #        builds target/release/scalewise if missing.
 set -euo pipefail
@@ -52,25 +55,63 @@ backend b
   server s2 127.0.0.1:9002
 HA
 nginx -c $T/backend.conf & 
-nginx -c $T/proxy.conf &
-haproxy -f $T/haproxy.cfg &
+nginx -c $T/proxy.conf & NGINX_MASTER=$!
+haproxy -f $T/haproxy.cfg & HAPROXY_PID=$!
 target/release/scalewise gateway --listen 127.0.0.1:9082 --backend 127.0.0.1:9001 \
-  --backend 127.0.0.1:9002 --workers 1 --admin 127.0.0.1:0 >$T/gw.log 2>&1 &
+  --backend 127.0.0.1:9002 --workers 1 --admin 127.0.0.1:0 >$T/gw.log 2>&1 & GW_PID=$!
 for port in 9001 9002 9080 9081 9082; do
   for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 done
-run() { # name url
+NGINX_WORKER=$(pgrep -P $NGINX_MASTER | head -1)
+ROUNDS=${ROUNDS:-1}
+ticks() { [ -n "$1" ] && awk '{print $14 + $15}' /proc/$1/stat 2>/dev/null || echo 0; }
+HZ=$(getconf CLK_TCK)
+run() { # name url pid
+  t0=$(ticks "$3")
   out=$(wrk -t1 -c$C -d${D}s --latency "$2" 2>&1)
+  t1=$(ticks "$3")
   rps=$(echo "$out" | awk '/Requests\/sec/{print $2}')
   p50=$(echo "$out" | awk '$1=="50%"{print $2}')
   p99=$(echo "$out" | awk '$1=="99%"{print $2}')
+  n=$(echo "$out" | awk '/requests in/{print $1}')
+  cpu=$(awk -v pid="$3" -v d=$((t1 - t0)) -v n="$n" -v hz=$HZ 'BEGIN{ if (pid != "" && n > 0) printf "%.2f", d / hz * 1e6 / n; else print "-" }')
   errs=$(echo "$out" | awk '/Non-2xx|Socket errors/{print}' | tr '\n' ' ')
-  printf '%-8s http1 rps=%-10s p50=%-8s p99=%-8s %s\n' "$1" "$rps" "$p50" "$p99" "$errs"
+  printf '%-8s http1 rps=%-10s p50=%-8s p99=%-8s cpu/req=%-6s µs %s\n' "$1" "$rps" "$p50" "$p99" "$cpu" "$errs"
+  echo "$1 $rps $p99 $cpu" >>$T/runs
 }
-run direct  http://127.0.0.1:9001/
-run nginx   http://127.0.0.1:9080/
-run haproxy http://127.0.0.1:9081/
-run gateway http://127.0.0.1:9082/
+NAMES=(direct nginx haproxy gateway)
+URLS=(http://127.0.0.1:9001/ http://127.0.0.1:9080/ http://127.0.0.1:9081/ http://127.0.0.1:9082/)
+PIDS=("" "$NGINX_WORKER" "$HAPROXY_PID" "$GW_PID")
+for r in $(seq "$ROUNDS"); do
+  [ "$ROUNDS" -gt 1 ] && echo "round $r"
+  for k in 0 1 2 3; do
+    # Rotate the order of the proxies each round so none always runs on a warmer machine.
+    i=$(( k == 0 ? 0 : 1 + (k - 1 + r - 1) % 3 ))
+    run "${NAMES[$i]}" "${URLS[$i]}" "${PIDS[$i]}"
+  done
+done
+if [ "$ROUNDS" -gt 1 ]; then
+  python3 - $T/runs <<'PY'
+import statistics, sys, collections
+def ms(v):  # wrk prints 1.23ms / 850.00us / 1.02s
+    for unit, f in (("ms", 1.0), ("us", 1e-3), ("s", 1e3)):
+        if v.endswith(unit):
+            return float(v[: -len(unit)]) * f
+    return float("nan")
+rows = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    name, rps, p99, cpu = line.split()
+    rows[name].append((float(rps), ms(p99), float(cpu) if cpu != "-" else float("nan")))
+print("medians:")
+base = statistics.median(r[0] for r in rows["nginx"])
+for name in ("direct", "nginx", "haproxy", "gateway"):
+    r = rows[name]
+    rps = statistics.median(x[0] for x in r)
+    cpu = statistics.median(x[2] for x in r)
+    cpu = "-" if cpu != cpu else f"{cpu:.2f}µs"
+    print(f"{name:<8} rps={rps:<10.0f} ({rps / base:.2f}x nginx)  p99={statistics.median(x[1] for x in r):.2f}ms  cpu/req={cpu}")
+PY
+fi
 if command -v h2load >/dev/null; then
   h2() { # name url
     out=$(h2load -D $D -c $C -m 10 -t 1 "$2" 2>&1)
