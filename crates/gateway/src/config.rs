@@ -1229,6 +1229,7 @@ mod tests {
             "[[listeners]]\naddr = \"127.0.0.1:1\"\nbogus = 1",
             "[admin]\nbogus = 1",
             "[log]\nbogus = 1",
+            "[server]\nbogus = 1",
             "[upstreams.x]\nbackends = []\nbogus = 1",
             "[upstreams.x]\nbackends = [{ addr = \"127.0.0.1:1\", bogus = 1 }]",
             "[upstreams.x]\nbackends = []\n[upstreams.x.health]\nbogus = 1",
@@ -1309,6 +1310,95 @@ mod tests {
         assert_eq!(
             errs[2].to_string(),
             "routes[0].upstream: got \"nope\", expected one of the [upstreams] names (api)"
+        );
+    }
+
+    #[test]
+    fn backends_may_be_dns_names() {
+        let c = parse(&MINIMAL.replace(
+            "backends = [{ addr = \"127.0.0.1:9001\" }]",
+            "resolve_interval = \"5s\"\nbackends = [{ addr = \"127.0.0.1:9001\" }, \
+             { addr = \"Backend.Internal:8080\", weight = 2 }, { addr = \"[::1]:9\" }]",
+        ))
+        .unwrap();
+        c.validate().unwrap();
+        let u = &c.upstreams["api"];
+        assert_eq!(u.resolve_interval, Duration::from_secs(5));
+        assert_eq!(
+            u.backends[1].addr,
+            BackendAddr::Name {
+                host: "backend.internal".into(),
+                port: 8080
+            }
+        );
+        assert_eq!(
+            u.backends[2].addr,
+            BackendAddr::Ip("[::1]:9".parse().unwrap())
+        );
+        // Round trip keeps the name.
+        let again: Config = toml::from_str(&toml::to_string(&c).unwrap()).unwrap();
+        assert_eq!(c, again);
+
+        for bad in [
+            "backend.internal",
+            "backend.internal:http",
+            "backend.internal:70000",
+            "::1:80",
+            "[::1:80",
+            "bad host:80",
+            "-x.example:80",
+            "a..b:80",
+            ":80",
+        ] {
+            let text = MINIMAL.replace("127.0.0.1:9001", bad);
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(
+                err.contains("is not ip:port, [ipv6]:port or host:port"),
+                "{bad}: {err}"
+            );
+        }
+
+        let mut c = parse(MINIMAL).unwrap();
+        let u = c.upstreams.get_mut("api").unwrap();
+        u.backends = vec![
+            BackendConfig::at("svc.test:0".parse().unwrap()),
+            BackendConfig::at("svc.test:80".parse().unwrap()),
+            BackendConfig::at("SVC.test:80".parse().unwrap()),
+        ];
+        u.resolve_interval = Duration::from_millis(10);
+        let keys: Vec<_> = c
+            .validate()
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.key_path)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "upstreams.api.backends[0].addr",
+                "upstreams.api.backends[2].addr",
+                "upstreams.api.resolve_interval",
+            ]
+        );
+    }
+
+    #[test]
+    fn server_and_admin_sections() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.server.shutdown_timeout, Duration::from_secs(30));
+        assert!(c.admin.enabled);
+        let c = parse(&format!(
+            "{MINIMAL}\n[server]\nshutdown_timeout = \"2s\"\n[admin]\nenabled = false\n"
+        ))
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.server.shutdown_timeout, Duration::from_secs(2));
+        assert!(!c.admin.enabled);
+        let mut c = c;
+        c.server.shutdown_timeout = MAX_DURATION * 2;
+        assert_eq!(
+            c.validate().unwrap_err()[0].key_path,
+            "server.shutdown_timeout"
         );
     }
 
