@@ -16,10 +16,12 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
+type Answers = HashMap<String, Result<Vec<SocketAddr>, String>>;
+
 /// A resolver whose answers the test sets, reporting every lookup (host, Tokio time).
 #[derive(Clone)]
 struct FakeDns {
-    answers: Arc<Mutex<HashMap<String, Result<Vec<SocketAddr>, String>>>>,
+    answers: Arc<Mutex<Answers>>,
     lookups: mpsc::UnboundedSender<(String, tokio::time::Instant)>,
 }
 
