@@ -119,6 +119,12 @@ pub struct ListenerConfig {
     /// forwarded, a streamed body that grows past it is cut off. Absent means unlimited.
     #[serde(default = "defaults::max_body_bytes")]
     pub max_body_bytes: Option<u64>,
+    /// Proxies (CIDRs like `10.0.0.0/8`, or addresses) whose `X-Forwarded-For` is believed:
+    /// for a request from one of them, rate-limit keys and `client_ip` hashing use the
+    /// right-most untrusted address of that header instead of the peer (see
+    /// [`crate::client_ip::client_ip`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_proxies: Vec<crate::client_ip::Cidr>,
 }
 
 impl ListenerConfig {
@@ -140,6 +146,7 @@ impl ListenerConfig {
             request_timeout: defaults::request_timeout(),
             max_header_bytes: defaults::max_header_bytes(),
             max_body_bytes: defaults::max_body_bytes(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -1400,6 +1407,26 @@ mod tests {
             c.validate().unwrap_err()[0].key_path,
             "server.shutdown_timeout"
         );
+    }
+
+    #[test]
+    fn trusted_proxies_are_cidrs() {
+        let c = parse(&MINIMAL.replace(
+            "addr = \"127.0.0.1:8080\"",
+            "addr = \"127.0.0.1:8080\"\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]",
+        ))
+        .unwrap();
+        let t = &c.listeners[0].trusted_proxies;
+        assert_eq!(t.len(), 2);
+        assert!(t[0].contains("10.2.3.4".parse().unwrap()));
+        assert_eq!(t[1].to_string(), "::1/128");
+        let err = parse(&MINIMAL.replace(
+            "addr = \"127.0.0.1:8080\"",
+            "addr = \"127.0.0.1:8080\"\ntrusted_proxies = [\"10.0.0.1/8\"]",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("host bits are set"), "{err}");
     }
 
     #[test]

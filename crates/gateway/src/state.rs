@@ -73,6 +73,9 @@ pub struct ListenerRuntime {
     pub max_body_bytes: Option<u64>,
     /// TLS acceptor, for TLS listeners.
     pub tls: Option<TlsAcceptor>,
+    /// Proxies whose `X-Forwarded-For` is believed; pass to
+    /// [`crate::client_ip::client_ip`].
+    pub trusted_proxies: crate::client_ip::TrustedProxies,
 }
 
 impl std::fmt::Debug for ListenerRuntime {
@@ -393,6 +396,7 @@ impl GatewayState {
                     request_timeout: l.request_timeout,
                     max_body_bytes: l.max_body_bytes,
                     tls,
+                    trusted_proxies: l.trusted_proxies.iter().copied().collect(),
                 },
             );
         }

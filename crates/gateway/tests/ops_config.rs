@@ -181,3 +181,28 @@ async fn admin_can_be_turned_off_in_the_config() {
     .apply(&mut enabled);
     assert!(!enabled.admin.enabled);
 }
+
+#[tokio::test]
+async fn trusted_proxies_reach_the_listener_runtime_and_can_change_on_reload() {
+    let a = backend("a").await;
+    let text = toml_config(&[a.addr], "");
+    let (gw, _listen, _admin) = start(parse(&text), StartOptions::default()).await;
+    let proxy: std::net::IpAddr = "10.1.2.3".parse().unwrap();
+    let state = gw.controller().shared().load();
+    assert!(!state
+        .listener("main")
+        .unwrap()
+        .trusted_proxies
+        .contains(proxy));
+    let changed = text.replace(
+        "name = \"main\"",
+        "name = \"main\"\ntrusted_proxies = [\"10.0.0.0/8\"]",
+    );
+    gw.controller().apply(parse(&changed)).await.unwrap();
+    let state = gw.controller().shared().load();
+    assert!(state
+        .listener("main")
+        .unwrap()
+        .trusted_proxies
+        .contains(proxy));
+}
