@@ -31,7 +31,7 @@ use prometheus_client::metrics::counter::Counter;
 use scalewise::balance::{Endpoint, EndpointConfig, Upstream};
 use scalewise::clock::{Clock, QuantaClock};
 use scalewise::health::ActiveHealthChecks;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -148,8 +148,8 @@ pub struct GatewayState {
 
 /// The endpoints of an upstream: its IP backends as they are, every address of each DNS
 /// backend (sorted) with that backend's weight, in config order. An address listed twice
-/// (say `127.0.0.1:9001` and `localhost:9001`) is kept once, by the balancer, with the
-/// first entry's weight.
+/// (say `127.0.0.1:9001` and `localhost:9001`) is kept once, as the first entry made it
+/// (weight, and host name if any).
 fn endpoint_configs(
     name: &str,
     cfg: &UpstreamConfig,
@@ -157,16 +157,24 @@ fn endpoint_configs(
 ) -> Result<(Vec<EndpointConfig>, HashMap<SocketAddr, Name>), StateError> {
     let mut out = Vec::with_capacity(cfg.backends.len());
     let mut hostnames = HashMap::new();
+    let mut seen = HashSet::new();
+    // Whether the address is new (later duplicates are dropped).
     let mut push = |addr: SocketAddr, weight: u32| {
+        if !seen.insert(addr) {
+            return false;
+        }
         let e = EndpointConfig::new(addr).weight(weight);
         out.push(match cfg.max_connections_per_backend {
             Some(n) => e.max_connections(n),
             None => e,
         });
+        true
     };
     for (j, b) in cfg.backends.iter().enumerate() {
         match &b.addr {
-            BackendAddr::Ip(addr) => push(*addr, b.weight),
+            BackendAddr::Ip(addr) => {
+                push(*addr, b.weight);
+            }
             BackendAddr::Name { .. } => {
                 let n = Name::of(&b.addr).ok_or_else(|| StateError::Unresolved {
                     key: format!("upstreams.{name}.backends[{j}].addr"),
@@ -177,8 +185,9 @@ fn endpoint_configs(
                     name: b.addr.to_string(),
                 })?;
                 for a in addrs {
-                    hostnames.entry(*a).or_insert_with(|| n.clone());
-                    push(*a, b.weight);
+                    if push(*a, b.weight) {
+                        hostnames.insert(*a, n.clone());
+                    }
                 }
             }
         }

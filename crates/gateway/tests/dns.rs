@@ -395,3 +395,27 @@ async fn names_are_resolved_again_every_resolve_interval() {
     assert_eq!(next().await, ("fast.test".into(), 40));
     assert_eq!(next().await, ("late.test".into(), 40));
 }
+
+#[tokio::test]
+async fn an_address_listed_twice_is_one_backend_as_first_listed() {
+    let a = backend_at("a", loopback(1, 0)).await;
+    let port = a.addr.port();
+    let b = backend_at("b", loopback(2, port)).await;
+    let (dns, _lookups) = FakeDns::new();
+    dns.set("svc.test", Ok(vec![b.addr, a.addr]));
+    let text = config(
+        &format!(
+            "{{ addr = \"{}\" }}, {{ addr = \"svc.test:{port}\", weight = 3 }}",
+            a.addr
+        ),
+        "",
+    );
+    let (_gw, _listen, admin) = start(parse(&text), dns.options()).await;
+    let list = listed(admin).await;
+    assert_eq!(list.len(), 2, "{list:?}");
+    let by_addr: HashMap<_, _> = list.into_iter().map(|(a, h, j)| (a, (h, j))).collect();
+    assert_eq!(by_addr[&a.addr].0, None);
+    assert_eq!(by_addr[&a.addr].1["weight"], 1);
+    assert_eq!(by_addr[&b.addr].0.as_deref(), Some("svc.test"));
+    assert_eq!(by_addr[&b.addr].1["weight"], 3);
+}
