@@ -75,7 +75,9 @@ async fn shutdown_timeout_from_the_config_bounds_the_drain() {
         .await
         .expect("shutdown must complete at its deadline");
     assert!(!drained);
-    assert!(!in_flight.is_finished());
+    // In process the held connection ends with the runtime (the binary's exit cuts it; see
+    // crates/cli/tests/gateway_signals.rs).
+    drop(in_flight);
 }
 
 #[tokio::test]
