@@ -44,6 +44,30 @@ fn bad_flags_are_clap_errors() {
     let (code, err) = run(&[&ONE_LINE[..], &["--log-format", "xml"]].concat());
     assert_eq!(code, Some(2));
     assert!(err.contains("human or json"), "{err}");
+
+    let (code, err) = run(&[&ONE_LINE[..], &["--backend", "::1:80"]].concat());
+    assert_eq!(code, Some(2));
+    assert!(err.contains("[ipv6]:port or host:port"), "{err}");
+
+    let (code, err) = run(&[&ONE_LINE[..], &["--shutdown-timeout", "soon"]].concat());
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("--shutdown-timeout") && err.contains("soon"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_backend_name_that_does_not_resolve_is_a_start_error() {
+    // `.invalid` never resolves (RFC 6761).
+    let (code, err) = run(&["--listen", "127.0.0.1:0", "--backend", "nowhere.invalid:80"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains(
+            "key `upstreams.default.backends[0].addr`: \"nowhere.invalid:80\" does not resolve"
+        ),
+        "{err}"
+    );
 }
 
 #[test]

@@ -361,7 +361,12 @@ async fn shutdown_deadline_bounds_the_drain() {
     let dir = scratch("deadline");
     let (listen, admin) = (free_port(), free_port());
     let path = dir.join("gw.toml");
-    std::fs::write(&path, config(listen, admin, &[slow])).unwrap();
+    // The flag wins over the file's deadline (with the file's the test would time out).
+    let text = format!(
+        "{}\n[server]\nshutdown_timeout = \"1h\"\n",
+        config(listen, admin, &[slow])
+    );
+    std::fs::write(&path, text).unwrap();
     let args = [
         "--config",
         path.to_str().unwrap(),
@@ -389,5 +394,85 @@ async fn shutdown_deadline_bounds_the_drain() {
         .unwrap()
         .unwrap();
     assert!(result.is_err(), "{result:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `[server] shutdown_timeout` from the file bounds the drain: the process exits 0 at the
+/// deadline and the hanging request's connection is closed. The same file turns the admin API
+/// off (a public address without a token would otherwise be refused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_file_sets_the_shutdown_deadline_and_turns_admin_off() {
+    let (slow, mut arrived, _never_released) = backend("slow").await;
+    let dir = scratch("deadline-file");
+    let (listen, admin) = (free_port(), free_port());
+    let path = dir.join("gw.toml");
+    let text = config(listen, admin, &[slow]).replace(
+        &format!("[admin]\naddr = \"{admin}\"\n"),
+        &format!(
+            "[admin]\naddr = \"0.0.0.0:{}\"\nenabled = false\n\n[server]\nshutdown_timeout = \"200ms\"\n",
+            admin.port()
+        ),
+    );
+    assert!(text.contains("enabled = false"), "{text}");
+    std::fs::write(&path, text).unwrap();
+    let mut gw = Gateway::spawn(&["--config", path.to_str().unwrap()], &dir);
+    gw.until("listener", || async {
+        get(listen, "/")
+            .await
+            .ok()
+            .filter(|(s, _)| *s == StatusCode::OK)
+    })
+    .await;
+    assert!(
+        TcpStream::connect(admin).await.is_err(),
+        "admin API must be off"
+    );
+    let in_flight = tokio::spawn(async move { get(listen, "/slow").await });
+    tokio::time::timeout(DEADLINE, arrived.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    gw.signal("TERM");
+    assert_eq!(gw.exit_code().await, Some(0), "{}", gw.logs());
+    assert!(
+        gw.logs().contains("shutdown deadline passed"),
+        "{}",
+        gw.logs()
+    );
+    let result = tokio::time::timeout(DEADLINE, in_flight)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(result.is_err(), "{result:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `--backend localhost:PORT`: the name is resolved at start and listed with its addresses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_line_start_with_a_dns_backend() {
+    let (a, _, _ra) = backend("a").await;
+    let dir = scratch("dns");
+    let (listen, admin) = (free_port(), free_port());
+    let backend_arg = format!("localhost:{}", a.port());
+    let args = [
+        "--listen".to_string(),
+        listen.to_string(),
+        "--backend".into(),
+        backend_arg,
+        "--admin".into(),
+        admin.to_string(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut gw = Gateway::spawn(&args, &dir);
+    gw.until("admin API", || async { backend_count_default(admin).await })
+        .await;
+    let (_, body) = get(admin, "/api/backends").await.unwrap();
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let list = v["upstreams"]["default"].as_array().unwrap();
+    assert!(list.iter().all(|b| b["hostname"] == "localhost"), "{body}");
+    assert!(list.iter().any(|b| b["addr"] == a.to_string()), "{body}");
+    assert_eq!(get(listen, "/").await.unwrap().1, "a");
+    gw.signal("TERM");
+    assert_eq!(gw.exit_code().await, Some(0));
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -4,7 +4,7 @@
 //! | method | path | what |
 //! |---|---|---|
 //! | GET | `/api/status` | version, uptime, listeners, upstream and backend counts |
-//! | GET | `/api/backends` | every backend: health, ejections, in-flight, EWMA, weight, draining, breaker |
+//! | GET | `/api/backends` | every backend: address (and DNS host name), health, ejections, in-flight, EWMA, weight, draining, breaker |
 //! | GET | `/api/policies` | rate limits, route policies, retry budgets, circuit breakers |
 //! | POST | `/api/backends/{upstream}/{id or addr}/drain` | stop sending new requests to it |
 //! | POST | `/api/backends/{upstream}/{id or addr}/enable` | undo a drain |

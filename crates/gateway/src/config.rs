@@ -52,6 +52,9 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// Process-level settings (`[server]`).
+    #[serde(default)]
+    pub server: ServerConfig,
     /// Named rate limits that routes refer to (`routes[].rate_limit`); see
     /// docs/gateway-policies.md.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -116,6 +119,12 @@ pub struct ListenerConfig {
     /// forwarded, a streamed body that grows past it is cut off. Absent means unlimited.
     #[serde(default = "defaults::max_body_bytes")]
     pub max_body_bytes: Option<u64>,
+    /// Proxies (CIDRs like `10.0.0.0/8`, or addresses) whose `X-Forwarded-For` is believed:
+    /// for a request from one of them, rate-limit keys and `client_ip` hashing use the
+    /// right-most untrusted address of that header instead of the peer (see
+    /// [`crate::client_ip::client_ip`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_proxies: Vec<crate::client_ip::Cidr>,
 }
 
 impl ListenerConfig {
@@ -137,6 +146,7 @@ impl ListenerConfig {
             request_timeout: defaults::request_timeout(),
             max_header_bytes: defaults::max_header_bytes(),
             max_body_bytes: defaults::max_body_bytes(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -437,6 +447,10 @@ pub struct UpstreamConfig {
     pub pool_idle_timeout: Duration,
     /// The backends.
     pub backends: Vec<BackendConfig>,
+    /// How often the DNS names among `backends` are looked up again (after the previous
+    /// lookup finished). Ignored when every backend is an IP address.
+    #[serde(default = "defaults::resolve_interval", with = "humantime_serde")]
+    pub resolve_interval: Duration,
     /// Active and passive health checking.
     #[serde(default)]
     pub health: HealthConfig,
@@ -464,6 +478,7 @@ impl UpstreamConfig {
             pool_idle_per_backend: defaults::pool_idle_per_backend(),
             pool_idle_timeout: defaults::pool_idle_timeout(),
             backends: backends.into_iter().map(BackendConfig::new).collect(),
+            resolve_interval: defaults::resolve_interval(),
             health: HealthConfig::default(),
             circuit_breaker: None,
             retry_budget: scalewise::retry::BudgetConfig::default(),
@@ -475,8 +490,9 @@ impl UpstreamConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
-    /// Address to connect to.
-    pub addr: SocketAddr,
+    /// Address to connect to: `ip:port`, `[ipv6]:port`, or `host:port` for a DNS name
+    /// (every address the name resolves to becomes a backend of this weight).
+    pub addr: BackendAddr,
     /// Relative share of traffic for weighted algorithms.
     #[serde(default = "defaults::weight")]
     pub weight: u32,
@@ -485,7 +501,128 @@ pub struct BackendConfig {
 impl BackendConfig {
     /// A backend at `addr` with weight 1.
     pub fn new(addr: SocketAddr) -> Self {
+        Self::at(BackendAddr::Ip(addr))
+    }
+
+    /// A backend at `addr` (an IP address or a DNS name) with weight 1.
+    pub fn at(addr: BackendAddr) -> Self {
         Self { addr, weight: 1 }
+    }
+}
+
+/// Where a backend is: a socket address, or a DNS name and port that the gateway resolves at
+/// start and again every `resolve_interval`.
+///
+/// ```
+/// use scalewise_gateway::config::BackendAddr;
+///
+/// assert!(matches!("10.0.0.1:80".parse(), Ok(BackendAddr::Ip(_))));
+/// assert!(matches!("[::1]:80".parse(), Ok(BackendAddr::Ip(_))));
+/// let name: BackendAddr = "Backend.Internal:8080".parse().unwrap();
+/// assert_eq!(name.to_string(), "backend.internal:8080");
+/// assert!("backend.internal".parse::<BackendAddr>().is_err()); // no port
+/// assert!("::1:80".parse::<BackendAddr>().is_err()); // IPv6 needs brackets
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum BackendAddr {
+    /// A literal address.
+    Ip(SocketAddr),
+    /// A DNS name (lower-cased) and port.
+    Name {
+        /// The host name, e.g. `backend.internal`.
+        host: String,
+        /// The port.
+        port: u16,
+    },
+}
+
+impl BackendAddr {
+    /// The port.
+    pub fn port(&self) -> u16 {
+        match self {
+            Self::Ip(a) => a.port(),
+            Self::Name { port, .. } => *port,
+        }
+    }
+
+    /// The host name, for a DNS backend.
+    pub fn host(&self) -> Option<&str> {
+        match self {
+            Self::Ip(_) => None,
+            Self::Name { host, .. } => Some(host),
+        }
+    }
+}
+
+impl From<SocketAddr> for BackendAddr {
+    fn from(a: SocketAddr) -> Self {
+        Self::Ip(a)
+    }
+}
+
+impl FromStr for BackendAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Ok(a) = s.parse::<SocketAddr>() {
+            return Ok(Self::Ip(a));
+        }
+        let bad = |why: &str| format!("`{s}` is not ip:port, [ipv6]:port or host:port: {why}");
+        let (host, port) = s.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| bad("the port is not a number from 0 to 65535"))?;
+        if host.starts_with('[') || host.contains(':') {
+            return Err(bad("an IPv6 address must be written in brackets, [::1]:80"));
+        }
+        if !is_dns_name(host) {
+            return Err(bad(
+                "the host is not a DNS name (labels of letters, digits, `-`, `_`)",
+            ));
+        }
+        Ok(Self::Name {
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+}
+
+/// A syntactically valid DNS name: at most 253 characters, dot-separated labels of 1–63
+/// letters, digits, `-` or `_` (a trailing dot is allowed).
+fn is_dns_name(host: &str) -> bool {
+    let h = host.strip_suffix('.').unwrap_or(host);
+    !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+impl TryFrom<String> for BackendAddr {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<BackendAddr> for String {
+    fn from(a: BackendAddr) -> String {
+        a.to_string()
+    }
+}
+
+impl fmt::Display for BackendAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Ip(a) => a.fmt(f),
+            Self::Name { host, port } => write!(f, "{host}:{port}"),
+        }
     }
 }
 
@@ -497,6 +634,9 @@ pub use scalewise::health::HealthConfig;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
+    /// Serve the admin API at all; `false` is what `--admin off` does.
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
     /// Address of the admin listener.
     #[serde(default = "defaults::admin_addr")]
     pub addr: SocketAddr,
@@ -508,8 +648,27 @@ pub struct AdminConfig {
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             addr: defaults::admin_addr(),
             token: None,
+        }
+    }
+}
+
+/// Process-level settings (`[server]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// How long SIGTERM/SIGINT wait for in-flight requests before the remaining connections
+    /// are closed and the process exits. `--shutdown-timeout` overrides it.
+    #[serde(default = "defaults::shutdown_timeout", with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            shutdown_timeout: defaults::shutdown_timeout(),
         }
     }
 }
@@ -598,8 +757,22 @@ impl Config {
             upstreams,
             admin: AdminConfig::default(),
             log: LogConfig::default(),
+            server: ServerConfig::default(),
             rate_limits: BTreeMap::new(),
         }
+    }
+
+    /// [`Config::from_backends`] with backends that may be DNS names (`--backend host:port`).
+    pub fn from_backend_addrs(
+        listen: SocketAddr,
+        backends: impl IntoIterator<Item = BackendAddr>,
+        algorithm: AlgorithmName,
+    ) -> Self {
+        let mut config = Self::from_backends(listen, [], algorithm);
+        if let Some(u) = config.upstreams.get_mut("default") {
+            u.backends = backends.into_iter().map(BackendConfig::at).collect();
+        }
+        config
     }
 
     /// Checks what the types cannot: references between sections, ranges, uniqueness.
@@ -780,7 +953,7 @@ impl Config {
                         "1 to 10000",
                     );
                 }
-                if !seen.insert(b.addr) {
+                if !seen.insert(&b.addr) {
                     e(
                         format!("upstreams.{name}.backends[{j}].addr"),
                         &b.addr,
@@ -803,6 +976,13 @@ impl Config {
                         "a cookie name (letters, digits, `-`, `_`)",
                     );
                 }
+            }
+            if u.resolve_interval < Duration::from_secs(1) || too_long(u.resolve_interval) {
+                e(
+                    k("resolve_interval"),
+                    &humantime::format_duration(u.resolve_interval),
+                    "at least 1s, at most 30 days",
+                );
             }
             for (f, d) in [
                 ("connect_timeout", u.connect_timeout),
@@ -918,6 +1098,14 @@ impl Config {
             }
         }
 
+        if too_long(self.server.shutdown_timeout) {
+            e(
+                "server.shutdown_timeout".into(),
+                &humantime::format_duration(self.server.shutdown_timeout),
+                "at most 30 days",
+            );
+        }
+
         crate::policy::validate(self, &mut errs);
         if errs.is_empty() {
             Ok(())
@@ -1001,6 +1189,12 @@ mod defaults {
     pub fn admin_addr() -> SocketAddr {
         SocketAddr::from((Ipv4Addr::LOCALHOST, 9090))
     }
+    pub fn resolve_interval() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn shutdown_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
     pub fn log_level() -> String {
         "info".into()
     }
@@ -1042,6 +1236,7 @@ mod tests {
             "[[listeners]]\naddr = \"127.0.0.1:1\"\nbogus = 1",
             "[admin]\nbogus = 1",
             "[log]\nbogus = 1",
+            "[server]\nbogus = 1",
             "[upstreams.x]\nbackends = []\nbogus = 1",
             "[upstreams.x]\nbackends = [{ addr = \"127.0.0.1:1\", bogus = 1 }]",
             "[upstreams.x]\nbackends = []\n[upstreams.x.health]\nbogus = 1",
@@ -1123,6 +1318,115 @@ mod tests {
             errs[2].to_string(),
             "routes[0].upstream: got \"nope\", expected one of the [upstreams] names (api)"
         );
+    }
+
+    #[test]
+    fn backends_may_be_dns_names() {
+        let c = parse(&MINIMAL.replace(
+            "backends = [{ addr = \"127.0.0.1:9001\" }]",
+            "resolve_interval = \"5s\"\nbackends = [{ addr = \"127.0.0.1:9001\" }, \
+             { addr = \"Backend.Internal:8080\", weight = 2 }, { addr = \"[::1]:9\" }]",
+        ))
+        .unwrap();
+        c.validate().unwrap();
+        let u = &c.upstreams["api"];
+        assert_eq!(u.resolve_interval, Duration::from_secs(5));
+        assert_eq!(
+            u.backends[1].addr,
+            BackendAddr::Name {
+                host: "backend.internal".into(),
+                port: 8080
+            }
+        );
+        assert_eq!(
+            u.backends[2].addr,
+            BackendAddr::Ip("[::1]:9".parse().unwrap())
+        );
+        // Round trip keeps the name.
+        let again: Config = toml::from_str(&toml::to_string(&c).unwrap()).unwrap();
+        assert_eq!(c, again);
+
+        for bad in [
+            "backend.internal",
+            "backend.internal:http",
+            "backend.internal:70000",
+            "::1:80",
+            "[::1:80",
+            "bad host:80",
+            "-x.example:80",
+            "a..b:80",
+            ":80",
+        ] {
+            let text = MINIMAL.replace("127.0.0.1:9001", bad);
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(
+                err.contains("is not ip:port, [ipv6]:port or host:port"),
+                "{bad}: {err}"
+            );
+        }
+
+        let mut c = parse(MINIMAL).unwrap();
+        let u = c.upstreams.get_mut("api").unwrap();
+        u.backends = vec![
+            BackendConfig::at("svc.test:0".parse().unwrap()),
+            BackendConfig::at("svc.test:80".parse().unwrap()),
+            BackendConfig::at("SVC.test:80".parse().unwrap()),
+        ];
+        u.resolve_interval = Duration::from_millis(10);
+        let keys: Vec<_> = c
+            .validate()
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.key_path)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "upstreams.api.backends[0].addr",
+                "upstreams.api.backends[2].addr",
+                "upstreams.api.resolve_interval",
+            ]
+        );
+    }
+
+    #[test]
+    fn server_and_admin_sections() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.server.shutdown_timeout, Duration::from_secs(30));
+        assert!(c.admin.enabled);
+        let c = parse(&format!(
+            "{MINIMAL}\n[server]\nshutdown_timeout = \"2s\"\n[admin]\nenabled = false\n"
+        ))
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.server.shutdown_timeout, Duration::from_secs(2));
+        assert!(!c.admin.enabled);
+        let mut c = c;
+        c.server.shutdown_timeout = MAX_DURATION * 2;
+        assert_eq!(
+            c.validate().unwrap_err()[0].key_path,
+            "server.shutdown_timeout"
+        );
+    }
+
+    #[test]
+    fn trusted_proxies_are_cidrs() {
+        let c = parse(&MINIMAL.replace(
+            "addr = \"127.0.0.1:8080\"",
+            "addr = \"127.0.0.1:8080\"\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]",
+        ))
+        .unwrap();
+        let t = &c.listeners[0].trusted_proxies;
+        assert_eq!(t.len(), 2);
+        assert!(t[0].contains("10.2.3.4".parse().unwrap()));
+        assert_eq!(t[1].to_string(), "::1/128");
+        let err = parse(&MINIMAL.replace(
+            "addr = \"127.0.0.1:8080\"",
+            "addr = \"127.0.0.1:8080\"\ntrusted_proxies = [\"10.0.0.1/8\"]",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("host bits are set"), "{err}");
     }
 
     #[test]

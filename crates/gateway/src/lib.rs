@@ -8,8 +8,10 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod client_ip;
 pub mod config;
 pub mod config_file;
+pub mod dns;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
@@ -39,14 +41,16 @@ pub struct Args {
         conflicts_with = "config"
     )]
     pub listen: Option<SocketAddr>,
-    /// A backend address; repeat for several (one-line start).
+    /// A backend: `ip:port` or `host:port` (a DNS name, resolved at start and every 30s);
+    /// repeat for several (one-line start).
     #[arg(
         long = "backend",
         value_name = "ADDR",
         required_unless_present = "config",
-        conflicts_with = "config"
+        conflicts_with = "config",
+        value_parser = parse_backend
     )]
-    pub backends: Vec<SocketAddr>,
+    pub backends: Vec<config::BackendAddr>,
     /// Balancing algorithm of the one-line start: round_robin, weighted_round_robin,
     /// least_conn, peak_ewma, p2c, random, ring_hash, maglev.
     #[arg(long, value_name = "NAME", conflicts_with = "config", value_parser = parse_algorithm)]
@@ -73,9 +77,10 @@ pub struct Args {
     /// their own `rate_limit` keep it.
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     pub rate_limit: Option<scalewise::ratelimit::Rate>,
-    /// How long a shutdown waits for in-flight requests before closing them.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
-    pub shutdown_timeout: Duration,
+    /// How long a shutdown waits for in-flight requests before closing them
+    /// [default: `server.shutdown_timeout` of the file, else 30s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_shutdown_timeout)]
+    pub shutdown_timeout: Option<Duration>,
 }
 
 /// The `--admin` setting.
@@ -89,6 +94,18 @@ pub enum AdminAddr {
 
 fn parse_algorithm(s: &str) -> Result<config::AlgorithmName, String> {
     s.parse()
+}
+
+fn parse_backend(s: &str) -> Result<config::BackendAddr, String> {
+    s.parse()
+}
+
+fn parse_shutdown_timeout(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e}"))?;
+    if d > config::MAX_DURATION {
+        return Err(format!("`{s}` is longer than 30 days"));
+    }
+    Ok(d)
 }
 
 fn parse_rate(s: &str) -> Result<scalewise::ratelimit::Rate, String> {

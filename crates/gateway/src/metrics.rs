@@ -70,6 +70,7 @@ pub struct GatewayMetrics {
     client_connections: Family<ListenerLabels, Gauge>,
     backend_in_flight: Family<BackendLabels, Gauge>,
     local_replies: Family<ErrorLabels, Counter>,
+    dns_failures: Family<UpstreamLabels, Counter>,
     pub(crate) policy: crate::policy::PolicyMetrics,
 }
 
@@ -96,6 +97,7 @@ impl GatewayMetrics {
             client_connections: Family::default(),
             backend_in_flight: Family::default(),
             local_replies: Family::default(),
+            dns_failures: Family::default(),
             policy: crate::policy::PolicyMetrics::default(),
             registry: Registry::default(),
         };
@@ -134,6 +136,11 @@ impl GatewayMetrics {
             "local_replies",
             "Answers the gateway produced itself, by kind (no_route, bad_gateway, ...)",
             m.local_replies.clone(),
+        );
+        r.register(
+            "dns_resolve_failures",
+            "Failed or empty DNS lookups of backend names (the last good addresses stay)",
+            m.dns_failures.clone(),
         );
         m.policy.register(r);
         Self { registry, ..m }
@@ -198,6 +205,14 @@ impl GatewayMetrics {
                 upstream: upstream.to_owned(),
             })
             .clone()
+    }
+
+    pub(crate) fn dns_failure(&self, upstream: &str) {
+        self.dns_failures
+            .get_or_create(&UpstreamLabels {
+                upstream: upstream.to_owned(),
+            })
+            .inc();
     }
 
     pub(crate) fn local_reply(&self, listener: &str, kind: &'static str) {

@@ -10,12 +10,14 @@
 //! stays.
 use crate::config::{Config, LogFormat};
 use crate::config_file::{self, Format, LoadError, LoadErrors};
+use crate::dns::{self, Resolve, Resolved};
 use crate::metrics::GatewayMetrics;
 use crate::state::Shared;
 use crate::{admin, listener, AdminAddr, Args};
 use arc_swap::ArcSwap;
 use prometheus_client::registry::Registry;
 use scalewise::metrics::{Samples, SnapshotCollector};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,6 +39,8 @@ pub struct Overrides {
     pub access_log: bool,
     /// `--rate-limit`: see [`crate::policy::apply_rate_limit_flag`].
     pub rate_limit: Option<scalewise::ratelimit::Rate>,
+    /// `--shutdown-timeout`.
+    pub shutdown_timeout: Option<Duration>,
 }
 
 impl Overrides {
@@ -48,13 +52,22 @@ impl Overrides {
             log_format: args.log_format,
             access_log: args.access_log,
             rate_limit: args.rate_limit,
+            shutdown_timeout: args.shutdown_timeout,
         }
     }
 
     /// Applies the flags to a config (on start and on every reload).
     pub fn apply(&self, config: &mut Config) {
-        if let Some(AdminAddr::At(addr)) = self.admin {
-            config.admin.addr = addr;
+        match self.admin {
+            Some(AdminAddr::At(addr)) => {
+                config.admin.addr = addr;
+                config.admin.enabled = true;
+            }
+            Some(AdminAddr::Off) => config.admin.enabled = false,
+            None => {}
+        }
+        if let Some(d) = self.shutdown_timeout {
+            config.server.shutdown_timeout = d;
         }
         if let Some(token) = &self.admin_token {
             config.admin.token = Some(token.clone());
@@ -66,10 +79,6 @@ impl Overrides {
         if let Some(rate) = self.rate_limit {
             crate::policy::apply_rate_limit_flag(config, rate);
         }
-    }
-
-    fn admin_enabled(&self) -> bool {
-        self.admin != Some(AdminAddr::Off)
     }
 }
 
@@ -83,6 +92,9 @@ pub struct StartOptions {
     /// The clock of the upstream policies (see [`Shared::with_clock`]); `None` for the
     /// default monotonic clock. Tests pass a [`scalewise::clock::ManualClock`].
     pub clock: Option<Arc<dyn scalewise::clock::Clock>>,
+    /// The resolver of DNS backends; `None` for the system's ([`dns::SystemResolver`]).
+    /// Tests pass one whose answers they control.
+    pub resolver: Option<Arc<dyn Resolve>>,
 }
 
 impl std::fmt::Debug for StartOptions {
@@ -91,6 +103,7 @@ impl std::fmt::Debug for StartOptions {
             .field("config_path", &self.config_path)
             .field("overrides", &self.overrides)
             .field("clock", &self.clock.as_ref().map(|_| "custom"))
+            .field("resolver", &self.resolver.as_ref().map(|_| "custom"))
             .finish()
     }
 }
@@ -123,6 +136,21 @@ pub struct Controller {
     admin_addr: std::sync::OnceLock<SocketAddr>,
     reloads: AtomicU64,
     failed_reloads: AtomicU64,
+    resolver: Arc<dyn Resolve>,
+    /// Wakes the DNS refresh task after a reload, which may have changed names or intervals.
+    dns_wake: Arc<tokio::sync::Notify>,
+    dns_updates: AtomicU64,
+}
+
+/// What one DNS refresh round did ([`Controller::refresh_dns`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DnsRefresh {
+    /// Names looked up.
+    pub looked_up: usize,
+    /// Lookups that failed or came back empty (their last good answer stays).
+    pub failed: usize,
+    /// Whether an answer changed and the endpoints were updated.
+    pub changed: bool,
 }
 
 impl std::fmt::Debug for Controller {
@@ -183,6 +211,7 @@ impl Controller {
             "config_file": self.options.config_path.as_ref().map(|p| p.display().to_string()),
             "reloads": self.reloads.load(Ordering::Relaxed),
             "failed_reloads": self.failed_reloads.load(Ordering::Relaxed),
+            "dns_updates": self.dns_updates.load(Ordering::Relaxed),
             "upstreams": upstreams,
         })
     }
@@ -201,6 +230,10 @@ impl Controller {
                     if let Some(obj) = v.as_object_mut() {
                         obj.insert("id".into(), format!("{name}/{}", e.id()).into());
                         obj.insert("upstream".into(), name.clone().into());
+                        obj.insert(
+                            "hostname".into(),
+                            up.hostname(e.addr()).map(|n| n.host.clone()).into(),
+                        );
                         obj.insert("breaker".into(), up.policy.breaker_json(e));
                     }
                     v
@@ -319,16 +352,177 @@ impl Controller {
                     .collect(),
             )));
         }
+        // Names the running config does not have are looked up before taking the lock, so a
+        // slow DNS server holds up neither other reloads nor DNS refreshes; known names keep
+        // their current answer (the refresh task keeps those fresh).
+        let known = self.shared.load().resolved().clone();
+        let fresh = dns::resolve_new(&config, &known, &*self.resolver)
+            .await
+            .map_err(|errs| ReloadError::Invalid(unresolved_errors("<new config>", errs)))?;
         // One reload at a time: two concurrent builds from the same old state would each
         // carry over balancer state and the second swap would discard the first's.
         let _guard = self.reload_lock.lock().await;
         let old = self.config.load_full();
         fixed_keys_unchanged(&old, &config).map_err(ReloadError::Fixed)?;
+        // Answers refreshed while this reload waited for the lock win over the ones it
+        // started from.
+        let mut table = (**self.shared.load().resolved()).clone();
+        for (name, addrs) in fresh.iter() {
+            if table.get(name).is_none() {
+                table.insert(name.clone(), addrs.to_vec());
+            }
+        }
+        table.retain_used(&config);
         self.shared
-            .apply(config.clone())
+            .apply_resolved(config.clone(), table)
             .map_err(|e| ReloadError::Build(e.to_string()))?;
         self.config.store(Arc::new(config));
+        self.dns_wake.notify_one();
         Ok(())
+    }
+
+    /// Looks up the DNS backend names of `upstreams` (of every upstream for `None`) again
+    /// and, if an answer changed, rebuilds the state from the running config with the new
+    /// answers: endpoints whose address stays keep all their state and pooled connections,
+    /// new addresses become endpoints, vanished ones are removed (requests in flight to them
+    /// finish). A failed or empty lookup keeps the name's last good answer, logs a warning and
+    /// counts in `gateway_dns_resolve_failures_total{upstream}`.
+    ///
+    /// The gateway runs this every `resolve_interval` per upstream; tests and operators can
+    /// call it to resolve at once.
+    pub async fn refresh_dns(&self, upstreams: Option<&BTreeSet<String>>) -> DnsRefresh {
+        let config = self.config();
+        let (answers, failures) = dns::refresh(&config, upstreams, &*self.resolver).await;
+        let mut report = DnsRefresh {
+            looked_up: answers.len() + failures.len(),
+            failed: failures.len(),
+            changed: false,
+        };
+        for f in &failures {
+            tracing::warn!(
+                name = %f.name,
+                upstreams = ?f.upstreams,
+                error = %f.error,
+                "DNS lookup failed; keeping the last good addresses"
+            );
+            for u in &f.upstreams {
+                self.shared.metrics.dns_failure(u);
+            }
+        }
+        if answers.is_empty() {
+            return report;
+        }
+        let _guard = self.reload_lock.lock().await;
+        // A reload may have happened during the lookups: apply to what runs now.
+        let config = self.config();
+        let state = self.shared.load();
+        let current = state.resolved();
+        let mut table = (**current).clone();
+        for (name, addrs) in answers {
+            table.insert(name, addrs);
+        }
+        table.retain_used(&config);
+        if table == **current {
+            return report;
+        }
+        for (name, addrs) in table.iter() {
+            if current.get(name) != Some(addrs) {
+                tracing::info!(
+                    %name,
+                    addrs = ?addrs,
+                    before = ?current.get(name).unwrap_or_default(),
+                    "DNS answer changed; updating the endpoints"
+                );
+            }
+        }
+        match self.shared.apply_resolved((*config).clone(), table) {
+            Ok(()) => {
+                self.dns_updates.fetch_add(1, Ordering::Relaxed);
+                report.changed = true;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot apply the new DNS answers; keeping the old ones");
+            }
+        }
+        report
+    }
+}
+
+/// Unresolvable names as load errors naming key and value.
+fn unresolved_errors(origin: &str, errs: Vec<dns::Unresolved>) -> LoadErrors {
+    LoadErrors(
+        errs.into_iter()
+            .map(|e| LoadError {
+                key: Some(e.key),
+                message: format!("\"{}\" does not resolve: {}", e.name, e.error),
+                ..LoadError::new(origin, "")
+            })
+            .collect(),
+    )
+}
+
+/// Re-resolves DNS backend names: each upstream that has any, `resolve_interval` after its
+/// previous lookup finished. Sleeps on Tokio's timer, so a paused test clock drives it.
+async fn dns_refresh_loop(
+    ctl: Weak<Controller>,
+    wake: Arc<tokio::sync::Notify>,
+    stop: CancellationToken,
+) {
+    use tokio::time::Instant;
+    // Upstream → (next lookup, the interval that was scheduled with).
+    let mut due: HashMap<String, (Instant, Duration)> = HashMap::new();
+    loop {
+        let Some(ctl) = ctl.upgrade() else { return };
+        let config = ctl.config();
+        let now = Instant::now();
+        let mut ready = BTreeSet::new();
+        let mut next: Option<Instant> = None;
+        let mut live = HashSet::new();
+        for (name, u) in &config.upstreams {
+            if !u.backends.iter().any(|b| b.addr.host().is_some()) {
+                continue;
+            }
+            live.insert(name.as_str());
+            let interval = u.resolve_interval;
+            let entry = due
+                .entry(name.clone())
+                .or_insert((now + interval, interval));
+            if entry.1 != interval {
+                *entry = (now + interval, interval);
+            }
+            if entry.0 <= now {
+                ready.insert(name.clone());
+            } else {
+                next = Some(next.map_or(entry.0, |n: Instant| n.min(entry.0)));
+            }
+        }
+        due.retain(|n, _| live.contains(n.as_str()));
+        if !ready.is_empty() {
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => return,
+                _ = ctl.refresh_dns(Some(&ready)) => {}
+            }
+            let finished = Instant::now();
+            for n in &ready {
+                if let Some(e) = due.get_mut(n) {
+                    e.0 = finished + e.1;
+                }
+            }
+            continue;
+        }
+        drop(ctl);
+        let sleep = async {
+            match next {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = wake.notified() => {}
+            () = sleep => {}
+        }
     }
 }
 
@@ -349,17 +543,19 @@ fn fixed_keys_unchanged(old: &Config, new: &Config) -> Result<(), String> {
                 a.addr, b.addr
             ));
         }
-        // TLS certificates, the request timeout and the body limit are read per request from
-        // the state; everything else was applied to the socket or the connection builder.
+        // TLS certificates, the request timeout, the body limit and the trusted proxies are
+        // read per request from the state; everything else was applied to the socket or the
+        // connection builder.
         let socket_part = |l: &crate::config::ListenerConfig| crate::config::ListenerConfig {
             tls: None,
             request_timeout: Duration::ZERO,
             max_body_bytes: None,
+            trusted_proxies: Vec::new(),
             ..l.clone()
         };
         if socket_part(a) != socket_part(b) {
             return Err(format!(
-                "listeners[{i}] ({}): only tls, request_timeout and max_body_bytes can change \
+                "listeners[{i}] ({}): only tls, request_timeout, max_body_bytes and trusted_proxies can change \
                  on reload; the other listener settings are bound to its socket and {restart}",
                 a.name
             ));
@@ -400,6 +596,7 @@ pub struct Gateway {
     shutdown: CancellationToken,
     listening: Vec<listener::Listening>,
     admin_task: Option<JoinHandle<()>>,
+    dns_task: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -429,11 +626,11 @@ impl Gateway {
                     .collect()
             ))
         })?;
-        let admin_enabled = options.overrides.admin_enabled();
+        let admin_enabled = config.admin.enabled;
         if admin_enabled && !config.admin.addr.ip().is_loopback() && config.admin.token.is_none() {
             anyhow::bail!(
                 "admin.addr {} is reachable from other hosts: set admin.token (or --admin-token), \
-                 bind a loopback address, or disable it with --admin off",
+                 bind a loopback address, or disable it (admin.enabled = false, --admin off)",
                 config.admin.addr
             );
         }
@@ -449,11 +646,20 @@ impl Gateway {
             }
         })));
         let metrics = GatewayMetrics::with_registry(registry);
-        let shared = match &options.clock {
-            Some(clock) => Shared::with_clock(config.clone(), metrics, clock.clone()),
-            None => Shared::new(config.clone(), metrics),
-        }
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let resolver = options.resolver.clone().unwrap_or_else(dns::system);
+        let origin = options
+            .config_path
+            .as_ref()
+            .map_or_else(|| "config".to_owned(), |p| p.display().to_string());
+        let resolved = dns::resolve_new(&config, &Resolved::default(), &*resolver)
+            .await
+            .map_err(|errs| anyhow::anyhow!(unresolved_errors(&origin, errs)))?;
+        let clock = options
+            .clock
+            .clone()
+            .unwrap_or_else(crate::state::default_clock);
+        let shared = Shared::with_resolved(config.clone(), metrics, clock, resolved)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         let _ = slot.set(Arc::downgrade(&shared));
         let shutdown = CancellationToken::new();
 
@@ -476,7 +682,15 @@ impl Gateway {
             admin_addr: std::sync::OnceLock::new(),
             reloads: AtomicU64::new(0),
             failed_reloads: AtomicU64::new(0),
+            resolver,
+            dns_wake: Arc::default(),
+            dns_updates: AtomicU64::new(0),
         });
+        let dns_task = Some(tokio::spawn(dns_refresh_loop(
+            Arc::downgrade(&controller),
+            controller.dns_wake.clone(),
+            shutdown.child_token(),
+        )));
         let _ = controller.listeners.set(bound);
 
         let admin_task = if admin_enabled {
@@ -502,6 +716,7 @@ impl Gateway {
             shutdown,
             listening,
             admin_task,
+            dns_task,
         })
     }
 
@@ -520,10 +735,19 @@ impl Gateway {
         self.controller.admin_addr.get().copied()
     }
 
+    /// The drain deadline of a shutdown: `server.shutdown_timeout` of the running config
+    /// (after `--shutdown-timeout`).
+    pub fn shutdown_timeout(&self) -> Duration {
+        self.controller.config().server.shutdown_timeout
+    }
+
     /// Stops accepting, lets in-flight requests finish for up to `deadline`, then closes what
     /// is left. Returns whether everything finished in time.
     pub async fn shutdown(mut self, deadline: Duration) -> bool {
         self.shutdown.cancel();
+        if let Some(task) = self.dns_task.take() {
+            task.abort();
+        }
         let listening = std::mem::take(&mut self.listening);
         let drained = tokio::time::timeout(deadline, async {
             for l in listening {
@@ -543,6 +767,9 @@ impl Drop for Gateway {
     /// A gateway dropped without [`Gateway::shutdown`] stops accepting at once.
     fn drop(&mut self) {
         self.shutdown.cancel();
+        if let Some(task) = self.dns_task.take() {
+            task.abort();
+        }
     }
 }
 
@@ -604,9 +831,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let listen = args
                 .listen
                 .ok_or_else(|| anyhow::anyhow!("--listen is required without --config"))?;
-            let built = Config::from_backends(
+            let built = Config::from_backend_addrs(
                 listen,
-                args.backends.iter().copied(),
+                args.backends.iter().cloned(),
                 args.algorithm.unwrap_or_default(),
             );
             config_file::finish_built(&built, "command line").map_err(|e| anyhow::anyhow!("{e}"))?
@@ -619,12 +846,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         config_path: args.config.clone(),
         overrides,
         clock: None,
+        resolver: None,
     };
     let gateway = Gateway::start(config, options).await?;
     wait_for_signals(gateway.controller()).await?;
-    tracing::info!(deadline = ?args.shutdown_timeout, "shutting down: draining in-flight requests");
+    // Read at the signal: a reload may have changed it.
+    let deadline = gateway.shutdown_timeout();
+    tracing::info!(?deadline, "shutting down: draining in-flight requests");
     tokio::select! {
-        drained = gateway.shutdown(args.shutdown_timeout) => {
+        drained = gateway.shutdown(deadline) => {
             if drained {
                 tracing::info!("drained; bye");
             } else {

@@ -20,7 +20,8 @@
 //! shared.apply(config)?;
 //! # Ok(()) }
 //! ```
-use crate::config::{Config, ConfigError, UpstreamConfig};
+use crate::config::{BackendAddr, Config, ConfigError, UpstreamConfig};
+use crate::dns::{Name, Resolved};
 use crate::metrics::GatewayMetrics;
 use crate::proxy::pool::{BackendClient, BackendSettings};
 use crate::route::{Route, Router};
@@ -30,7 +31,7 @@ use prometheus_client::metrics::counter::Counter;
 use scalewise::balance::{Endpoint, EndpointConfig, Upstream};
 use scalewise::clock::{Clock, QuantaClock};
 use scalewise::health::ActiveHealthChecks;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +43,14 @@ pub enum StateError {
     /// [`Config::validate`] failed.
     #[error("invalid configuration: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Invalid(Vec<ConfigError>),
+    /// A backend's DNS name has no answer in the resolution table the state is built with.
+    #[error("{key}: \"{name}\" has not been resolved (names are resolved by Gateway::start and on reload)")]
+    Unresolved {
+        /// The key naming it, e.g. `upstreams.app.backends[0].addr`.
+        key: String,
+        /// The name as written.
+        name: String,
+    },
     /// A listener's certificate or key could not be loaded.
     #[error("listener {listener}: {source}")]
     Tls {
@@ -64,6 +73,9 @@ pub struct ListenerRuntime {
     pub max_body_bytes: Option<u64>,
     /// TLS acceptor, for TLS listeners.
     pub tls: Option<TlsAcceptor>,
+    /// Proxies whose `X-Forwarded-For` is believed; pass to
+    /// [`crate::client_ip::client_ip`].
+    pub trusted_proxies: crate::client_ip::TrustedProxies,
 }
 
 impl std::fmt::Debug for ListenerRuntime {
@@ -88,6 +100,10 @@ pub struct UpstreamRuntime {
     checks: Option<Arc<ActiveHealthChecks>>,
     /// Backend clients by endpoint id.
     backends: Vec<Option<Arc<BackendClient>>>,
+    /// The endpoint list the balancer was last given (config plus DNS answers).
+    endpoint_configs: Vec<EndpointConfig>,
+    /// The DNS name each resolved endpoint address came from.
+    hostnames: HashMap<SocketAddr, Name>,
     pub(crate) retries: Counter,
     /// Retry budget and per-backend circuit breakers.
     pub policy: crate::policy::UpstreamPolicy,
@@ -112,6 +128,12 @@ impl UpstreamRuntime {
     pub fn backends(&self) -> impl Iterator<Item = &Arc<BackendClient>> {
         self.backends.iter().flatten()
     }
+
+    /// The DNS name (`host:port` as configured) an endpoint address was resolved from;
+    /// `None` for a backend configured as an IP address.
+    pub fn hostname(&self, addr: SocketAddr) -> Option<&Name> {
+        self.hostnames.get(&addr)
+    }
 }
 
 /// Everything the data path needs, built from one [`Config`].
@@ -121,51 +143,97 @@ pub struct GatewayState {
     listeners: HashMap<String, ListenerRuntime>,
     upstreams: BTreeMap<String, Arc<UpstreamRuntime>>,
     limiters: crate::policy::Limiters,
+    resolved: Arc<Resolved>,
 }
 
-fn endpoint_configs(cfg: &UpstreamConfig) -> Vec<EndpointConfig> {
-    cfg.backends
-        .iter()
-        .map(|b| {
-            let e = EndpointConfig::new(b.addr).weight(b.weight);
-            match cfg.max_connections_per_backend {
-                Some(n) => e.max_connections(n),
-                None => e,
+/// The endpoints of an upstream: its IP backends as they are, every address of each DNS
+/// backend (sorted) with that backend's weight, in config order. An address listed twice
+/// (say `127.0.0.1:9001` and `localhost:9001`) is kept once, as the first entry made it
+/// (weight, and host name if any).
+fn endpoint_configs(
+    name: &str,
+    cfg: &UpstreamConfig,
+    resolved: &Resolved,
+) -> Result<(Vec<EndpointConfig>, HashMap<SocketAddr, Name>), StateError> {
+    let mut out = Vec::with_capacity(cfg.backends.len());
+    let mut hostnames = HashMap::new();
+    let mut seen = HashSet::new();
+    // Whether the address is new (later duplicates are dropped).
+    let mut push = |addr: SocketAddr, weight: u32| {
+        if !seen.insert(addr) {
+            return false;
+        }
+        let e = EndpointConfig::new(addr).weight(weight);
+        out.push(match cfg.max_connections_per_backend {
+            Some(n) => e.max_connections(n),
+            None => e,
+        });
+        true
+    };
+    for (j, b) in cfg.backends.iter().enumerate() {
+        match &b.addr {
+            BackendAddr::Ip(addr) => {
+                push(*addr, b.weight);
             }
-        })
-        .collect()
+            BackendAddr::Name { .. } => {
+                let n = Name::of(&b.addr).ok_or_else(|| StateError::Unresolved {
+                    key: format!("upstreams.{name}.backends[{j}].addr"),
+                    name: b.addr.to_string(),
+                })?;
+                let addrs = resolved.get(&n).ok_or_else(|| StateError::Unresolved {
+                    key: format!("upstreams.{name}.backends[{j}].addr"),
+                    name: b.addr.to_string(),
+                })?;
+                for a in addrs {
+                    if push(*a, b.weight) {
+                        hostnames.insert(*a, n.clone());
+                    }
+                }
+            }
+        }
+    }
+    Ok((out, hostnames))
 }
 
 /// The clock the gateway runs on unless a test injects one. The balancer, its breakers and the
 /// retry budget read it several times per request; the TSC-backed clock is as precise as
 /// `Instant` and cheaper to read on VMs.
-fn default_clock() -> Arc<dyn Clock> {
+pub(crate) fn default_clock() -> Arc<dyn Clock> {
     Arc::new(QuantaClock::new())
 }
 
-fn build_upstream(name: &str, cfg: &UpstreamConfig, clock: &Arc<dyn Clock>) -> Upstream {
+fn build_upstream(
+    name: &str,
+    cfg: &UpstreamConfig,
+    endpoints: &[EndpointConfig],
+    clock: &Arc<dyn Clock>,
+) -> Upstream {
     Upstream::builder(name)
         .clock(clock.clone())
         .algorithm(cfg.algorithm.algorithm())
         .health(cfg.health.clone())
-        .endpoints(endpoint_configs(cfg))
+        .endpoints(endpoints.iter().cloned())
         .build()
 }
 
 /// Brings the live balancer of a kept upstream to `new`: endpoints with unchanged addresses
 /// keep their counters, latency estimate, health and ejections (the library's
-/// `Upstream::update`).
-fn update_upstream(up: &Upstream, old: &UpstreamConfig, new: &UpstreamConfig) {
-    if old.health != new.health {
+/// `Upstream::update`). The endpoint lists compared are after DNS resolution, so a changed
+/// DNS answer takes the same path as an edited backend list.
+fn update_upstream(
+    up: &Upstream,
+    old: &UpstreamRuntime,
+    new: &UpstreamConfig,
+    endpoints: &[EndpointConfig],
+) {
+    if old.config.health != new.health {
         up.set_health_config(new.health.clone());
     }
-    if old.algorithm != new.algorithm {
+    if old.config.algorithm != new.algorithm {
         up.set_algorithm(new.algorithm.algorithm());
     }
-    if old.backends != new.backends
-        || old.max_connections_per_backend != new.max_connections_per_backend
-    {
-        up.update(endpoint_configs(new));
+    if old.endpoint_configs != endpoints {
+        up.update(endpoints.to_vec());
     }
 }
 
@@ -206,6 +274,23 @@ impl GatewayState {
         metrics: &GatewayMetrics,
         clock: &Arc<dyn Clock>,
     ) -> Result<Self, StateError> {
+        let resolved = prev.map(|p| p.resolved.clone()).unwrap_or_default();
+        Self::build_resolved(config, prev, metrics, clock, resolved)
+    }
+
+    /// [`GatewayState::build_with_clock`] with the DNS answers for the config's backend
+    /// names (see [`crate::dns`]); every name must have one.
+    ///
+    /// # Errors
+    /// As [`GatewayState::build`], and [`StateError::Unresolved`] for a name without an
+    /// answer in `resolved`.
+    pub fn build_resolved(
+        config: &Config,
+        prev: Option<&GatewayState>,
+        metrics: &GatewayMetrics,
+        clock: &Arc<dyn Clock>,
+        resolved: Arc<Resolved>,
+    ) -> Result<Self, StateError> {
         config.validate().map_err(StateError::Invalid)?;
 
         // Everything fallible first: a failed build must leave the live balancers untouched.
@@ -220,12 +305,18 @@ impl GatewayState {
             }
         }
 
+        let mut resolved_eps = BTreeMap::new();
+        for (name, ucfg) in &config.upstreams {
+            resolved_eps.insert(name, endpoint_configs(name, ucfg, &resolved)?);
+        }
+
         let mut upstreams = BTreeMap::new();
         for (name, ucfg) in &config.upstreams {
             let old = prev.and_then(|p| p.upstreams.get(name));
+            let (eps, hostnames) = resolved_eps.remove(name).unwrap_or_default();
             let (balancer, checks) = match old {
                 Some(o) => {
-                    update_upstream(&o.balancer, &o.config, ucfg);
+                    update_upstream(&o.balancer, o, ucfg, &eps);
                     let checks = if o.config.health.active == ucfg.health.active {
                         o.checks.clone()
                     } else {
@@ -234,7 +325,7 @@ impl GatewayState {
                     (o.balancer.clone(), checks)
                 }
                 None => {
-                    let up = build_upstream(name, ucfg, clock);
+                    let up = build_upstream(name, ucfg, &eps, clock);
                     let checks = spawn_checks(&up, ucfg);
                     (up, checks)
                 }
@@ -267,6 +358,8 @@ impl GatewayState {
                     balancer,
                     checks,
                     backends,
+                    endpoint_configs: eps,
+                    hostnames,
                     retries: metrics.retries(name),
                 }),
             );
@@ -312,6 +405,7 @@ impl GatewayState {
                     request_timeout: l.request_timeout,
                     max_body_bytes: l.max_body_bytes,
                     tls,
+                    trusted_proxies: l.trusted_proxies.iter().copied().collect(),
                 },
             );
         }
@@ -321,7 +415,13 @@ impl GatewayState {
             listeners,
             upstreams,
             limiters,
+            resolved,
         })
+    }
+
+    /// The DNS answers this state was built with.
+    pub fn resolved(&self) -> &Arc<Resolved> {
+        &self.resolved
     }
 
     /// The configuration this state was built from.
@@ -420,7 +520,21 @@ impl Shared {
         metrics: GatewayMetrics,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>, StateError> {
-        let state = GatewayState::build_with_clock(&config, None, &metrics, &clock)?;
+        Self::with_resolved(config, metrics, clock, Resolved::default())
+    }
+
+    /// [`Shared::with_clock`] with the DNS answers for the config's backend names.
+    ///
+    /// # Errors
+    /// As [`GatewayState::build_resolved`].
+    pub fn with_resolved(
+        config: Config,
+        metrics: GatewayMetrics,
+        clock: Arc<dyn Clock>,
+        resolved: Resolved,
+    ) -> Result<Arc<Self>, StateError> {
+        let state =
+            GatewayState::build_resolved(&config, None, &metrics, &clock, Arc::new(resolved))?;
         Ok(Arc::new(Self {
             state: ArcSwap::from_pointee(state),
             metrics,
@@ -444,6 +558,24 @@ impl Shared {
         let current = self.state.load_full();
         let next =
             GatewayState::build_with_clock(&config, Some(&current), &self.metrics, &self.clock)?;
+        self.state.store(Arc::new(next));
+        Ok(())
+    }
+
+    /// [`Shared::apply`] with new DNS answers: what a reload of a config with new names
+    /// does, and what a changed DNS answer does with the running config.
+    ///
+    /// # Errors
+    /// As [`GatewayState::build_resolved`]; the current state stays in place.
+    pub fn apply_resolved(&self, config: Config, resolved: Resolved) -> Result<(), StateError> {
+        let current = self.state.load_full();
+        let next = GatewayState::build_resolved(
+            &config,
+            Some(&current),
+            &self.metrics,
+            &self.clock,
+            Arc::new(resolved),
+        )?;
         self.state.store(Arc::new(next));
         Ok(())
     }

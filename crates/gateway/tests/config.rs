@@ -159,3 +159,59 @@ fn syntax_errors_have_a_line() {
     assert!(msg.starts_with("gw.toml:11:"), "{msg}");
     assert!(!msg.contains('\n'), "{msg}");
 }
+
+#[test]
+fn bad_backend_addresses_name_file_line_and_key() {
+    let text = BASE.replace("127.0.0.1:9002", "::1:9002");
+    let msg = one_error(&text, &[]);
+    assert!(
+        msg.starts_with("gw.toml:9:44: key `upstreams.app.backends[1].addr`"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("`::1:9002` is not ip:port, [ipv6]:port or host:port"),
+        "{msg}"
+    );
+
+    let text = BASE.replace("127.0.0.1:9002", "backend.internal:9002");
+    let cfg = parse(&text, &[]).unwrap();
+    assert_eq!(
+        cfg.upstreams["app"].backends[1].addr.host(),
+        Some("backend.internal")
+    );
+}
+
+#[test]
+fn ops_keys_from_the_environment() {
+    let cfg = parse(
+        BASE,
+        &[
+            ("SCALEWISE_SERVER__SHUTDOWN_TIMEOUT", "7s"),
+            ("SCALEWISE_ADMIN__ENABLED", "false"),
+            ("SCALEWISE_UPSTREAMS__APP__RESOLVE_INTERVAL", "1m"),
+            (
+                "SCALEWISE_LISTENERS__0__TRUSTED_PROXIES",
+                "[\"10.0.0.0/8\"]",
+            ),
+        ],
+    )
+    .unwrap();
+    assert_eq!(cfg.server.shutdown_timeout.as_secs(), 7);
+    assert!(!cfg.admin.enabled);
+    assert_eq!(cfg.upstreams["app"].resolve_interval.as_secs(), 60);
+    assert_eq!(cfg.listeners[0].trusted_proxies.len(), 1);
+
+    let msg = one_error(BASE, &[("SCALEWISE_SERVER__SHUTDOWN_TIMEOUT", "soon")]);
+    assert!(
+        msg.starts_with("environment variable SCALEWISE_SERVER__SHUTDOWN_TIMEOUT"),
+        "{msg}"
+    );
+    let msg = one_error(
+        BASE,
+        &[("SCALEWISE_UPSTREAMS__APP__RESOLVE_INTERVAL", "10ms")],
+    );
+    assert!(
+        msg.contains("upstreams.app.resolve_interval") && msg.contains("at least 1s"),
+        "{msg}"
+    );
+}

@@ -257,9 +257,9 @@ async fn rate_limit_flag_limits_every_route_per_client_ip() {
     .is_err());
 
     // What `scalewise gateway` builds from those flags.
-    let config = Config::from_backends(
+    let config = Config::from_backend_addrs(
         cli.args.listen.unwrap(),
-        cli.args.backends.iter().copied(),
+        cli.args.backends.iter().cloned(),
         AlgorithmName::RoundRobin,
     );
     let overrides = Overrides::from_args(&cli.args);

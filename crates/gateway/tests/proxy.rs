@@ -255,11 +255,11 @@ async fn weighted_and_sticky_upstreams() {
     up.algorithm = AlgorithmName::WeightedRoundRobin;
     up.backends = vec![
         BackendConfig {
-            addr: a.addr,
+            addr: a.addr.into(),
             weight: 3,
         },
         BackendConfig {
-            addr: b.addr,
+            addr: b.addr.into(),
             weight: 1,
         },
     ];

@@ -29,7 +29,14 @@ impl Drop for Backend {
 }
 
 pub async fn backend(name: &str) -> Backend {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    backend_at(name, "127.0.0.1:0".parse().unwrap()).await
+}
+
+/// [`backend`] bound to `addr` (e.g. another loopback address with the same port).
+pub async fn backend_at(name: &str, addr: SocketAddr) -> Backend {
+    let listener = TcpListener::bind(addr)
+        .await
+        .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
     let addr = listener.local_addr().unwrap();
     let hits = Arc::new(AtomicU64::new(0));
     let body: Bytes = Bytes::from(name.to_owned());
