@@ -2,7 +2,8 @@
 # Side-by-side: `scalewise load` vs wrk (and oha when installed) against the same nginx target,
 # 64 connections, one generator thread; then the generator's memory at 10,000 connections.
 #
-# Usage: bench/load_vs_wrk.sh            (DURATION=10 ROUNDS=3 CONNS=64 MEM_CONNS=10000 by default)
+# Usage: bench/load_vs_wrk.sh            (DURATION=10 ROUNDS=3 CONNS=64 MEM_CONNS=10000 NGINX_WORKERS=1 by default)
+#        NGINX_WORKERS=2 ...   a target with more capacity than one core, so the generator is the limit
 #        DURATION=5 MEM_CONNS=0 bench/load_vs_wrk.sh   (shorter, skip the memory run)
 # Needs: nginx (apt: nginx-light), wrk, python3, optionally oha (cargo install oha); builds scalewise in release mode if needed.
 set -euo pipefail
@@ -24,7 +25,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 TMP=$(mktemp -d)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 cat >"$TMP/nginx.conf" <<CONF
-worker_processes 1;
+worker_processes ${NGINX_WORKERS:-1};
 worker_rlimit_nofile 65536;
 daemon off;
 pid $TMP/nginx.pid;
@@ -50,8 +51,8 @@ done
 URL=http://127.0.0.1:$PORT/
 
 ROUNDS=${ROUNDS:-3}
-echo "target: nginx (1 worker) at $URL; $CONNS connections, 1 generator thread, ${DURATION}s per run"
-echo "$ROUNDS rounds, alternating which tool goes first; cpu = generator user+sys CPU per request"
+echo "target: nginx (${NGINX_WORKERS:-1} worker(s)) at $URL; $CONNS connections, 1 generator thread, ${DURATION}s per run"
+echo "$ROUNDS rounds, rotating which tool goes first; cpu = generator user+sys CPU per request"
 printf '%-6s %-10s %14s %12s %14s\n' round tool "requests/s" "p99" "cpu µs/req"
 TIMEFORMAT='%U %S'
 
@@ -71,29 +72,32 @@ run_scalewise() {
   printf '%-6s %-10s %14s %12s %14s\n' "$1" scalewise "$SW_RPS" "$SW_P99" "$SW_CPU"
   echo "$SW_RPS" >>"$TMP/sw.all"
 }
+run_oha() {
+  { time oha -z "${DURATION}s" -c "$CONNS" --no-tui --worker-threads 1 --output-format json "$URL" >"$TMP/oha.json" 2>/dev/null; } 2>"$TMP/oha.time"
+  read -r OHA_RPS OHA_P99 OHA_REQ < <(python3 -c "import json; r=json.load(open('$TMP/oha.json')); print(f\"{r['summary']['requestsPerSec']:.2f} {r['latencyPercentiles']['p99']*1000:.3f}ms {sum(r['statusCodeDistribution'].values())}\")")
+  OHA_CPU=$(awk -v n="$OHA_REQ" '{printf "%.2f", ($1+$2)*1e6/n}' "$TMP/oha.time")
+  printf '%-6s %-10s %14s %12s %14s\n' "$1" oha "$OHA_RPS" "$OHA_P99" "$OHA_CPU"
+  echo "$OHA_RPS" >>"$TMP/oha.all"
+}
+HAVE_OHA=$(command -v oha >/dev/null && echo 1 || echo 0)
 for r in $(seq "$ROUNDS"); do
-  if [ $((r % 2)) = 0 ]; then run_scalewise "$r"; run_wrk "$r"; else run_wrk "$r"; run_scalewise "$r"; fi
+  # Rotate which tool goes first so none always meets a warmer (or hotter) machine.
+  tools=(wrk scalewise)
+  [ "$HAVE_OHA" = 1 ] && tools+=(oha)
+  n=${#tools[@]}
+  for k in $(seq 0 $((n - 1))); do
+    t=${tools[$(( (k + r - 1) % n ))]}
+    "run_$t" "$r"
+  done
 done
-python3 - "$TMP/wrk.all" "$TMP/sw.all" <<'PY'
-import statistics, sys
-w = [float(x) for x in open(sys.argv[1])]
-s = [float(x) for x in open(sys.argv[2])]
-mw, ms = statistics.median(w), statistics.median(s)
+python3 - "$TMP/wrk.all" "$TMP/sw.all" "$TMP/oha.all" <<'PY'
+import os, statistics, sys
+med = lambda p: statistics.median(float(x) for x in open(p)) if os.path.exists(p) else None
+mw, ms, mo = (med(p) for p in sys.argv[1:4])
 print(f"median requests/s: wrk {mw:.0f}, scalewise {ms:.0f}; scalewise / wrk = {ms / mw:.2f}x")
+if mo:
+    print(f"median requests/s: oha {mo:.0f}; scalewise / oha = {ms / mo:.2f}x")
 PY
-SW_RPS=$(python3 -c "import statistics; print(statistics.median(float(x) for x in open('$TMP/sw.all')))")
-
-if command -v oha >/dev/null; then
-  oha -z "${DURATION}s" -c "$CONNS" --no-tui --worker-threads 1 --output-format json "$URL" >"$TMP/oha.json" 2>/dev/null || true
-  python3 - "$TMP/oha.json" "$SW_RPS" <<'PY' || true
-import json, sys
-r = json.load(open(sys.argv[1]))
-rps = r["summary"]["requestsPerSec"]
-p99 = r["latencyPercentiles"]["p99"] * 1000
-print(f"{'oha':<10} {rps:14.2f} {p99:10.3f}ms")
-print(f"scalewise / oha = {float(sys.argv[2]) / rps:.2f}x")
-PY
-fi
 
 if [ "$MEM_CONNS" -gt 0 ]; then
   echo
