@@ -279,29 +279,59 @@ async fn serve_connection(
                         prefix: buf,
                         inner: stream,
                     };
-                    serve_h2(io, info, activity, setup, cancel).await;
+                    boxed_h2(io, info, activity, setup, cancel).await;
                 }
             }
         }
-        Some(acceptor) => {
-            let hs =
-                tokio::time::timeout(setup.timeouts.header_read, acceptor.accept(stream)).await;
-            let Ok(Ok(s)) = hs else { return };
-            if s.get_ref().1.alpn_protocol() == Some(b"h2") {
-                serve_h2(s, info, activity, setup, cancel).await;
-            } else {
-                h1::serve(
-                    s,
-                    BytesMut::new(),
-                    info,
-                    setup.h1,
-                    cancel,
-                    setup.buffers.clone(),
-                )
-                .await;
-            }
-        }
+        Some(acceptor) => boxed_tls(acceptor, stream, info, activity, setup, cancel).await,
     }
+}
+
+// A task keeps room for its future's largest state for its whole life, and most
+// connections are plain HTTP/1: the HTTP/2 and TLS states (hyper's connection, the
+// handshake) live in boxes of their own. Built in plain functions, because a future
+// moved into `Box::pin` inside an async fn may still take room in the outer one.
+
+type BoxFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+fn boxed_h2<'a, I>(
+    io: I,
+    info: Arc<ConnInfo>,
+    activity: Arc<Activity>,
+    setup: &'a ConnSetup,
+    cancel: CancellationToken,
+) -> BoxFuture<'a>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    Box::pin(serve_h2(io, info, activity, setup, cancel))
+}
+
+fn boxed_tls(
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    info: Arc<ConnInfo>,
+    activity: Arc<Activity>,
+    setup: &ConnSetup,
+    cancel: CancellationToken,
+) -> BoxFuture<'_> {
+    Box::pin(async move {
+        let hs = tokio::time::timeout(setup.timeouts.header_read, acceptor.accept(stream)).await;
+        let Ok(Ok(s)) = hs else { return };
+        if s.get_ref().1.alpn_protocol() == Some(b"h2") {
+            serve_h2(s, info, activity, setup, cancel).await;
+        } else {
+            h1::serve(
+                s,
+                BytesMut::new(),
+                info,
+                setup.h1,
+                cancel,
+                setup.buffers.clone(),
+            )
+            .await;
+        }
+    })
 }
 
 async fn serve_h2<I>(

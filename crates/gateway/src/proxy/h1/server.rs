@@ -38,11 +38,23 @@ const WRITE_BATCH: usize = 16 * 1024;
 pub(crate) trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// Ready when reading would make progress, without reading (so without a buffer).
     fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+
+    /// Reads what is there without waiting. `None` if the transport cannot tell.
+    ///
+    /// Why: readiness stays set until a read reports `WouldBlock`, and the request reads
+    /// usually stop before that. One read that finds nothing (nginx does the same before
+    /// it frees a keep-alive connection's buffer) makes [`poll_readable`](Self::poll_readable)
+    /// wait for the next request for real.
+    fn try_read_now(&mut self, buf: &mut BytesMut) -> Option<io::Result<usize>>;
 }
 
 impl ClientIo for TcpStream {
     fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.poll_read_ready(cx)
+    }
+
+    fn try_read_now(&mut self, buf: &mut BytesMut) -> Option<io::Result<usize>> {
+        Some(self.try_read_buf(buf))
     }
 }
 
@@ -50,6 +62,10 @@ impl ClientIo for tokio_rustls::server::TlsStream<TcpStream> {
     fn poll_readable(&self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         // rustls may hold decrypted bytes already: only a read can tell.
         Poll::Ready(Ok(()))
+    }
+
+    fn try_read_now(&mut self, _: &mut BytesMut) -> Option<io::Result<usize>> {
+        None
     }
 }
 
@@ -160,9 +176,19 @@ pub(crate) async fn serve<S: ClientIo>(
             }
         };
         first = false;
-        if !exchange(&mut c, head, &ci, &cancel).await {
+        // Boxed: the pipeline's future is large, and a task keeps room for its biggest
+        // state for its whole life; boxed, an idle connection's task holds a pointer.
+        if !boxed_exchange(&mut c, head, &ci, &cancel).await {
             let _ = c.io.shutdown().await;
             return;
+        }
+        if c.rbuf.is_empty() {
+            c.hold();
+            match c.io.try_read_now(&mut c.rbuf) {
+                Some(Ok(0)) => return,
+                Some(Err(e)) if e.kind() != io::ErrorKind::WouldBlock => return,
+                _ => {}
+            }
         }
     }
 }
@@ -197,6 +223,16 @@ async fn read_head<S: ClientIo>(
             _ => return Ok(None),
         }
     }
+}
+
+/// [`exchange`] in a box of its own, built outside the async fn (see `listener.rs`).
+fn boxed_exchange<'a, S: ClientIo>(
+    c: &'a mut Client<S>,
+    head: RequestHead,
+    ci: &'a Arc<ConnInfo>,
+    cancel: &'a CancellationToken,
+) -> Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
+    Box::pin(exchange(c, head, ci, cancel))
 }
 
 /// One request and its response. Returns whether the connection may carry another.
