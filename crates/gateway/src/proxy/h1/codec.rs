@@ -273,6 +273,12 @@ pub(crate) fn parse_response(
     if framing == Framing::Close {
         keep_alive = false;
     }
+    let mut headers = headers;
+    if f.te {
+        // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3): a length passed on
+        // next to a de-chunked body would frame it wrongly for the client.
+        headers.remove(http::header::CONTENT_LENGTH);
+    }
     let (mut parts, ()) = http::Response::new(()).into_parts();
     parts.status = status;
     parts.version = version;

@@ -90,11 +90,25 @@ struct Client<S> {
     held: bool,
 }
 
+/// Buffers kept per thread for the next busy connection, so that a request does not cost
+/// a malloc and free of each buffer. Bounded: beyond it, buffers go back to the allocator.
+const SPARE_BUFFERS: usize = 64;
+
+thread_local! {
+    static SPARE: std::cell::RefCell<Vec<(BytesMut, Vec<u8>)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl<S> Client<S> {
     fn hold(&mut self) {
         if !self.held {
             self.held = true;
             self.gauge.inc();
+            if self.rbuf.capacity() == 0 {
+                if let Some((r, w)) = SPARE.try_with(|s| s.borrow_mut().pop()).ok().flatten() {
+                    self.rbuf = r;
+                    self.wbuf = w;
+                }
+            }
         }
         if self.rbuf.capacity() - self.rbuf.len() < 1024 {
             self.rbuf.reserve(READ_CHUNK);
@@ -103,20 +117,30 @@ impl<S> Client<S> {
 
     /// Gives the buffers back while the connection waits.
     fn release(&mut self) {
-        self.rbuf = BytesMut::new();
-        self.wbuf = Vec::new();
         if self.held {
             self.held = false;
             self.gauge.dec();
+        }
+        let mut r = std::mem::take(&mut self.rbuf);
+        let mut w = std::mem::take(&mut self.wbuf);
+        // Only a buffer no body frame still points into can be handed on as it is.
+        r.clear();
+        if r.try_reclaim(READ_CHUNK) && w.capacity() <= 4 * WRITE_BATCH {
+            w.clear();
+            // `try_with`: a connection dropped while its thread shuts down finds no list.
+            let _ = SPARE.try_with(|s| {
+                let mut s = s.borrow_mut();
+                if s.len() < SPARE_BUFFERS {
+                    s.push((r, w));
+                }
+            });
         }
     }
 }
 
 impl<S> Drop for Client<S> {
     fn drop(&mut self) {
-        if self.held {
-            self.gauge.dec();
-        }
+        self.release();
     }
 }
 
@@ -145,6 +169,10 @@ pub(crate) async fn serve<S: ClientIo>(
         held: false,
     };
     let mut first = true;
+    // One registration with the token for the connection's life, not one per idle spell
+    // (each registration takes the token's lock).
+    let cancelled = cancel.cancelled();
+    tokio::pin!(cancelled);
     loop {
         if c.rbuf.is_empty() {
             c.release();
@@ -155,7 +183,7 @@ pub(crate) async fn serve<S: ClientIo>(
             };
             let ready = tokio::select! {
                 biased;
-                () = cancel.cancelled() => return,
+                () = &mut cancelled => return,
                 r = tokio::time::timeout(wait, std::future::poll_fn(|cx| c.io.poll_readable(cx))) => r,
             };
             if !matches!(ready, Ok(Ok(()))) {
