@@ -203,12 +203,14 @@ impl BackendClient {
     }
 
     /// Sends the request described by `o` with `body`; returns the response head and its
-    /// streaming body.
+    /// streaming body. `now` is the caller's clock reading, reused for the pool's idle
+    /// bookkeeping.
     pub(crate) async fn send<B: ForwardBody>(
         &self,
         o: &Outgoing<'_>,
         body: &mut B,
         has_body: bool,
+        now: std::time::Instant,
     ) -> Result<Response<UpstreamBody>, SendError> {
         match &self.transport {
             Transport::H1(pool) => {
@@ -219,6 +221,7 @@ impl BackendClient {
                     o,
                     body,
                     has_body,
+                    now,
                 )
                 .await
                 {

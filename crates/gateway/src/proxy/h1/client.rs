@@ -11,7 +11,7 @@
 use super::codec::{self, BodyDecoder, Framing, ResponseHead};
 use crate::proxy::body::{BoxError, ForwardBody};
 use crate::proxy::headers::{self, Forwarding};
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt as _;
 use http::header::{self, HeaderValue};
 use http::Method;
@@ -55,24 +55,26 @@ impl Pool {
         }
     }
 
-    fn checkout(&self) -> Option<Conn> {
+    fn checkout(&self, now: Instant) -> Option<Conn> {
         let mut idle = self.idle.lock().ok()?;
         while let Some((conn, since)) = idle.pop() {
-            if since.elapsed() <= self.idle_timeout {
+            if now.saturating_duration_since(since) <= self.idle_timeout {
                 return Some(conn);
             }
         }
         None
     }
 
-    fn release(&self, conn: Conn) {
+    /// Takes `conn` back; `since` is when its last request started (close enough to when
+    /// it went idle for an idle timeout, and saves reading the clock).
+    fn release(&self, conn: Conn, since: Instant) {
         // A response that left bytes behind was framed wrongly: do not trust the connection.
         if !conn.rbuf.is_empty() {
             return;
         }
         if let Ok(mut idle) = self.idle.lock() {
             if idle.len() < self.max_idle {
-                idle.push((conn, Instant::now()));
+                idle.push((conn, since));
             }
         }
     }
@@ -230,10 +232,9 @@ impl Conn {
         loop {
             if !self.rbuf.is_empty() {
                 got_any = true;
-                let parsed = codec::parse_response(&self.rbuf, MAX_RESPONSE_HEAD, head_request)
+                let parsed = codec::parse_response(&mut self.rbuf, MAX_RESPONSE_HEAD, head_request)
                     .map_err(|e| ExchangeError::Other(Box::new(e)))?;
                 if let Some(h) = parsed {
-                    self.rbuf.advance(h.len);
                     if h.parts.status.is_informational()
                         && h.parts.status != http::StatusCode::SWITCHING_PROTOCOLS
                     {
@@ -347,6 +348,7 @@ pub(crate) async fn send<B: ForwardBody>(
     o: &Outgoing<'_>,
     body: &mut B,
     has_body: bool,
+    now: Instant,
 ) -> Result<(ResponseHead, H1Body), Result<io::Error, BoxError>> {
     let framing = request_framing(o.parts, has_body);
     let mut head = Vec::with_capacity(512);
@@ -354,7 +356,7 @@ pub(crate) async fn send<B: ForwardBody>(
     let head_request = o.parts.method == Method::HEAD;
     let mut fresh_only = o.upgrade;
     loop {
-        let pooled = if fresh_only { None } else { pool.checkout() };
+        let pooled = if fresh_only { None } else { pool.checkout(now) };
         let reused = pooled.is_some();
         let mut conn = match pooled {
             Some(c) if has_body && c.looks_closed() => continue,
@@ -363,7 +365,7 @@ pub(crate) async fn send<B: ForwardBody>(
         };
         match conn.exchange(&mut head, body, framing, head_request).await {
             Ok(h) => {
-                let body = H1Body::new(conn, &h, pool);
+                let body = H1Body::new(conn, &h, pool, now);
                 return Ok((h, body));
             }
             Err(ExchangeError::Stale(_)) if reused && !has_body => fresh_only = true,
@@ -380,10 +382,11 @@ pub(crate) struct H1Body {
     keep_alive: bool,
     upgraded: bool,
     pool: Weak<Pool>,
+    started: Instant,
 }
 
 impl H1Body {
-    fn new(conn: Conn, head: &ResponseHead, pool: &Arc<Pool>) -> Self {
+    fn new(conn: Conn, head: &ResponseHead, pool: &Arc<Pool>, started: Instant) -> Self {
         let upgraded = head.parts.status == http::StatusCode::SWITCHING_PROTOCOLS;
         let mut this = Self {
             conn: Some(conn),
@@ -395,6 +398,7 @@ impl H1Body {
             keep_alive: head.keep_alive,
             upgraded,
             pool: Arc::downgrade(pool),
+            started,
         };
         this.release_if_done();
         this
@@ -407,7 +411,7 @@ impl H1Body {
         if let Some(conn) = self.conn.take() {
             if self.keep_alive {
                 if let Some(pool) = self.pool.upgrade() {
-                    pool.release(conn);
+                    pool.release(conn, self.started);
                 }
             }
         }
@@ -567,9 +571,17 @@ mod tests {
         };
         for _ in 0..2 {
             let mut empty = crate::proxy::body::HyperBody(None);
-            let (h, body) = send(&pool, addr, Duration::from_secs(1), &o, &mut empty, false)
-                .await
-                .unwrap_or_else(|e| panic!("{e:?}"));
+            let (h, body) = send(
+                &pool,
+                addr,
+                Duration::from_secs(1),
+                &o,
+                &mut empty,
+                false,
+                Instant::now(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
             assert_eq!(h.parts.status, 200);
             let data = body.collect().await.unwrap().to_bytes();
             assert_eq!(&data[..], b"ok");

@@ -67,7 +67,6 @@ pub(crate) struct ResponseHead {
     pub(crate) framing: Framing,
     /// Whether the backend keeps the connection after this response.
     pub(crate) keep_alive: bool,
-    pub(crate) len: usize,
 }
 
 /// What the `Connection`, `Content-Length`, `Transfer-Encoding` and `Expect` headers say.
@@ -228,10 +227,14 @@ pub(crate) fn parse_request(buf: &[u8], max: usize) -> Result<Option<RequestHead
     }))
 }
 
-/// Parses a response head. `head` says whether it answers a HEAD request (no body
-/// whatever the headers say).
+/// Parses a response head from the start of `buf` and, when complete, takes it out of the
+/// buffer. `head` says whether it answers a HEAD request (no body whatever the headers
+/// say).
+///
+/// Header values are slices of the head (no copy, no allocation per value): a response
+/// head is parsed once per proxied request and its values are only passed on.
 pub(crate) fn parse_response(
-    buf: &[u8],
+    buf: &mut BytesMut,
     max: usize,
     head: bool,
 ) -> Result<Option<ResponseHead>, HeadError> {
@@ -249,7 +252,30 @@ pub(crate) fn parse_response(
         .ok_or(HeadError::Malformed)?;
     let version = version(resp.version);
     let mut f = Framers::default();
-    let headers = header_map(resp.headers, &mut f)?;
+    // Where each name and value sits in the head, to slice them out after the split.
+    let base = buf.as_ptr() as usize;
+    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    let count = resp.headers.len();
+    for (h, span) in resp.headers.iter().zip(spans.iter_mut()) {
+        f.see(h.name, h.value)?;
+        let at = |p: *const u8| (p as usize - base) as u32;
+        *span = (
+            at(h.name.as_ptr()),
+            h.name.len() as u32,
+            at(h.value.as_ptr()),
+            h.value.len() as u32,
+        );
+    }
+    let bytes = buf.split_to(len).freeze();
+    let mut map = HeaderMap::with_capacity(count);
+    for &(n, nl, v, vl) in &spans[..count] {
+        let (n, v) = (n as usize, v as usize);
+        let name =
+            HeaderName::from_bytes(&bytes[n..n + nl as usize]).map_err(|_| HeadError::Malformed)?;
+        let value = HeaderValue::from_maybe_shared(bytes.slice(v..v + vl as usize))
+            .map_err(|_| HeadError::Malformed)?;
+        map.append(name, value);
+    }
     let bodiless = head
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -273,21 +299,19 @@ pub(crate) fn parse_response(
     if framing == Framing::Close {
         keep_alive = false;
     }
-    let mut headers = headers;
     if f.te {
         // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3): a length passed on
         // next to a de-chunked body would frame it wrongly for the client.
-        headers.remove(http::header::CONTENT_LENGTH);
+        map.remove(http::header::CONTENT_LENGTH);
     }
     let (mut parts, ()) = http::Response::new(()).into_parts();
     parts.status = status;
     parts.version = version;
-    parts.headers = headers;
+    parts.headers = map;
     Ok(Some(ResponseHead {
         parts,
         framing,
         keep_alive,
-        len,
     }))
 }
 
@@ -773,7 +797,12 @@ mod tests {
 
     #[test]
     fn response_framing() {
-        let r = |s: &str, head| parse_response(s.as_bytes(), 8192, head).unwrap().unwrap();
+        let r = |s: &str, head| {
+            let mut buf = BytesMut::from(s);
+            let h = parse_response(&mut buf, 8192, head).unwrap().unwrap();
+            assert!(buf.is_empty(), "the head is taken out of the buffer");
+            h
+        };
         assert_eq!(
             r("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false).framing,
             Framing::Length(5)
@@ -843,7 +872,7 @@ mod tests {
                 })
                 .collect();
             let _ = parse_request(&bytes, 256);
-            let _ = parse_response(&bytes, 256, rng.gen());
+            let _ = parse_response(&mut BytesMut::from(&bytes[..]), 256, rng.gen());
             let mut dec = ChunkedDecoder::default();
             let mut buf = BytesMut::from(&bytes[..]);
             for _ in 0..64 {
