@@ -47,6 +47,14 @@ pub(crate) fn copy_end_to_end(src: &HeaderMap, keep_upgrade: bool) -> HeaderMap 
 
 /// Removes hop-by-hop headers in place (responses).
 pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
+    // Most responses carry none but `Connection`/`Keep-Alive`: one pass over the few names
+    // instead of a hash lookup per hop-by-hop name.
+    if !h
+        .keys()
+        .any(|n| is_hop_by_hop(n) || n == header::PROXY_AUTHENTICATE)
+    {
+        return;
+    }
     let listed = connection_listed(h);
     let upgrade = keep_upgrade
         .then(|| h.get(header::UPGRADE).cloned())

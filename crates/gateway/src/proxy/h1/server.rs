@@ -173,21 +173,41 @@ pub(crate) async fn serve<S: ClientIo>(
     // (each registration takes the token's lock).
     let cancelled = cancel.cancelled();
     tokio::pin!(cancelled);
+    // The idle clock: one timer per connection, re-armed lazily. Each idle spell has its
+    // deadline, but the timer is moved only when it fires before that deadline (it was set
+    // for an earlier spell) or when the deadline is earlier than the timer: with requests
+    // coming faster than the idle timeout, the timer is touched about once per timeout
+    // instead of registered and cleared for every request.
+    let idle_timer = tokio::time::sleep_until(after(settings.header_read));
+    tokio::pin!(idle_timer);
     loop {
         if c.rbuf.is_empty() {
             c.release();
-            let wait = if first {
+            let deadline = after(if first {
                 settings.header_read
             } else {
                 settings.idle
-            };
-            let ready = tokio::select! {
-                biased;
-                () = &mut cancelled => return,
-                r = tokio::time::timeout(wait, std::future::poll_fn(|cx| c.io.poll_readable(cx))) => r,
-            };
-            if !matches!(ready, Ok(Ok(()))) {
-                return;
+            });
+            if deadline < idle_timer.deadline() {
+                idle_timer.as_mut().reset(deadline);
+            }
+            loop {
+                tokio::select! {
+                    biased;
+                    () = &mut cancelled => return,
+                    r = std::future::poll_fn(|cx| c.io.poll_readable(cx)) => {
+                        if r.is_err() {
+                            return;
+                        }
+                        break;
+                    }
+                    () = &mut idle_timer => {
+                        if Instant::now() >= deadline {
+                            return;
+                        }
+                        idle_timer.as_mut().reset(deadline);
+                    }
+                }
             }
         }
         c.hold();
