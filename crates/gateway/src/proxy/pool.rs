@@ -235,7 +235,9 @@ impl BackendClient {
                     Err(Err(e)) => Err(SendError::Request(e)),
                 }
             }
-            Transport::H2(client) => self.send_h2(client, o, body, has_body).await,
+            // Boxed (built in a plain fn, see `listener.rs`): hyper's client future and the
+            // body pump are large, and most backends are HTTP/1.
+            Transport::H2(client) => boxed_h2(self, client, o, body, has_body).await,
         }
     }
 
@@ -287,6 +289,20 @@ impl BackendClient {
             Err(e) => Err(SendError::Request(Box::new(e))),
         }
     }
+}
+
+type SendFuture<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Response<UpstreamBody>, SendError>> + Send + 'a>,
+>;
+
+fn boxed_h2<'a, B: ForwardBody>(
+    backend: &'a BackendClient,
+    client: &'a H2Client,
+    o: &'a Outgoing<'a>,
+    body: &'a mut B,
+    has_body: bool,
+) -> SendFuture<'a> {
+    Box::pin(backend.send_h2(client, o, body, has_body))
 }
 
 /// The request for hyper's HTTP/2 client: a header map of the end-to-end headers and the

@@ -224,9 +224,7 @@ pub(crate) async fn serve<S: ClientIo>(
             }
         };
         first = false;
-        // Boxed: the pipeline's future is large, and a task keeps room for its biggest
-        // state for its whole life; boxed, an idle connection's task holds a pointer.
-        if !boxed_exchange(&mut c, head, &ci, &cancel).await {
+        if !exchange(&mut c, head, &ci, &cancel).await {
             let _ = c.io.shutdown().await;
             return;
         }
@@ -273,14 +271,16 @@ async fn read_head<S: ClientIo>(
     }
 }
 
-/// [`exchange`] in a box of its own, built outside the async fn (see `listener.rs`).
-fn boxed_exchange<'a, S: ClientIo>(
-    c: &'a mut Client<S>,
-    head: RequestHead,
-    ci: &'a Arc<ConnInfo>,
-    cancel: &'a CancellationToken,
-) -> Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
-    Box::pin(exchange(c, head, ci, cancel))
+/// The pipeline's future in a box of its own, built outside the async fn (see
+/// `listener.rs`): it is large, and a task keeps room for its largest state for its whole
+/// life; boxed, an idle connection's task holds none of it.
+fn boxed_forward<'a, S: ClientIo>(
+    parts: http::request::Parts,
+    body: ClientBody<'a, S>,
+    has_body: bool,
+    ci: &'a ConnInfo,
+) -> Pin<Box<dyn std::future::Future<Output = http::Response<ResponseBody>> + Send + 'a>> {
+    Box::pin(proxy::forward(parts, body, has_body, ci))
 }
 
 /// One request and its response. Returns whether the connection may carry another.
@@ -310,7 +310,7 @@ async fn exchange<S: ClientIo>(
             // HTTP/1.0 clients do not know interim responses.
             cont: (expect_continue && version == Version::HTTP_11).then_some(0),
         };
-        proxy::forward(parts, body, has_body, ci).await
+        boxed_forward(parts, body, has_body, ci).await
     };
     // A body the pipeline did not read (a local answer) is still on the wire: rather than
     // read it, close after the answer.
@@ -326,7 +326,10 @@ async fn exchange<S: ClientIo>(
             if let Some(e) = log {
                 e.finish_sent(parts.status, &parts.headers, &parts.extensions, 0);
             }
-            splice(c, up).await;
+            // Boxed: upgrades are rare, the splice future is not small.
+            let spliced: Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> =
+                Box::pin(splice(c, up));
+            spliced.await;
             return false;
         }
     }
