@@ -29,7 +29,6 @@ use bytes::{Buf, BytesMut};
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use prometheus_client::metrics::gauge::Gauge;
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 use std::convert::Infallible;
 use std::future::Future;
@@ -127,8 +126,7 @@ struct ConnSetup {
     h2: http2::Builder<TokioExecutor>,
     http2: bool,
     timeouts: Timeouts,
-    h1: h1::Settings,
-    buffers: Gauge,
+    h1: Arc<h1::Listener>,
 }
 
 async fn accept_loop(
@@ -151,12 +149,15 @@ async fn accept_loop(
         h2: h2_builder(&cfg),
         http2: cfg.http2,
         timeouts,
-        h1: h1::Settings {
-            header_read: cfg.header_read_timeout,
-            idle: cfg.idle_timeout,
-            max_header_bytes: cfg.max_header_bytes.max(crate::config::MIN_HEADER_BYTES),
-        },
-        buffers: shared.metrics.client_buffers(&cfg.name),
+        h1: Arc::new(h1::Listener {
+            settings: h1::Settings {
+                header_read: cfg.header_read_timeout,
+                idle: cfg.idle_timeout,
+                max_header_bytes: cfg.max_header_bytes.max(crate::config::MIN_HEADER_BYTES),
+            },
+            buffers: shared.metrics.client_buffers(&cfg.name),
+            draining: std::sync::atomic::AtomicBool::new(false),
+        }),
     });
     loop {
         // Take a slot before accepting: while all are in use the listener stops accepting
@@ -198,6 +199,7 @@ async fn accept_loop(
             drop(permit);
         });
     }
+    builder.h1.draining.store(true, Ordering::Relaxed);
     drop(listener);
     tracker.close();
     tracker.wait().await;
@@ -257,22 +259,14 @@ async fn serve_connection(
     });
     match tls {
         None if !setup.http2 => {
-            h1::serve(
-                stream,
-                BytesMut::new(),
-                info,
-                setup.h1,
-                cancel,
-                setup.buffers.clone(),
-            )
-            .await;
+            h1::serve(stream, BytesMut::new(), info, setup.h1.clone(), cancel).await;
         }
         None => {
             let mut buf = BytesMut::new();
             match sniff_h2(&stream, &mut buf, setup.timeouts.header_read).await {
                 None => {}
                 Some(false) => {
-                    h1::serve(stream, buf, info, setup.h1, cancel, setup.buffers.clone()).await;
+                    h1::serve(stream, buf, info, setup.h1.clone(), cancel).await;
                 }
                 Some(true) => {
                     let io = Rewind {
@@ -321,15 +315,7 @@ fn boxed_tls(
         if s.get_ref().1.alpn_protocol() == Some(b"h2") {
             serve_h2(s, info, activity, setup, cancel).await;
         } else {
-            h1::serve(
-                s,
-                BytesMut::new(),
-                info,
-                setup.h1,
-                cancel,
-                setup.buffers.clone(),
-            )
-            .await;
+            h1::serve(s, BytesMut::new(), info, setup.h1.clone(), cancel).await;
         }
     })
 }

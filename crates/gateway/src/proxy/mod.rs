@@ -384,7 +384,7 @@ pub(crate) async fn forward<B: ForwardBody>(
             resp.headers_mut()
                 .insert(headers::X_REQUEST_ID.clone(), request_id);
         }
-        if shared.state.load().config().log.access_log {
+        if state.config().log.access_log {
             resp.extensions_mut()
                 .insert(crate::logging::AnsweredBy(format!(
                     "{}/{}",

@@ -80,6 +80,17 @@ pub(crate) struct Settings {
     pub(crate) max_header_bytes: usize,
 }
 
+/// What the connections of one listener share.
+#[derive(Debug)]
+pub(crate) struct Listener {
+    pub(crate) settings: Settings,
+    /// `gateway_client_buffers`: connections holding buffers right now.
+    pub(crate) buffers: Gauge,
+    /// Set when the listener drains: responses then say `Connection: close`. An atomic
+    /// read per response, where the cancellation token would take its lock.
+    pub(crate) draining: std::sync::atomic::AtomicBool,
+}
+
 /// One client connection and the buffers it holds while busy.
 struct Client<S> {
     io: S,
@@ -157,15 +168,15 @@ pub(crate) async fn serve<S: ClientIo>(
     io: S,
     initial: BytesMut,
     ci: Arc<ConnInfo>,
-    settings: Settings,
+    listener: Arc<Listener>,
     cancel: CancellationToken,
-    buffers: Gauge,
 ) {
+    let settings = listener.settings;
     let mut c = Client {
         io,
         rbuf: initial,
         wbuf: Vec::new(),
-        gauge: buffers,
+        gauge: listener.buffers.clone(),
         held: false,
     };
     let mut first = true;
@@ -224,7 +235,7 @@ pub(crate) async fn serve<S: ClientIo>(
             }
         };
         first = false;
-        if !exchange(&mut c, head, &ci, &cancel).await {
+        if !exchange(&mut c, head, &ci, &listener.draining).await {
             let _ = c.io.shutdown().await;
             return;
         }
@@ -288,7 +299,7 @@ async fn exchange<S: ClientIo>(
     c: &mut Client<S>,
     head: RequestHead,
     ci: &Arc<ConnInfo>,
-    cancel: &CancellationToken,
+    draining: &std::sync::atomic::AtomicBool,
 ) -> bool {
     let RequestHead {
         parts,
@@ -314,7 +325,8 @@ async fn exchange<S: ClientIo>(
     };
     // A body the pipeline did not read (a local answer) is still on the wire: rather than
     // read it, close after the answer.
-    let mut keep = keep_alive && decoder.is_done() && !cancel.is_cancelled();
+    let mut keep =
+        keep_alive && decoder.is_done() && !draining.load(std::sync::atomic::Ordering::Relaxed);
     let (parts, mut body) = resp.into_parts();
 
     if parts.status == StatusCode::SWITCHING_PROTOCOLS {
