@@ -442,3 +442,65 @@ async fn idle_keep_alive_connections_hold_no_buffers() {
     assert_eq!(buffers_held(&gw), 0, "{}", gw.shared.metrics.encode());
     assert_eq!(idle.len(), 20);
 }
+
+/// Captures the `bytes` and `status` fields of access-log events.
+#[derive(Clone, Default)]
+struct AccessCapture(Arc<std::sync::Mutex<Vec<(u64, u64)>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for AccessCapture {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if event.metadata().target() != scalewise_gateway::logging::ACCESS_TARGET {
+            return;
+        }
+        #[derive(Default)]
+        struct V {
+            bytes: u64,
+            status: u64,
+        }
+        impl tracing::field::Visit for V {
+            fn record_u64(&mut self, f: &tracing::field::Field, v: u64) {
+                match f.name() {
+                    "bytes" => self.bytes = v,
+                    "status" => self.status = v,
+                    _ => {}
+                }
+            }
+            fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+        }
+        let mut v = V::default();
+        event.record(&mut v);
+        self.0.lock().unwrap().push((v.status, v.bytes));
+    }
+}
+
+#[tokio::test]
+async fn access_log_counts_the_body_bytes_written() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let capture = AccessCapture::default();
+    // The test runtime is single-threaded: the gateway's tasks run on this thread and see
+    // this subscriber.
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(capture.clone()));
+    let b = backend("a").await;
+    let mut cfg = config(&[b.addr]);
+    cfg.log.access_log = true;
+    let gw = gateway(cfg).await;
+    let mut c = Raw::connect(gw.addr).await;
+    // Streamed by the backend without a Content-Length: only counting tells the size.
+    c.send(b"GET /big/100000 HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let r = c.response().await;
+    assert_eq!((r.status, r.body.len()), (200, 100_000));
+    assert!(r.header("content-length").is_none());
+    c.send(b"HEAD /big/100000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await;
+    assert_eq!(c.response_to(true).await.status, 200);
+    assert!(c.closed().await);
+    // The line is written after the body: poll with yields, not a fixed sleep.
+    for _ in 0..1000 {
+        if capture.0.lock().unwrap().len() >= 2 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(*capture.0.lock().unwrap(), [(200, 100_000), (200, 0)]);
+}
