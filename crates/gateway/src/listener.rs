@@ -1,6 +1,9 @@
 //! Accepting client connections: socket options, the connection limit, TLS, HTTP/1.1 and
-//! HTTP/2 (h2c prior knowledge is detected per connection), client-side timeouts, and
-//! graceful drain.
+//! HTTP/2 (h2c prior knowledge is detected per connection, h2 over TLS by ALPN), client-side
+//! timeouts, and graceful drain.
+//!
+//! HTTP/1 connections are served by the gateway's own engine ([`crate::proxy::h1`]);
+//! HTTP/2 connections by hyper.
 //!
 //! ```no_run
 //! use scalewise_gateway::{config::*, listener, metrics::GatewayMetrics, state::Shared};
@@ -19,11 +22,13 @@
 //! ```
 use crate::config::ListenerConfig;
 use crate::proxy::body::Activity;
+use crate::proxy::h1::server as h1;
 use crate::proxy::{self, ConnInfo};
 use crate::state::Shared;
+use bytes::{Buf, BytesMut};
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 use std::convert::Infallible;
 use std::future::Future;
@@ -108,24 +113,20 @@ pub fn serve(
     Ok(Listening { local_addr, join })
 }
 
-fn http_builder(cfg: &ListenerConfig) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        // Our own reader enforces header/idle timeouts (see `Watched`): hyper's header timer
-        // also runs while a keep-alive connection is idle, which would make the two one.
-        .header_read_timeout(None)
-        .max_buf_size(cfg.max_header_bytes.max(crate::config::MIN_HEADER_BYTES))
-        .keep_alive(true);
-    b.http2()
-        .timer(TokioTimer::new())
+fn h2_builder(cfg: &ListenerConfig) -> http2::Builder<TokioExecutor> {
+    let mut b = http2::Builder::new(TokioExecutor::new());
+    b.timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX))
         .max_concurrent_streams(256);
-    if cfg.http2 {
-        b
-    } else {
-        b.http1_only()
-    }
+    b
+}
+
+/// What every connection of a listener shares.
+struct ConnSetup {
+    h2: http2::Builder<TokioExecutor>,
+    http2: bool,
+    timeouts: Timeouts,
+    h1: Arc<h1::Listener>,
 }
 
 async fn accept_loop(
@@ -138,13 +139,26 @@ async fn accept_loop(
         cfg.max_connections.clamp(1, Semaphore::MAX_PERMITS),
     ));
     let tracker = TaskTracker::new();
-    let builder = Arc::new(http_builder(&cfg));
     let name: Arc<str> = Arc::from(cfg.name.as_str());
     let gauge = shared.metrics.client_connections(&cfg.name);
     let timeouts = Timeouts {
         header_read: cfg.header_read_timeout,
         idle: cfg.idle_timeout,
     };
+    let builder = Arc::new(ConnSetup {
+        h2: h2_builder(&cfg),
+        http2: cfg.http2,
+        timeouts,
+        h1: Arc::new(h1::Listener {
+            settings: h1::Settings {
+                header_read: cfg.header_read_timeout,
+                idle: cfg.idle_timeout,
+                max_header_bytes: cfg.max_header_bytes.max(crate::config::MIN_HEADER_BYTES),
+            },
+            buffers: shared.metrics.client_buffers(&cfg.name),
+            draining: std::sync::atomic::AtomicBool::new(false),
+        }),
+    });
     loop {
         // Take a slot before accepting: while all are in use the listener stops accepting
         // and new connections wait in the kernel backlog instead of being reset.
@@ -180,14 +194,46 @@ async fn accept_loop(
         let gauge = gauge.clone();
         tracker.spawn(async move {
             gauge.inc();
-            serve_connection(stream, peer, shared, name, builder, timeouts, cancel).await;
+            serve_connection(stream, peer, shared, name, &builder, cancel).await;
             gauge.dec();
             drop(permit);
         });
     }
+    builder.h1.draining.store(true, Ordering::Relaxed);
     drop(listener);
     tracker.close();
     tracker.wait().await;
+}
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Reads until the first bytes tell HTTP/2 prior knowledge from HTTP/1. `None`: the client
+/// closed or sent nothing within `wait`.
+async fn sniff_h2(stream: &TcpStream, buf: &mut BytesMut, wait: Duration) -> Option<bool> {
+    let deadline = after(wait);
+    loop {
+        // Readable first: the buffer is taken only when there is something to read.
+        tokio::time::timeout_at(deadline, stream.readable())
+            .await
+            .ok()?
+            .ok()?;
+        if buf.capacity() == 0 {
+            buf.reserve(crate::proxy::h1::codec::READ_CHUNK);
+        }
+        match stream.try_read_buf(buf) {
+            Ok(0) => return None,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(_) => return None,
+        }
+        let n = buf.len().min(H2_PREFACE.len());
+        if buf[..n] != H2_PREFACE[..n] {
+            return Some(false);
+        }
+        if n == H2_PREFACE.len() {
+            return Some(true);
+        }
+    }
 }
 
 async fn serve_connection(
@@ -195,8 +241,7 @@ async fn serve_connection(
     peer: SocketAddr,
     shared: Arc<Shared>,
     listener: Arc<str>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    timeouts: Timeouts,
+    setup: &ConnSetup,
     cancel: CancellationToken,
 ) {
     let tls = shared
@@ -204,53 +249,97 @@ async fn serve_connection(
         .load()
         .listener(&listener)
         .and_then(|l| l.tls.clone());
-    match tls {
-        None => {
-            serve_io(
-                stream, peer, false, shared, listener, &builder, timeouts, cancel,
-            )
-            .await
-        }
-        Some(acceptor) => {
-            let hs = tokio::time::timeout(timeouts.header_read, acceptor.accept(stream)).await;
-            if let Ok(Ok(s)) = hs {
-                serve_io(s, peer, true, shared, listener, &builder, timeouts, cancel).await;
-            }
-        }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn serve_io<I>(
-    io: I,
-    peer: SocketAddr,
-    tls: bool,
-    shared: Arc<Shared>,
-    listener: Arc<str>,
-    builder: &auto::Builder<TokioExecutor>,
-    timeouts: Timeouts,
-    cancel: CancellationToken,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
     let activity = Arc::new(Activity::default());
     let info = Arc::new(ConnInfo {
         shared,
         listener,
         peer,
         activity: activity.clone(),
-        forwarding: crate::proxy::headers::Forwarding::new(peer.ip(), tls),
+        forwarding: crate::proxy::headers::Forwarding::new(peer.ip(), tls.is_some()),
     });
-    let svc = service_fn(move |req| {
+    match tls {
+        None if !setup.http2 => {
+            h1::serve(stream, BytesMut::new(), info, setup.h1.clone(), cancel).await;
+        }
+        None => {
+            let mut buf = BytesMut::new();
+            match sniff_h2(&stream, &mut buf, setup.timeouts.header_read).await {
+                None => {}
+                Some(false) => {
+                    h1::serve(stream, buf, info, setup.h1.clone(), cancel).await;
+                }
+                Some(true) => {
+                    let io = Rewind {
+                        prefix: buf,
+                        inner: stream,
+                    };
+                    boxed_h2(io, info, activity, setup, cancel).await;
+                }
+            }
+        }
+        Some(acceptor) => boxed_tls(acceptor, stream, info, activity, setup, cancel).await,
+    }
+}
+
+// A task keeps room for its future's largest state for its whole life, and most
+// connections are plain HTTP/1: the HTTP/2 and TLS states (hyper's connection, the
+// handshake) live in boxes of their own. Built in plain functions, because a future
+// moved into `Box::pin` inside an async fn may still take room in the outer one.
+
+type BoxFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+fn boxed_h2<'a, I>(
+    io: I,
+    info: Arc<ConnInfo>,
+    activity: Arc<Activity>,
+    setup: &'a ConnSetup,
+    cancel: CancellationToken,
+) -> BoxFuture<'a>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    Box::pin(serve_h2(io, info, activity, setup, cancel))
+}
+
+fn boxed_tls(
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    info: Arc<ConnInfo>,
+    activity: Arc<Activity>,
+    setup: &ConnSetup,
+    cancel: CancellationToken,
+) -> BoxFuture<'_> {
+    Box::pin(async move {
+        let hs = tokio::time::timeout(setup.timeouts.header_read, acceptor.accept(stream)).await;
+        let Ok(Ok(s)) = hs else { return };
+        if s.get_ref().1.alpn_protocol() == Some(b"h2") {
+            serve_h2(s, info, activity, setup, cancel).await;
+        } else {
+            h1::serve(s, BytesMut::new(), info, setup.h1.clone(), cancel).await;
+        }
+    })
+}
+
+async fn serve_h2<I>(
+    io: I,
+    info: Arc<ConnInfo>,
+    activity: Arc<Activity>,
+    setup: &ConnSetup,
+    cancel: CancellationToken,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let info = info.clone();
         async move {
-            let log = crate::logging::AccessEntry::start(&req, info.peer, access_log(&info));
-            let resp = proxy::handle(req, &info).await;
+            let (parts, body) = req.into_parts();
+            let log = crate::logging::AccessEntry::start(&parts, info.peer, access_log(&info));
+            let resp = proxy::handle(hyper::Request::from_parts(parts, body), &info).await;
             Ok::<_, Infallible>(crate::logging::AccessEntry::finish(log, resp))
         }
     });
-    let io = Watched::new(io, activity, timeouts);
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    let io = Watched::new(io, activity, setup.timeouts);
+    let conn = setup.h2.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => {
@@ -263,6 +352,62 @@ async fn serve_io<I>(
     }
     conn.as_mut().graceful_shutdown();
     let _ = conn.await;
+}
+
+/// A stream whose first bytes were already read (protocol detection): they are read again.
+struct Rewind<I> {
+    prefix: BytesMut,
+    inner: I,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Rewind<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix[..n]);
+            this.prefix.advance(n);
+            if this.prefix.is_empty() {
+                this.prefix = BytesMut::new();
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Rewind<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
 }
 
 fn access_log(info: &ConnInfo) -> bool {

@@ -47,11 +47,12 @@ pub struct AccessRecord<'a> {
     pub path: &'a str,
     /// Response status sent to the client.
     pub status: u16,
-    /// Time from request head received to response head sent.
+    /// Time from request head received to response head sent (HTTP/2) or to the response
+    /// body written (HTTP/1).
     pub duration: Duration,
     /// The backend that answered (`upstream/addr`), if any did.
     pub backend: Option<&'a str>,
-    /// Response body bytes, when known.
+    /// Response body bytes: those written (HTTP/1), or the `Content-Length` (HTTP/2).
     pub bytes: Option<u64>,
 }
 
@@ -92,45 +93,67 @@ pub struct AccessEntry {
 
 impl AccessEntry {
     /// Records the request head if `enabled` and the `access` target is not filtered out.
-    pub fn start<B>(req: &http::Request<B>, client: SocketAddr, enabled: bool) -> Option<Self> {
+    pub fn start(req: &http::request::Parts, client: SocketAddr, enabled: bool) -> Option<Self> {
         if !enabled || !tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO) {
             return None;
         }
         Some(Self {
             started: std::time::Instant::now(),
             client,
-            method: req.method().clone(),
+            method: req.method.clone(),
             path: req
-                .uri()
+                .uri
                 .path_and_query()
                 .map_or_else(|| "/".to_owned(), ToString::to_string),
-            request_id: header_str(req.headers(), "x-request-id"),
+            request_id: header_str(&req.headers, "x-request-id"),
         })
     }
 
-    /// Logs the entry once the response head is ready, and passes the response through.
-    /// The byte count is the response's `Content-Length`, when it has one (bodies are
-    /// streamed, so the line is written before the body is).
+    /// Logs the entry once the response head is ready, and passes the response through
+    /// (HTTP/2 clients, whose bodies hyper writes). The byte count is the response's
+    /// `Content-Length`, when it has one.
     pub fn finish<B>(entry: Option<Self>, resp: http::Response<B>) -> http::Response<B> {
         if let Some(e) = entry {
-            let request_id = e
-                .request_id
-                .or_else(|| header_str(resp.headers(), "x-request-id"))
-                .unwrap_or_default();
             let bytes = header_str(resp.headers(), "content-length").and_then(|v| v.parse().ok());
-            let backend = resp.extensions().get::<AnsweredBy>().map(|b| b.0.as_str());
-            access(&AccessRecord {
-                request_id: &request_id,
-                client: Some(e.client),
-                method: e.method.as_str(),
-                path: &e.path,
-                status: resp.status().as_u16(),
-                duration: e.started.elapsed(),
-                backend,
-                bytes,
-            });
+            e.log(resp.status(), resp.headers(), resp.extensions(), bytes);
         }
         resp
+    }
+
+    /// Logs the entry after the response body has been written (the native HTTP/1
+    /// engine), with the body bytes actually sent.
+    pub fn finish_sent(
+        self,
+        status: http::StatusCode,
+        headers: &http::HeaderMap,
+        extensions: &http::Extensions,
+        bytes: u64,
+    ) {
+        self.log(status, headers, extensions, Some(bytes));
+    }
+
+    fn log(
+        self,
+        status: http::StatusCode,
+        headers: &http::HeaderMap,
+        extensions: &http::Extensions,
+        bytes: Option<u64>,
+    ) {
+        let request_id = self
+            .request_id
+            .or_else(|| header_str(headers, "x-request-id"))
+            .unwrap_or_default();
+        let backend = extensions.get::<AnsweredBy>().map(|b| b.0.as_str());
+        access(&AccessRecord {
+            request_id: &request_id,
+            client: Some(self.client),
+            method: self.method.as_str(),
+            path: &self.path,
+            status: status.as_u16(),
+            duration: self.started.elapsed(),
+            backend,
+            bytes,
+        });
     }
 }
 

@@ -68,6 +68,7 @@ pub struct GatewayMetrics {
     connect_errors: Family<BackendLabels, Counter>,
     retries: Family<UpstreamLabels, Counter>,
     client_connections: Family<ListenerLabels, Gauge>,
+    client_buffers: Family<ListenerLabels, Gauge>,
     backend_in_flight: Family<BackendLabels, Gauge>,
     local_replies: Family<ErrorLabels, Counter>,
     dns_failures: Family<UpstreamLabels, Counter>,
@@ -95,6 +96,7 @@ impl GatewayMetrics {
             connect_errors: Family::default(),
             retries: Family::default(),
             client_connections: Family::default(),
+            client_buffers: Family::default(),
             backend_in_flight: Family::default(),
             local_replies: Family::default(),
             dns_failures: Family::default(),
@@ -126,6 +128,11 @@ impl GatewayMetrics {
             "client_connections",
             "Open client connections",
             m.client_connections.clone(),
+        );
+        r.register(
+            "client_buffers",
+            "HTTP/1 client connections holding read/write buffers (busy ones; idle keep-alive connections hold none)",
+            m.client_buffers.clone(),
         );
         r.register(
             "backend_in_flight",
@@ -162,6 +169,15 @@ impl GatewayMetrics {
     /// The open-connections gauge of a listener.
     pub fn client_connections(&self, listener: &str) -> Gauge {
         self.client_connections
+            .get_or_create(&ListenerLabels {
+                listener: listener.to_owned(),
+            })
+            .clone()
+    }
+
+    /// HTTP/1 client connections of `listener` holding buffers.
+    pub fn client_buffers(&self, listener: &str) -> Gauge {
+        self.client_buffers
             .get_or_create(&ListenerLabels {
                 listener: listener.to_owned(),
             })

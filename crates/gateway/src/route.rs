@@ -103,11 +103,11 @@ fn path_has_prefix(path: &str, prefix: &str) -> bool {
 
 /// The host a request is addressed to, without port: the URI authority (HTTP/2, absolute-form
 /// HTTP/1) or the `Host` header.
-pub fn request_host<B>(req: &http::Request<B>) -> Option<&str> {
-    if let Some(a) = req.uri().authority() {
+pub fn request_host(req: &http::request::Parts) -> Option<&str> {
+    if let Some(a) = req.uri.authority() {
         return Some(a.host());
     }
-    let h = req.headers().get(http::header::HOST)?.to_str().ok()?;
+    let h = req.headers.get(http::header::HOST)?.to_str().ok()?;
     Some(strip_port(h))
 }
 

@@ -1,6 +1,7 @@
 //! Streaming bodies in both directions. Neither is ever collected: frames pass through as
-//! they arrive, so memory per request is bounded by hyper's buffers, not by body size.
-use super::pool::Pooled;
+//! they arrive, so memory per request is bounded by the connections' buffers, not by body
+//! size.
+use super::h1::client::H1Body;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -11,39 +12,33 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use tokio::sync::OwnedSemaphorePermit;
 
-/// Boxed error of the request body, as hyper's client wants it.
+/// Boxed error of bodies on the proxy path.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A request body that hyper's HTTP/2 client can own (`'static`).
+pub(crate) type OwnedBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 
 /// The client sent more body than `max_body_bytes` allows.
 #[derive(Debug, thiserror::Error)]
 #[error("request body larger than the configured limit")]
 pub struct BodyTooLarge;
 
-/// A client's request body on its way upstream, cut off at the listener's size limit.
+/// A request body on its way upstream, from either client-side engine.
+///
+/// The native HTTP/1 engine's body borrows the client connection (it is read inline by the
+/// task that forwards it), so it cannot be handed to hyper's HTTP/2 client, which wants to
+/// own its body: [`take_owned`](ForwardBody::take_owned) says whether this body can be
+/// handed over as is; if not, the HTTP/2 client pumps it through a channel.
+pub(crate) trait ForwardBody: Body<Data = Bytes, Error = BoxError> + Unpin + Send {
+    /// This body as an owned one, leaving an empty body behind; `None` if it borrows.
+    fn take_owned(&mut self) -> Option<OwnedBody>;
+}
+
+/// A request body from hyper's server (HTTP/2 clients).
 #[derive(Debug)]
-pub struct RequestBody {
-    inner: Option<Incoming>,
-    remaining: u64,
-}
+pub(crate) struct HyperBody(pub(crate) Option<Incoming>);
 
-impl RequestBody {
-    pub(crate) fn new(inner: Incoming, limit: Option<u64>) -> Self {
-        Self {
-            inner: Some(inner),
-            remaining: limit.unwrap_or(u64::MAX),
-        }
-    }
-
-    /// No body (retries resend bodiless requests only).
-    pub(crate) fn empty() -> Self {
-        Self {
-            inner: None,
-            remaining: 0,
-        }
-    }
-}
-
-impl Body for RequestBody {
+impl Body for HyperBody {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -51,34 +46,110 @@ impl Body for RequestBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let Some(inner) = self.inner.as_mut() else {
+        let Some(inner) = self.0.as_mut() else {
             return Poll::Ready(None);
         };
-        match ready!(Pin::new(inner).poll_frame(cx)) {
+        Pin::new(inner)
+            .poll_frame(cx)
+            .map(|f| f.map(|r| r.map_err(Into::into)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.0
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+    }
+}
+
+impl ForwardBody for HyperBody {
+    fn take_owned(&mut self) -> Option<OwnedBody> {
+        Some(OwnedBody::new(HyperBody(self.0.take())))
+    }
+}
+
+/// A request body cut off at the listener's size limit.
+#[derive(Debug)]
+pub(crate) struct Limited<B> {
+    inner: B,
+    remaining: u64,
+    failed: bool,
+}
+
+impl<B> Limited<B> {
+    pub(crate) fn new(inner: B, limit: Option<u64>) -> Self {
+        Self {
+            inner,
+            remaining: limit.unwrap_or(u64::MAX),
+            failed: false,
+        }
+    }
+}
+
+impl<B: Body<Data = Bytes, Error = BoxError> + Unpin> Body for Limited<B> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.failed {
+            return Poll::Ready(None);
+        }
+        match ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
                     let len = data.len() as u64;
                     if len > self.remaining {
-                        self.inner = None;
+                        self.failed = true;
                         return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
                     }
                     self.remaining -= len;
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Some(Err(e)) => Poll::Ready(Some(Err(Box::new(e)))),
-            None => Poll::Ready(None),
+            other => Poll::Ready(other),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(Body::is_end_stream)
+        self.failed || self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+        self.inner.size_hint()
+    }
+}
+
+impl<B: ForwardBody> ForwardBody for Limited<B> {
+    fn take_owned(&mut self) -> Option<OwnedBody> {
+        let inner = self.inner.take_owned()?;
+        Some(OwnedBody::new(Limited {
+            inner,
+            remaining: self.remaining,
+            failed: self.failed,
+        }))
+    }
+}
+
+/// An owned body fed by a task-local pump (see [`ForwardBody`]).
+pub(crate) struct ChannelBody(
+    pub(crate) tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, BoxError>>,
+);
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.0.poll_recv(cx)
     }
 }
 
@@ -118,11 +189,11 @@ impl Drop for ActiveGuard {
     }
 }
 
-/// What a proxied response holds until its body has been passed on: the backend's
-/// connection (back to the pool only if the body was read to the end), the balancer's
-/// selection (its in-flight count covers the whole transfer), the backend queue permit.
+/// What a proxied response holds until its body has been passed on: the balancer's
+/// selection (its in-flight count covers the whole transfer), the backend queue permit,
+/// the route's concurrency slot. (The backend connection itself goes back to its pool from
+/// the body, which knows when the response ended.)
 pub(crate) struct Upstreamed {
-    pub(crate) pooled: Option<Pooled>,
     pub(crate) selection: Option<(Selection, Outcome)>,
     pub(crate) permit: Option<OwnedSemaphorePermit>,
     pub(crate) in_flight: prometheus_client::metrics::gauge::Gauge,
@@ -131,12 +202,7 @@ pub(crate) struct Upstreamed {
 }
 
 impl Upstreamed {
-    fn complete(&mut self, body_done: bool) {
-        if let Some(p) = self.pooled.take() {
-            if body_done {
-                p.release();
-            }
-        }
+    fn complete(&mut self) {
         if let Some((sel, outcome)) = self.selection.take() {
             sel.finish(outcome);
             self.in_flight.dec();
@@ -148,13 +214,50 @@ impl Upstreamed {
 
 impl Drop for Upstreamed {
     fn drop(&mut self) {
-        self.complete(false);
+        self.complete();
+    }
+}
+
+/// A backend's response body: our HTTP/1 client's, or hyper's HTTP/2 client's.
+pub(crate) enum UpstreamBody {
+    H1(H1Body),
+    H2(Incoming),
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Self::H1(b) => Pin::new(b).poll_frame(cx),
+            Self::H2(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(Into::into))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::H1(b) => b.is_end_stream(),
+            Self::H2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::H1(b) => b.size_hint(),
+            Self::H2(b) => b.size_hint(),
+        }
     }
 }
 
 enum Kind {
     Full(Option<Bytes>),
-    Upstream(Incoming, Box<Upstreamed>),
+    Upstream(UpstreamBody, Box<Upstreamed>),
 }
 
 /// The body of every response the gateway sends: a backend's streamed body, or a short
@@ -170,6 +273,16 @@ impl std::fmt::Debug for ResponseBody {
     }
 }
 
+/// A backend connection switched to another protocol (101), with everything the response
+/// held: the splice keeps them until it ends.
+pub(crate) struct Upgraded {
+    pub(crate) io: tokio::net::TcpStream,
+    /// Bytes the backend sent after its 101 head.
+    pub(crate) leftover: bytes::BytesMut,
+    pub(crate) guard: Box<Upstreamed>,
+    pub(crate) active: Option<ActiveGuard>,
+}
+
 impl ResponseBody {
     pub(crate) fn full(b: impl Into<Bytes>, active: Option<ActiveGuard>) -> Self {
         let b = b.into();
@@ -180,7 +293,7 @@ impl ResponseBody {
     }
 
     pub(crate) fn upstream(
-        body: Incoming,
+        body: UpstreamBody,
         up: Box<Upstreamed>,
         active: Option<ActiveGuard>,
     ) -> Self {
@@ -188,7 +301,7 @@ impl ResponseBody {
             kind: Kind::Upstream(body, up),
             _active: active,
         };
-        // Bodiless answers (HEAD, 204, 304) are never polled: release their connection now.
+        // Bodiless answers (HEAD, 204, 304) are never polled: finish now.
         this.finish_if_ended();
         this
     }
@@ -196,7 +309,27 @@ impl ResponseBody {
     fn finish_if_ended(&mut self) {
         if let Kind::Upstream(b, up) = &mut self.kind {
             if b.is_end_stream() {
-                up.complete(true);
+                up.complete();
+            }
+        }
+    }
+
+    /// The backend connection of a 101 answer, for splicing.
+    pub(crate) fn take_upgraded(&mut self) -> Option<Upgraded> {
+        let kind = std::mem::replace(&mut self.kind, Kind::Full(None));
+        match kind {
+            Kind::Upstream(UpstreamBody::H1(b), guard) => match b.into_upgraded() {
+                Some((io, leftover)) => Some(Upgraded {
+                    io,
+                    leftover,
+                    guard,
+                    active: self._active.take(),
+                }),
+                None => None,
+            },
+            other => {
+                self.kind = other;
+                None
             }
         }
     }
@@ -204,26 +337,23 @@ impl ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match &mut self.kind {
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Kind::Upstream(body, up) => {
-                if let Some(p) = up.pooled.as_mut() {
-                    p.poll_conn(cx);
-                }
                 let r = ready!(Pin::new(body).poll_frame(cx));
                 match &r {
-                    None => up.complete(true),
+                    None => up.complete(),
                     Some(Err(_)) => {
                         if let Some((_, outcome)) = up.selection.as_mut() {
                             outcome.success = false;
                         }
-                        up.complete(false);
+                        up.complete();
                     }
                     Some(Ok(_)) => self.finish_if_ended(),
                 }

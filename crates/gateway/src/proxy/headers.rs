@@ -13,7 +13,7 @@ static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Headers that belong to one connection and must not be forwarded.
-fn is_hop_by_hop(name: &HeaderName) -> bool {
+pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
     name == header::CONNECTION
         || name == KEEP_ALIVE
         || name == PROXY_CONNECTION
@@ -47,6 +47,14 @@ pub(crate) fn copy_end_to_end(src: &HeaderMap, keep_upgrade: bool) -> HeaderMap 
 
 /// Removes hop-by-hop headers in place (responses).
 pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
+    // Most responses carry none but `Connection`/`Keep-Alive`: one pass over the few names
+    // instead of a hash lookup per hop-by-hop name.
+    if !h
+        .keys()
+        .any(|n| is_hop_by_hop(n) || n == header::PROXY_AUTHENTICATE)
+    {
+        return;
+    }
     let listed = connection_listed(h);
     let upgrade = keep_upgrade
         .then(|| h.get(header::UPGRADE).cloned())
@@ -73,7 +81,7 @@ pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
 }
 
 /// Lower-cased names listed in `Connection` (besides the hop-by-hop ones everybody knows).
-fn connection_listed(h: &HeaderMap) -> Vec<String> {
+pub(crate) fn connection_listed(h: &HeaderMap) -> Vec<String> {
     let mut out = Vec::new();
     for v in h.get_all(header::CONNECTION) {
         let Ok(v) = v.to_str() else { continue };
@@ -89,6 +97,11 @@ fn connection_listed(h: &HeaderMap) -> Vec<String> {
         }
     }
     out
+}
+
+/// The headers [`Forwarding`] rewrites.
+pub(crate) fn is_forwarding(name: &HeaderName) -> bool {
+    name == X_FORWARDED_FOR || name == X_FORWARDED_PROTO || name == header::FORWARDED
 }
 
 /// Whether the request asks for a protocol upgrade (WebSocket over HTTP/1.1).
@@ -158,40 +171,51 @@ impl Forwarding {
     }
 }
 
+impl Forwarding {
+    /// The `X-Forwarded-For`, `X-Forwarded-Proto` and `Forwarded` values for a request
+    /// with headers `h`: the client appended to what earlier proxies said.
+    pub(crate) fn values(&self, h: &HeaderMap) -> (HeaderValue, &'static str, HeaderValue) {
+        let xff = if h.contains_key(&X_FORWARDED_FOR) {
+            let mut xff = String::with_capacity(48);
+            for v in h.get_all(&X_FORWARDED_FOR) {
+                if let Ok(v) = v.to_str() {
+                    if !xff.is_empty() {
+                        xff.push_str(", ");
+                    }
+                    xff.push_str(v);
+                }
+            }
+            HeaderValue::from_str(&self.xff_value(xff)).ok()
+        } else {
+            self.xff.clone()
+        };
+        let fwd = if h.contains_key(header::FORWARDED) {
+            let mut fwd = String::with_capacity(48);
+            for v in h.get_all(header::FORWARDED) {
+                if let Ok(v) = v.to_str() {
+                    fwd.push_str(v);
+                    fwd.push_str(", ");
+                }
+            }
+            HeaderValue::from_str(&self.forwarded_value(fwd)).ok()
+        } else {
+            self.forwarded.clone()
+        };
+        let empty = || HeaderValue::from_static("");
+        (
+            xff.unwrap_or_else(empty),
+            self.proto(),
+            fwd.unwrap_or_else(empty),
+        )
+    }
+}
+
 /// [`add_forwarded`] with the per-connection values prepared in `f`.
 pub(crate) fn add_forwarded_with(h: &mut HeaderMap, f: &Forwarding) {
-    if h.contains_key(&X_FORWARDED_FOR) {
-        let mut xff = String::with_capacity(48);
-        for v in h.get_all(&X_FORWARDED_FOR) {
-            if let Ok(v) = v.to_str() {
-                if !xff.is_empty() {
-                    xff.push_str(", ");
-                }
-                xff.push_str(v);
-            }
-        }
-        if let Ok(v) = HeaderValue::from_str(&f.xff_value(xff)) {
-            h.insert(&X_FORWARDED_FOR, v);
-        }
-    } else if let Some(v) = &f.xff {
-        h.insert(&X_FORWARDED_FOR, v.clone());
-    }
-    h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(f.proto()));
-
-    if h.contains_key(header::FORWARDED) {
-        let mut fwd = String::with_capacity(48);
-        for v in h.get_all(header::FORWARDED) {
-            if let Ok(v) = v.to_str() {
-                fwd.push_str(v);
-                fwd.push_str(", ");
-            }
-        }
-        if let Ok(v) = HeaderValue::from_str(&f.forwarded_value(fwd)) {
-            h.insert(header::FORWARDED, v);
-        }
-    } else if let Some(v) = &f.forwarded {
-        h.insert(header::FORWARDED, v.clone());
-    }
+    let (xff, proto, fwd) = f.values(h);
+    h.insert(&X_FORWARDED_FOR, xff);
+    h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    h.insert(header::FORWARDED, fwd);
 }
 
 /// The client's request id if it is short and printable, else a fresh random one.

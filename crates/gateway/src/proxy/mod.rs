@@ -4,8 +4,8 @@
 //! | what happened | answer |
 //! |---|---|
 //! | no route matches | 404 |
-//! | HTTP/1.1 request without `Host`, or malformed (hyper's parser) | 400 |
-//! | request head larger than `max_header_bytes` (hyper's parser) | 431 |
+//! | HTTP/1.1 request without `Host`, malformed, or with ambiguous framing | 400 |
+//! | request head larger than `max_header_bytes` | 431 |
 //! | `Content-Length` or streamed body above `max_body_bytes` | 413 |
 //! | no backend may take traffic | 503 + `Retry-After` |
 //! | backend queue full or queue wait timed out | 503 + `Retry-After` |
@@ -16,15 +16,24 @@
 //! | no response head within the route's timeout | 504 |
 //!
 //! Error bodies are the status text and nothing else.
+//!
+//! [`forward`] is the one request pipeline (routing, admission, balancer pick, breaker,
+//! retries, metrics). Both client-side engines call it: the native HTTP/1 connection loop
+//! ([`h1::server`]) and hyper's HTTP/2 server ([`handle`]). It answers with a
+//! `Response<ResponseBody>` that each engine writes out its own way.
 pub mod body;
+pub(crate) mod h1;
 pub(crate) mod headers;
 pub mod pool;
 
 use crate::route::request_host;
 use crate::state::Shared;
-use body::{is_body_too_large, ActiveGuard, Activity, RequestBody, ResponseBody, Upstreamed};
+use body::{
+    is_body_too_large, ActiveGuard, Activity, ForwardBody, HyperBody, Limited, ResponseBody,
+    Upstreamed,
+};
 use bytes::Bytes;
-use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
 use pool::{QueueError, SendError};
@@ -92,19 +101,28 @@ pub(crate) fn cookie<'a>(h: &'a http::HeaderMap, name: &str) -> Option<&'a [u8]>
     None
 }
 
-/// Handles one client request. Never fails: every error becomes a response.
+/// Handles one request from hyper's server (HTTP/2 clients). Never fails: every error
+/// becomes a response.
 ///
 /// The future is boxed because hyper reserves room for the service future in every
-/// connection for its whole life; boxed, an idle keep-alive connection holds a pointer
-/// instead of the full request state machine.
+/// stream; boxed, it holds a pointer instead of the full request state machine.
 pub(crate) fn handle(
     req: Request<Incoming>,
     ci: &ConnInfo,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<ResponseBody>> + Send + '_>> {
-    Box::pin(handle_request(req, ci))
+    let (parts, incoming) = req.into_parts();
+    let has_body = !incoming.is_end_stream();
+    Box::pin(forward(parts, HyperBody(Some(incoming)), has_body, ci))
 }
 
-async fn handle_request(mut req: Request<Incoming>, ci: &ConnInfo) -> Response<ResponseBody> {
+/// The request pipeline: answers one request, from a local reply or a backend. `has_body`
+/// says whether `body` may yield data (a bodiless request can be retried).
+pub(crate) async fn forward<B: ForwardBody>(
+    parts: http::request::Parts,
+    body: B,
+    has_body: bool,
+    ci: &ConnInfo,
+) -> Response<ResponseBody> {
     let active = ActiveGuard::new(&ci.activity);
     let shared = &ci.shared;
     let state = shared.state.load_full();
@@ -114,9 +132,9 @@ async fn handle_request(mut req: Request<Incoming>, ci: &ConnInfo) -> Response<R
         return local(StatusCode::NOT_FOUND, Some(active));
     };
 
-    if req.version() == Version::HTTP_11
-        && req.uri().authority().is_none()
-        && !req.headers().contains_key(header::HOST)
+    if parts.version == Version::HTTP_11
+        && parts.uri.authority().is_none()
+        && !parts.headers.contains_key(header::HOST)
     {
         shared.metrics.local_reply(&ci.listener, "bad_request");
         return local(StatusCode::BAD_REQUEST, Some(active));
@@ -124,7 +142,7 @@ async fn handle_request(mut req: Request<Incoming>, ci: &ConnInfo) -> Response<R
 
     let Some(route) = listener
         .router
-        .find(request_host(&req), req.uri().path(), req.method())
+        .find(request_host(&parts), parts.uri.path(), &parts.method)
         .cloned()
     else {
         shared.metrics.local_reply(&ci.listener, "no_route");
@@ -132,8 +150,8 @@ async fn handle_request(mut req: Request<Incoming>, ci: &ConnInfo) -> Response<R
     };
 
     if let Some(max) = listener.max_body_bytes {
-        let declared = req
-            .headers()
+        let declared = parts
+            .headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
@@ -144,12 +162,9 @@ async fn handle_request(mut req: Request<Incoming>, ci: &ConnInfo) -> Response<R
         }
     }
 
-    let upgrade = req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers());
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let request_id = headers::request_id(req.headers());
-    let (parts, incoming) = req.into_parts();
-    let bodiless = incoming.is_end_stream();
-    let may_retry = bodiless && !upgrade && is_idempotent(&parts.method);
+    let upgrade = parts.version == Version::HTTP_11 && headers::wants_upgrade(&parts.headers);
+    let request_id = headers::request_id(&parts.headers);
+    let may_retry = !has_body && !upgrade && is_idempotent(&parts.method);
 
     let arrived = Instant::now();
     let admitted = match route.policy.admit(&parts, ci.peer.ip()).await {
@@ -165,11 +180,12 @@ async fn handle_request(mut req: Request<Incoming>, ci: &ConnInfo) -> Response<R
         }
     };
     let mut route_guard = Some(admitted.guard);
-    let mut body = Some(RequestBody::new(incoming, listener.max_body_bytes));
+    let mut body = Limited::new(body, listener.max_body_bytes);
 
     let upstream = &route.upstream;
     let timeout = route.timeout.unwrap_or(listener.request_timeout);
-    let deadline = tokio::time::Instant::now() + timeout;
+    // From the clock read above: one read fewer per request.
+    let deadline = tokio::time::Instant::from_std(arrived) + timeout;
     upstream.policy.budget().deposit();
     // Backends a failed attempt went to, and backends whose breaker refused a call.
     let mut tried: Vec<usize> = Vec::new();
@@ -274,21 +290,20 @@ async fn handle_request(mut req: Request<Incoming>, ci: &ConnInfo) -> Response<R
                 .observe_queue_delay(started.saturating_duration_since(arrived));
         }
 
-        let up_req = build_request(
-            &parts,
-            body.take().unwrap_or_else(RequestBody::empty),
-            &request_id,
-            ci,
-            backend.is_h2(),
+        let outgoing = pool::Outgoing {
+            parts: &parts,
+            request_id: &request_id,
+            forwarding: &ci.forwarding,
             upgrade,
-        );
-        // Boxed: the send future is large, and hyper keeps room for this whole handler future
-        // in every connection, idle ones included.
-        let result =
-            tokio::time::timeout_at(deadline, Box::pin(backend.send(up_req, upgrade))).await;
+        };
+        let result = tokio::time::timeout_at(
+            deadline,
+            backend.send(&outgoing, &mut body, has_body, started),
+        )
+        .await;
         let latency = started.elapsed();
 
-        let (mut resp, pooled) = match result {
+        let mut resp = match result {
             Ok(Ok(r)) => r,
             Err(_elapsed) => {
                 if let Some(g) = route_guard.as_mut() {
@@ -369,7 +384,7 @@ async fn handle_request(mut req: Request<Incoming>, ci: &ConnInfo) -> Response<R
             resp.headers_mut()
                 .insert(headers::X_REQUEST_ID.clone(), request_id);
         }
-        if shared.state.load().config().log.access_log {
+        if state.config().log.access_log {
             resp.extensions_mut()
                 .insert(crate::logging::AnsweredBy(format!(
                     "{}/{}",
@@ -383,115 +398,27 @@ async fn handle_request(mut req: Request<Incoming>, ci: &ConnInfo) -> Response<R
             }
         }
 
-        if switching {
-            let upstream_upgrade = hyper::upgrade::on(&mut resp);
-            let (parts, _) = resp.into_parts();
-            match client_upgrade {
-                Some(client_upgrade) => {
-                    let guard = Upstreamed {
-                        pooled: None,
-                        selection: Some((selection, outcome)),
-                        permit,
-                        in_flight: backend.metrics.in_flight.clone(),
-                        policy: route_guard.take(),
-                    };
-                    tokio::spawn(tunnel(client_upgrade, upstream_upgrade, guard, active));
-                }
-                None => {
-                    // A 101 nobody asked for: the backend is broken.
-                    selection.finish(Outcome::failure(latency));
-                    backend.metrics.in_flight.dec();
-                    return local(StatusCode::BAD_GATEWAY, Some(active));
-                }
-            }
-            // The tunnel holds the connection's activity guard: while it runs, the client
-            // connection is busy and its idle and header clocks are off.
-            return Response::from_parts(parts, ResponseBody::full(Bytes::new(), None));
+        if switching && !upgrade {
+            // A 101 nobody asked for: the backend is broken.
+            selection.finish(Outcome::failure(latency));
+            backend.metrics.in_flight.dec();
+            return local(StatusCode::BAD_GATEWAY, Some(active));
         }
 
-        let (parts, incoming) = resp.into_parts();
+        // A 101's body holds the backend connection for the engine to splice to the client;
+        // the guard then lives as long as the tunnel (the connection stays busy meanwhile).
+        let (parts, upstream_body) = resp.into_parts();
         let guard = Box::new(Upstreamed {
-            pooled,
             selection: Some((selection, outcome)),
             permit,
             in_flight: backend.metrics.in_flight.clone(),
             policy: route_guard.take(),
         });
-        return Response::from_parts(parts, ResponseBody::upstream(incoming, guard, Some(active)));
+        return Response::from_parts(
+            parts,
+            ResponseBody::upstream(upstream_body, guard, Some(active)),
+        );
     }
-}
-
-/// Splices an upgraded client connection to an upgraded backend connection.
-async fn tunnel(
-    client: hyper::upgrade::OnUpgrade,
-    backend: hyper::upgrade::OnUpgrade,
-    guard: Upstreamed,
-    active: ActiveGuard,
-) {
-    let (Ok(c), Ok(b)) = tokio::join!(client, backend) else {
-        return;
-    };
-    let mut c = hyper_util::rt::TokioIo::new(c);
-    let mut b = hyper_util::rt::TokioIo::new(b);
-    let _ = tokio::io::copy_bidirectional(&mut c, &mut b).await;
-    drop(guard);
-    drop(active);
-}
-
-fn build_request(
-    parts: &http::request::Parts,
-    body: RequestBody,
-    request_id: &HeaderValue,
-    ci: &ConnInfo,
-    h2: bool,
-    upgrade: bool,
-) -> Request<RequestBody> {
-    let mut h = headers::copy_end_to_end(&parts.headers, upgrade);
-    headers::add_forwarded_with(&mut h, &ci.forwarding);
-    h.insert(headers::X_REQUEST_ID.clone(), request_id.clone());
-
-    let path = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-    // The client's authority: from an HTTP/2 `:authority` or absolute-form URI, else `Host`.
-    let authority = parts.uri.authority().map(|a| a.as_str().to_owned());
-    let uri = if h2 {
-        let host = authority
-            .clone()
-            .or_else(|| {
-                h.get(header::HOST)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned)
-            })
-            .unwrap_or_else(|| "localhost".to_owned());
-        h.remove(header::HOST);
-        Uri::builder()
-            .scheme("http")
-            .authority(host)
-            .path_and_query(path)
-            .build()
-            .ok()
-    } else {
-        if let Some(a) = &authority {
-            if let Ok(v) = HeaderValue::from_str(a) {
-                h.insert(header::HOST, v);
-            }
-        }
-        Some(Uri::from(path))
-    };
-
-    let mut req = Request::new(body);
-    *req.method_mut() = parts.method.clone();
-    *req.uri_mut() = uri.unwrap_or_else(|| Uri::from_static("/"));
-    *req.version_mut() = if h2 {
-        Version::HTTP_2
-    } else {
-        Version::HTTP_11
-    };
-    *req.headers_mut() = h;
-    req
 }
 
 #[cfg(test)]

@@ -1,27 +1,22 @@
-//! Connections to one backend: a small LIFO pool of HTTP/1.1 connections (or one multiplexed
-//! HTTP/2 client), the per-backend concurrency limit with its bounded wait queue, and the
-//! backend's metrics.
+//! Connections to one backend: our HTTP/1.1 client's pool ([`super::h1::client`]) or one
+//! multiplexed HTTP/2 client (hyper's), the per-backend concurrency limit with its bounded
+//! wait queue, and the backend's metrics.
 //!
-//! Why an own HTTP/1 pool instead of hyper-util's legacy client: the legacy client keys its
-//! pool by URI authority behind a global mutex and wraps every request in several layers of
-//! futures; one pool per backend handing out `SendRequest`s directly was measurably faster in
-//! an earlier prototype, and lets a failed connect be told apart from a failed request (only
-//! the former is always safe to retry).
-use super::body::{BoxError, RequestBody};
+//! Both kinds are reached through [`BackendClient::send`], which tells a failed connect
+//! (always safe to retry) from a failed request (which may have reached the backend).
+use super::body::{BoxError, ChannelBody, ForwardBody, OwnedBody, UpstreamBody};
+use super::h1::client as h1;
 use crate::config::{UpstreamConfig, UpstreamProtocol};
 use crate::metrics::BackendMetrics;
-use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::client::conn::http1;
+pub(crate) use h1::Outgoing;
+use http::{Request, Response, Uri, Version};
+use http_body_util::BodyExt as _;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -73,22 +68,10 @@ pub(crate) enum QueueError {
     Timeout,
 }
 
-type H1Conn = http1::Connection<TokioIo<TcpStream>, RequestBody>;
-
-struct Idle {
-    tx: http1::SendRequest<RequestBody>,
-    conn: H1Conn,
-    since: Instant,
-}
-
-struct H1Pool {
-    idle: Mutex<Vec<Idle>>,
-}
-
-type H2Client = Client<Connector, RequestBody>;
+type H2Client = Client<Connector, OwnedBody>;
 
 enum Transport {
-    H1(Arc<H1Pool>),
+    H1(Arc<h1::Pool>),
     H2(Box<H2Client>),
 }
 
@@ -110,61 +93,6 @@ impl std::fmt::Debug for BackendClient {
         f.debug_struct("BackendClient")
             .field("settings", &self.settings)
             .finish()
-    }
-}
-
-/// An HTTP/1 connection lent out for one request; [`Pooled::release`] returns it.
-///
-/// The connection's I/O future is not spawned on a task of its own: whoever holds the
-/// connection drives it ([`Pooled::poll_conn`]) — the request while waiting for the response
-/// head, the response body while streaming. Client connection, backend connection and both
-/// bodies then run on one task, which saves two task wake-ups per request; idle pooled
-/// connections cost nothing until they are checked out again.
-pub(crate) struct Pooled {
-    tx: http1::SendRequest<RequestBody>,
-    /// `None` once the connection future has completed (closed).
-    conn: Option<H1Conn>,
-    pool: Weak<H1Pool>,
-    max_idle: usize,
-}
-
-impl Pooled {
-    /// Makes progress on the backend connection's reads and writes.
-    pub(crate) fn poll_conn(&mut self, cx: &mut Context<'_>) {
-        if let Some(c) = self.conn.as_mut() {
-            if Pin::new(c).poll(cx).is_ready() {
-                self.conn = None;
-            }
-        }
-    }
-
-    pub(crate) fn release(self) {
-        let Some(conn) = self.conn else { return };
-        if let Some(pool) = self.pool.upgrade() {
-            if let Ok(mut idle) = pool.idle.lock() {
-                if idle.len() < self.max_idle {
-                    idle.push(Idle {
-                        tx: self.tx,
-                        conn,
-                        since: Instant::now(),
-                    });
-                }
-            }
-        }
-    }
-
-    /// Sends `req`, driving the connection until the response head (or an error) arrives.
-    async fn send(
-        &mut self,
-        req: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<RequestBody>>> {
-        let fut = self.tx.try_send_request(req);
-        let mut fut = std::pin::pin!(fut);
-        std::future::poll_fn(|cx| {
-            self.poll_conn(cx);
-            fut.as_mut().poll(cx)
-        })
-        .await
     }
 }
 
@@ -207,9 +135,10 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStre
 impl BackendClient {
     pub(crate) fn new(settings: BackendSettings, metrics: BackendMetrics) -> Self {
         let transport = match settings.protocol {
-            UpstreamProtocol::Http1 => Transport::H1(Arc::new(H1Pool {
-                idle: Mutex::new(Vec::new()),
-            })),
+            UpstreamProtocol::Http1 => Transport::H1(Arc::new(h1::Pool::new(
+                settings.max_idle,
+                settings.idle_timeout,
+            ))),
             UpstreamProtocol::Http2 => Transport::H2(Box::new(
                 Client::builder(TokioExecutor::new())
                     .http2_only(true)
@@ -240,11 +169,6 @@ impl BackendClient {
     /// The backend's address.
     pub fn addr(&self) -> SocketAddr {
         self.settings.addr
-    }
-
-    /// Whether requests to this backend go over HTTP/2.
-    pub(crate) fn is_h2(&self) -> bool {
-        matches!(self.transport, Transport::H2(_))
     }
 
     /// A slot without waiting: `Some` when there is no limit or a slot is free, `None` when
@@ -278,107 +202,143 @@ impl BackendClient {
         }
     }
 
-    /// Sends `req`; on HTTP/1 also returns the connection to release after the body.
-    pub(crate) async fn send(
+    /// Sends the request described by `o` with `body`; returns the response head and its
+    /// streaming body. `now` is the caller's clock reading, reused for the pool's idle
+    /// bookkeeping.
+    pub(crate) async fn send<B: ForwardBody>(
         &self,
-        req: Request<RequestBody>,
-        upgrade: bool,
-    ) -> Result<(Response<Incoming>, Option<Pooled>), SendError> {
+        o: &Outgoing<'_>,
+        body: &mut B,
+        has_body: bool,
+        now: std::time::Instant,
+    ) -> Result<Response<UpstreamBody>, SendError> {
         match &self.transport {
-            Transport::H2(client) => match client.request(req).await {
-                Ok(resp) => Ok((resp, None)),
-                Err(e) if e.is_connect() => {
-                    self.metrics.connect_errors.inc();
-                    Err(SendError::Connect(std::io::Error::other(e)))
-                }
-                Err(e) => Err(SendError::Request(Box::new(e))),
-            },
-            Transport::H1(pool) if upgrade => {
-                // Upgraded connections leave the pool for good; their I/O runs on its own
-                // task so the upgrade can complete after the response head.
-                let (mut tx, conn) = self.connect_h1().await?;
-                tokio::spawn(async move {
-                    // Errors here are the backend hanging up; the tunnel reports them.
-                    let _ = conn.with_upgrades().await;
-                });
-                let _ = pool;
-                match tx.send_request(req).await {
-                    Ok(resp) => Ok((resp, None)),
-                    Err(e) => Err(SendError::Request(Box::new(e))),
+            Transport::H1(pool) => {
+                match h1::send(
+                    pool,
+                    self.settings.addr,
+                    self.settings.connect_timeout,
+                    o,
+                    body,
+                    has_body,
+                    now,
+                )
+                .await
+                {
+                    Ok((head, body)) => {
+                        Ok(Response::from_parts(head.parts, UpstreamBody::H1(body)))
+                    }
+                    Err(Ok(e)) => {
+                        self.metrics.connect_errors.inc();
+                        Err(SendError::Connect(e))
+                    }
+                    Err(Err(e)) => Err(SendError::Request(e)),
                 }
             }
-            Transport::H1(pool) => {
-                let (mut pooled, reused) = match self.checkout(pool).await {
-                    Some(p) => (p, true),
-                    None => {
-                        let (tx, conn) = self.connect_h1().await?;
-                        (self.pooled(pool, tx, conn), false)
+            // Boxed (built in a plain fn, see `listener.rs`): hyper's client future and the
+            // body pump are large, and most backends are HTTP/1.
+            Transport::H2(client) => boxed_h2(self, client, o, body, has_body).await,
+        }
+    }
+
+    async fn send_h2<B: ForwardBody>(
+        &self,
+        client: &H2Client,
+        o: &Outgoing<'_>,
+        body: &mut B,
+        has_body: bool,
+    ) -> Result<Response<UpstreamBody>, SendError> {
+        // hyper's client owns its body; a body that borrows the client connection (native
+        // HTTP/1 engine) is pumped to it through a channel by this task.
+        let (owned, pump) = match body.take_owned() {
+            Some(b) => (b, None),
+            None if !has_body => (
+                OwnedBody::new(http_body_util::Empty::new().map_err(|e| match e {})),
+                None,
+            ),
+            None => {
+                let (tx, rx) = tokio::sync::mpsc::channel(4);
+                (OwnedBody::new(ChannelBody(rx)), Some(tx))
+            }
+        };
+        let req = h2_request(o, owned);
+        let sent = client.request(req);
+        let result = match pump {
+            None => sent.await,
+            Some(tx) => {
+                let pump = async move {
+                    while let Some(frame) = body.frame().await {
+                        let failed = frame.is_err();
+                        if tx.send(frame).await.is_err() || failed {
+                            break;
+                        }
                     }
                 };
-                // A pooled connection may have been closed by the backend while idle; if
-                // hyper hands the request back unsent, one fresh connection gets it.
-                let req = match pooled.send(req).await {
-                    Ok(resp) => return Ok((resp, Some(pooled))),
-                    Err(mut e) => match e.take_message() {
-                        Some(back) if reused => back,
-                        _ => return Err(SendError::Request(Box::new(e.into_error()))),
-                    },
-                };
-                let (tx, conn) = self.connect_h1().await?;
-                let mut pooled = self.pooled(pool, tx, conn);
-                match pooled.send(req).await {
-                    Ok(resp) => Ok((resp, Some(pooled))),
-                    Err(e) => Err(SendError::Request(Box::new(e.into_error()))),
-                }
+                tokio::join!(sent, pump).0
             }
-        }
-    }
-
-    fn pooled(
-        &self,
-        pool: &Arc<H1Pool>,
-        tx: http1::SendRequest<RequestBody>,
-        conn: H1Conn,
-    ) -> Pooled {
-        Pooled {
-            tx,
-            conn: Some(conn),
-            pool: Arc::downgrade(pool),
-            max_idle: self.settings.max_idle,
-        }
-    }
-
-    async fn checkout(&self, pool: &Arc<H1Pool>) -> Option<Pooled> {
-        loop {
-            let idle = pool.idle.lock().ok()?.pop()?;
-            if idle.since.elapsed() > self.settings.idle_timeout || idle.tx.is_closed() {
-                continue;
+        };
+        match result {
+            Ok(resp) => {
+                let (parts, incoming) = resp.into_parts();
+                Ok(Response::from_parts(parts, UpstreamBody::H2(incoming)))
             }
-            let mut p = self.pooled(pool, idle.tx, idle.conn);
-            // One poll lets the connection finish its previous exchange (and notice a close
-            // by the backend while idle); then it must want the next request.
-            let ready = std::future::poll_fn(|cx| {
-                p.poll_conn(cx);
-                Poll::Ready(p.conn.is_some() && matches!(p.tx.poll_ready(cx), Poll::Ready(Ok(()))))
-            })
-            .await;
-            if ready {
-                return Some(p);
-            }
-        }
-    }
-
-    async fn connect_h1(&self) -> Result<(http1::SendRequest<RequestBody>, H1Conn), SendError> {
-        let stream = connect(self.settings.addr, self.settings.connect_timeout)
-            .await
-            .map_err(|e| {
+            Err(e) if e.is_connect() => {
                 self.metrics.connect_errors.inc();
-                SendError::Connect(e)
-            })?;
-        let (tx, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| SendError::Request(Box::new(e)))?;
-        Ok((tx, conn))
+                Err(SendError::Connect(std::io::Error::other(e)))
+            }
+            Err(e) => Err(SendError::Request(Box::new(e))),
+        }
     }
+}
+
+type SendFuture<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Response<UpstreamBody>, SendError>> + Send + 'a>,
+>;
+
+fn boxed_h2<'a, B: ForwardBody>(
+    backend: &'a BackendClient,
+    client: &'a H2Client,
+    o: &'a Outgoing<'a>,
+    body: &'a mut B,
+    has_body: bool,
+) -> SendFuture<'a> {
+    Box::pin(backend.send_h2(client, o, body, has_body))
+}
+
+/// The request for hyper's HTTP/2 client: a header map of the end-to-end headers and the
+/// client's authority as `:authority`.
+fn h2_request(o: &Outgoing<'_>, body: OwnedBody) -> Request<OwnedBody> {
+    let parts = o.parts;
+    let mut h = super::headers::copy_end_to_end(&parts.headers, false);
+    super::headers::add_forwarded_with(&mut h, o.forwarding);
+    h.insert(super::headers::X_REQUEST_ID.clone(), o.request_id.clone());
+    h.remove(http::header::EXPECT);
+    let host = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            h.get(http::header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "localhost".to_owned());
+    h.remove(http::header::HOST);
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    let uri = Uri::builder()
+        .scheme("http")
+        .authority(host)
+        .path_and_query(path)
+        .build()
+        .unwrap_or_else(|_| Uri::from_static("/"));
+    let mut req = Request::new(body);
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_2;
+    *req.headers_mut() = h;
+    req
 }

@@ -1,0 +1,593 @@
+//! The HTTP/1.1 backend client: a LIFO pool of raw `TcpStream`s per backend, the request
+//! head written straight from the client's parsed request into one buffer, the response
+//! head parsed with `httparse`, and a response body that streams from the socket and puts
+//! the connection back into the pool when the body has been read to its end.
+//!
+//! Why not hyper's client: hyper would need the request as a second `HeaderMap` (the
+//! end-to-end copy) which it then serialises, and it parses the response into a map of its
+//! own; each backend connection also wants a dispatcher. Writing the head from the parsed
+//! request and reading the answer in the task that forwards it does one read and one write
+//! per side per request, as nginx does.
+use super::codec::{self, BodyDecoder, Framing, ResponseHead};
+use crate::proxy::body::{BoxError, ForwardBody};
+use crate::proxy::headers::{self, Forwarding};
+use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt as _;
+use http::header::{self, HeaderValue};
+use http::Method;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt as _;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+/// Largest response head accepted from a backend.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Request body bytes gathered before a write.
+const WRITE_BATCH: usize = 64 * 1024;
+
+/// One backend connection and its read buffer (which may hold the start of the next
+/// response only if the backend misbehaves; such connections are not reused).
+#[derive(Debug)]
+pub(crate) struct Conn {
+    io: TcpStream,
+    rbuf: BytesMut,
+}
+
+/// Idle connections to one backend, most recently used first out.
+#[derive(Debug)]
+pub(crate) struct Pool {
+    idle: Mutex<Vec<(Conn, Instant)>>,
+    max_idle: usize,
+    idle_timeout: Duration,
+}
+
+impl Pool {
+    pub(crate) fn new(max_idle: usize, idle_timeout: Duration) -> Self {
+        Self {
+            idle: Mutex::new(Vec::new()),
+            max_idle,
+            idle_timeout,
+        }
+    }
+
+    fn checkout(&self, now: Instant) -> Option<Conn> {
+        let mut idle = self.idle.lock().ok()?;
+        while let Some((conn, since)) = idle.pop() {
+            if now.saturating_duration_since(since) <= self.idle_timeout {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Takes `conn` back; `since` is when its last request started (close enough to when
+    /// it went idle for an idle timeout, and saves reading the clock).
+    fn release(&self, conn: Conn, since: Instant) {
+        // A response that left bytes behind was framed wrongly: do not trust the connection.
+        if !conn.rbuf.is_empty() {
+            return;
+        }
+        if let Ok(mut idle) = self.idle.lock() {
+            if idle.len() < self.max_idle {
+                idle.push((conn, since));
+            }
+        }
+    }
+
+    /// Idle connections (tests).
+    #[cfg(test)]
+    fn idle_len(&self) -> usize {
+        self.idle.lock().map_or(0, |i| i.len())
+    }
+}
+
+/// Why an exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ExchangeError {
+    /// The connection was found closed before any byte of a response: on a reused
+    /// connection this is the backend having closed it while idle.
+    #[error("connection closed before a response: {0}")]
+    Stale(io::Error),
+    /// Anything else after the connection was established.
+    #[error("{0}")]
+    Other(BoxError),
+}
+
+impl ExchangeError {
+    pub(crate) fn into_box(self) -> BoxError {
+        match self {
+            Self::Stale(e) => Box::new(e),
+            Self::Other(e) => e,
+        }
+    }
+}
+
+/// The parts of an outgoing request besides the client's head.
+pub(crate) struct Outgoing<'a> {
+    pub(crate) parts: &'a http::request::Parts,
+    pub(crate) request_id: &'a HeaderValue,
+    pub(crate) forwarding: &'a Forwarding,
+    pub(crate) upgrade: bool,
+}
+
+/// How the request body goes upstream: as the client declared its length, else chunked.
+pub(crate) fn request_framing(parts: &http::request::Parts, has_body: bool) -> Framing {
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match declared {
+        Some(n) => Framing::Length(n),
+        None if has_body => Framing::Chunked,
+        None => Framing::Empty,
+    }
+}
+
+/// Writes the request head for a backend: the client's end-to-end headers (hop-by-hop
+/// ones and those named in `Connection` dropped, as are `Expect`, which the gateway answers
+/// itself, and the framing headers, which are this hop's), the forwarding headers and the
+/// request id.
+pub(crate) fn write_request_head(out: &mut Vec<u8>, o: &Outgoing<'_>, framing: Framing) {
+    let parts = o.parts;
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    let target = match parts.uri.path_and_query() {
+        Some(pq) if parts.method != Method::CONNECT => pq.as_str(),
+        _ => "/",
+    };
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    // An absolute-form or HTTP/2 request names its authority in the URI: that is the Host.
+    let authority = parts.uri.authority();
+    if let Some(a) = authority {
+        codec::put_header(out, b"host", a.as_str().as_bytes());
+    }
+    let h = &parts.headers;
+    let listed = if h.contains_key(header::CONNECTION) {
+        headers::connection_listed(h)
+    } else {
+        Vec::new()
+    };
+    for (name, value) in h {
+        if headers::is_hop_by_hop(name)
+            || name == header::CONTENT_LENGTH
+            || name == header::EXPECT
+            || name == headers::X_REQUEST_ID
+            || headers::is_forwarding(name)
+            || (authority.is_some() && name == header::HOST)
+            || (!listed.is_empty() && listed.iter().any(|l| l == name.as_str()))
+        {
+            continue;
+        }
+        codec::put_header(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    if o.upgrade {
+        if let Some(up) = h.get(header::UPGRADE) {
+            codec::put_header(out, b"upgrade", up.as_bytes());
+            codec::put_header(out, b"connection", b"upgrade");
+        }
+    }
+    let (xff, proto, fwd) = o.forwarding.values(h);
+    codec::put_header(out, b"x-forwarded-for", xff.as_bytes());
+    codec::put_header(out, b"x-forwarded-proto", proto.as_bytes());
+    codec::put_header(out, b"forwarded", fwd.as_bytes());
+    codec::put_header(out, b"x-request-id", o.request_id.as_bytes());
+    match framing {
+        Framing::Length(n) => {
+            out.extend_from_slice(b"content-length: ");
+            codec::put_u64(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        Framing::Chunked => codec::put_header(out, b"transfer-encoding", b"chunked"),
+        Framing::Empty | Framing::Close => {}
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+impl Conn {
+    /// Connects to `addr` within `timeout`.
+    pub(crate) async fn connect(addr: std::net::SocketAddr, timeout: Duration) -> io::Result<Self> {
+        let io = tokio::time::timeout(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+        io.set_nodelay(true)?;
+        Ok(Self {
+            io,
+            rbuf: BytesMut::new(),
+        })
+    }
+
+    /// Whether the backend has closed (or written to) this idle connection. One `recv`
+    /// that would block; only spent before requests whose body cannot be sent twice.
+    fn looks_closed(&self) -> bool {
+        let mut probe = [0u8; 1];
+        !matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// Writes the request (head, then the body as it arrives) and reads the response head,
+    /// skipping interim 1xx answers other than 101.
+    async fn exchange<B: ForwardBody>(
+        &mut self,
+        head: &mut Vec<u8>,
+        body: &mut B,
+        framing: Framing,
+        head_request: bool,
+    ) -> Result<ResponseHead, ExchangeError> {
+        let stale = |e: io::Error| ExchangeError::Stale(e);
+        let head_len = head.len();
+        if framing == Framing::Empty {
+            self.io.write_all(head).await.map_err(stale)?;
+        } else {
+            let r = self.send_body(head, body, framing).await;
+            head.truncate(head_len);
+            r?;
+        }
+        let mut got_any = false;
+        loop {
+            if !self.rbuf.is_empty() {
+                got_any = true;
+                let parsed = codec::parse_response(&mut self.rbuf, MAX_RESPONSE_HEAD, head_request)
+                    .map_err(|e| ExchangeError::Other(Box::new(e)))?;
+                if let Some(h) = parsed {
+                    if h.parts.status.is_informational()
+                        && h.parts.status != http::StatusCode::SWITCHING_PROTOCOLS
+                    {
+                        continue;
+                    }
+                    return Ok(h);
+                }
+            }
+            if self.rbuf.capacity() - self.rbuf.len() < 1024 {
+                self.rbuf.reserve(codec::READ_CHUNK);
+            }
+            match self.io.read_buf(&mut self.rbuf).await {
+                Ok(0) if !got_any => {
+                    return Err(stale(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "backend closed the connection",
+                    )))
+                }
+                Ok(0) => {
+                    return Err(ExchangeError::Other(Box::new(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "backend closed the connection in a response head",
+                    ))))
+                }
+                Ok(_) => {}
+                Err(e) if !got_any => return Err(stale(e)),
+                Err(e) => return Err(ExchangeError::Other(Box::new(e))),
+            }
+        }
+    }
+
+    /// Streams the request body after `out` (the head): frames are gathered up to a batch
+    /// and written when the body has nothing more ready, so a streaming upload is not held
+    /// back and a small one goes out with its head in one write.
+    async fn send_body<B: ForwardBody>(
+        &mut self,
+        out: &mut Vec<u8>,
+        body: &mut B,
+        framing: Framing,
+    ) -> Result<(), ExchangeError> {
+        let chunked = framing == Framing::Chunked;
+        let io_err = |e: io::Error| ExchangeError::Other(Box::new(e));
+        let mut trailers = None;
+        loop {
+            let next = match body.frame().now_or_never() {
+                Some(f) => f,
+                None => {
+                    if !out.is_empty() {
+                        self.io.write_all(out).await.map_err(io_err)?;
+                        out.clear();
+                    }
+                    body.frame().await
+                }
+            };
+            let frame = match next {
+                None => break,
+                Some(Err(e)) => return Err(ExchangeError::Other(e)),
+                Some(Ok(f)) => f,
+            };
+            match frame.into_data() {
+                Ok(data) => {
+                    if data.is_empty() {
+                        continue;
+                    }
+                    if chunked {
+                        codec::put_chunk_size(out, data.len());
+                    }
+                    if data.len() >= WRITE_BATCH {
+                        self.io.write_all(out).await.map_err(io_err)?;
+                        out.clear();
+                        self.io.write_all(&data).await.map_err(io_err)?;
+                    } else {
+                        out.extend_from_slice(&data);
+                    }
+                    if chunked {
+                        out.extend_from_slice(b"\r\n");
+                    }
+                    if out.len() >= WRITE_BATCH {
+                        self.io.write_all(out).await.map_err(io_err)?;
+                        out.clear();
+                    }
+                }
+                Err(frame) => {
+                    if let Ok(t) = frame.into_trailers() {
+                        trailers = Some(t);
+                    }
+                }
+            }
+        }
+        if chunked {
+            codec::put_chunked_end(out, trailers.as_ref());
+        }
+        if !out.is_empty() {
+            self.io.write_all(out).await.map_err(io_err)?;
+        }
+        Ok(())
+    }
+}
+
+/// Sends one request over a pooled (or new) connection. A pooled connection the backend
+/// closed while idle gets the request again on a fresh connection if nothing was lost:
+/// bodiless requests after the fact, requests with a body only after a probe beforehand.
+///
+/// # Errors
+/// `Err(Ok(io))` if connecting failed (nothing was sent), `Err(Err(e))` if the exchange
+/// failed on an established connection.
+pub(crate) async fn send<B: ForwardBody>(
+    pool: &Arc<Pool>,
+    addr: std::net::SocketAddr,
+    connect_timeout: Duration,
+    o: &Outgoing<'_>,
+    body: &mut B,
+    has_body: bool,
+    now: Instant,
+) -> Result<(ResponseHead, H1Body), Result<io::Error, BoxError>> {
+    let framing = request_framing(o.parts, has_body);
+    let mut head = Vec::with_capacity(512);
+    write_request_head(&mut head, o, framing);
+    let head_request = o.parts.method == Method::HEAD;
+    let mut fresh_only = o.upgrade;
+    loop {
+        let pooled = if fresh_only { None } else { pool.checkout(now) };
+        let reused = pooled.is_some();
+        let mut conn = match pooled {
+            Some(c) if has_body && c.looks_closed() => continue,
+            Some(c) => c,
+            None => Conn::connect(addr, connect_timeout).await.map_err(Ok)?,
+        };
+        match conn.exchange(&mut head, body, framing, head_request).await {
+            Ok(h) => {
+                let body = H1Body::new(conn, &h, pool, now);
+                return Ok((h, body));
+            }
+            Err(ExchangeError::Stale(_)) if reused && !has_body => fresh_only = true,
+            Err(e) => return Err(Err(e.into_box())),
+        }
+    }
+}
+
+/// A backend's HTTP/1 response body, read from its connection as the client takes it.
+#[derive(Debug)]
+pub(crate) struct H1Body {
+    conn: Option<Conn>,
+    decoder: BodyDecoder,
+    keep_alive: bool,
+    upgraded: bool,
+    pool: Weak<Pool>,
+    started: Instant,
+}
+
+impl H1Body {
+    fn new(conn: Conn, head: &ResponseHead, pool: &Arc<Pool>, started: Instant) -> Self {
+        let upgraded = head.parts.status == http::StatusCode::SWITCHING_PROTOCOLS;
+        let mut this = Self {
+            conn: Some(conn),
+            decoder: if upgraded {
+                BodyDecoder::Done
+            } else {
+                BodyDecoder::new(head.framing)
+            },
+            keep_alive: head.keep_alive,
+            upgraded,
+            pool: Arc::downgrade(pool),
+            started,
+        };
+        this.release_if_done();
+        this
+    }
+
+    fn release_if_done(&mut self) {
+        if self.upgraded || !self.decoder.is_done() {
+            return;
+        }
+        if let Some(conn) = self.conn.take() {
+            if self.keep_alive {
+                if let Some(pool) = self.pool.upgrade() {
+                    pool.release(conn, self.started);
+                }
+            }
+        }
+    }
+
+    /// The connection of a 101 answer and what the backend sent after the head.
+    pub(crate) fn into_upgraded(mut self) -> Option<(TcpStream, BytesMut)> {
+        if !self.upgraded {
+            return None;
+        }
+        self.conn.take().map(|c| (c.io, c.rbuf))
+    }
+}
+
+impl Body for H1Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let Some(conn) = this.conn.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let r = std::task::ready!(this.decoder.poll_frame(&mut conn.io, &mut conn.rbuf, cx));
+        match r {
+            Some(Ok(f)) => {
+                this.release_if_done();
+                Poll::Ready(Some(Ok(f)))
+            }
+            Some(Err(e)) => {
+                this.conn = None;
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
+            None => {
+                this.release_if_done();
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.upgraded || self.decoder.is_done()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.decoder.exact_remaining() {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Request;
+
+    fn outgoing_head(req: Request<()>, upgrade: bool) -> String {
+        let (parts, ()) = req.into_parts();
+        let f = Forwarding::new("10.0.0.9".parse().unwrap(), false);
+        let id = HeaderValue::from_static("rid");
+        let o = Outgoing {
+            parts: &parts,
+            request_id: &id,
+            forwarding: &f,
+            upgrade,
+        };
+        let mut out = Vec::new();
+        write_request_head(&mut out, &o, request_framing(&parts, false));
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn request_head_drops_hop_by_hop_and_adds_forwarding() {
+        let req = Request::builder()
+            .uri("/p?q=1")
+            .header("host", "example.com")
+            .header("connection", "keep-alive, x-secret")
+            .header("x-secret", "1")
+            .header("te", "trailers")
+            .header("expect", "100-continue")
+            .header("x-forwarded-for", "1.1.1.1")
+            .header("x-kept", "yes")
+            .header("content-length", "0")
+            .body(())
+            .unwrap();
+        let head = outgoing_head(req, false);
+        assert_eq!(
+            head,
+            "GET /p?q=1 HTTP/1.1\r\nhost: example.com\r\nx-kept: yes\r\n\
+             x-forwarded-for: 1.1.1.1, 10.0.0.9\r\nx-forwarded-proto: http\r\n\
+             forwarded: for=10.0.0.9;proto=http\r\nx-request-id: rid\r\ncontent-length: 0\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn absolute_form_authority_becomes_host_and_upgrade_survives() {
+        let req = Request::builder()
+            .uri("http://a.example:8080/ws")
+            .header("host", "ignored")
+            .header("connection", "Upgrade")
+            .header("upgrade", "websocket")
+            .body(())
+            .unwrap();
+        let head = outgoing_head(req, true);
+        assert!(
+            head.starts_with("GET /ws HTTP/1.1\r\nhost: a.example:8080\r\n"),
+            "{head}"
+        );
+        assert!(!head.contains("ignored"));
+        assert!(
+            head.contains("upgrade: websocket\r\nconnection: upgrade\r\n"),
+            "{head}"
+        );
+    }
+
+    #[tokio::test]
+    async fn pooled_connection_closed_by_backend_is_retried_on_a_fresh_one() {
+        use tokio::net::TcpListener;
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        // The backend answers one request per connection and then closes without saying so.
+        let server = tokio::spawn(async move {
+            let mut served = 0;
+            while served < 2 {
+                let (mut s, _) = l.accept().await.unwrap();
+                let mut buf = vec![0u8; 4096];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = s.read(&mut buf).await.unwrap();
+                    got.extend_from_slice(&buf[..n]);
+                }
+                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await
+                    .unwrap();
+                served += 1;
+                drop(s);
+            }
+        });
+        let pool = Arc::new(Pool::new(8, Duration::from_secs(60)));
+        let (parts, ()) = Request::builder()
+            .uri("/")
+            .header("host", "x")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let f = Forwarding::new("127.0.0.1".parse().unwrap(), false);
+        let id = HeaderValue::from_static("r");
+        let o = Outgoing {
+            parts: &parts,
+            request_id: &id,
+            forwarding: &f,
+            upgrade: false,
+        };
+        for _ in 0..2 {
+            let mut empty = crate::proxy::body::HyperBody(None);
+            let (h, body) = send(
+                &pool,
+                addr,
+                Duration::from_secs(1),
+                &o,
+                &mut empty,
+                false,
+                Instant::now(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
+            assert_eq!(h.parts.status, 200);
+            let data = body.collect().await.unwrap().to_bytes();
+            assert_eq!(&data[..], b"ok");
+            // Keep-alive by the headers: the connection went back to the pool.
+            assert_eq!(pool.idle_len(), 1);
+        }
+        server.await.unwrap();
+    }
+}
