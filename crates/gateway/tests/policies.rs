@@ -222,6 +222,53 @@ async fn rate_limit_by_header_keys_each_api_key_separately() {
     );
 }
 
+/// A per-IP limit of 1/h: behind a trusted proxy each `X-Forwarded-For` client has its own
+/// budget; from an untrusted peer the header is ignored and the peer is the key.
+#[tokio::test]
+async fn rate_limit_keys_the_client_behind_trusted_proxies() {
+    let b = flaky(false).await;
+    let limited = |trusted: &str| {
+        parse(
+            &(toml_config(&[b.addr], "")
+                .replace(
+                    "addr = \"127.0.0.1:0\"\n\n[[routes]]",
+                    &format!("addr = \"127.0.0.1:0\"\ntrusted_proxies = [{trusted}]\n\n[[routes]]"),
+                )
+                .replace(
+                    "upstream = \"app\"\n",
+                    "upstream = \"app\"\nrate_limit = \"per_ip\"\n",
+                )
+                + "\n[rate_limits.per_ip]\nrate = \"1/h\"\n"),
+        )
+    };
+    let (_gw, listen, _admin) = start(limited("\"127.0.0.0/8\""), StartOptions::default()).await;
+    let one = [("x-forwarded-for", "203.0.113.7")];
+    // The client put a fake entry first; the proxy (trusted) appended the real one.
+    let two = [("x-forwarded-for", "203.0.113.7, 198.51.100.2")];
+    assert_eq!(call(listen, "/", &one).await.0, StatusCode::OK);
+    assert_eq!(
+        call(listen, "/", &one).await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        call(listen, "/", &two).await.0,
+        StatusCode::OK,
+        "198.51.100.2 is another client"
+    );
+    assert_eq!(
+        call(listen, "/", &two).await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+
+    let (_gw, listen, _admin) = start(limited("\"10.0.0.0/8\""), StartOptions::default()).await;
+    assert_eq!(call(listen, "/", &one).await.0, StatusCode::OK);
+    assert_eq!(
+        call(listen, "/", &two).await.0,
+        StatusCode::TOO_MANY_REQUESTS,
+        "an untrusted peer's header is ignored: both requests are 127.0.0.1's"
+    );
+}
+
 #[derive(Parser)]
 struct Cli {
     #[command(flatten)]

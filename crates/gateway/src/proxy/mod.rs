@@ -166,8 +166,12 @@ pub(crate) async fn forward<B: ForwardBody>(
     let request_id = headers::request_id(&parts.headers);
     let may_retry = !has_body && !upgrade && is_idempotent(&parts.method);
 
+    // The client behind trusted proxies (`listeners[].trusted_proxies`), else the peer: the
+    // key for rate limits and `client_ip` hashing.
+    let client =
+        crate::client_ip::client_ip(ci.peer.ip(), &parts.headers, &listener.trusted_proxies);
     let arrived = Instant::now();
-    let admitted = match route.policy.admit(&parts, ci.peer.ip()).await {
+    let admitted = match route.policy.admit(&parts, client).await {
         Ok(a) => a,
         Err(refused) => {
             shared.metrics.local_reply(&ci.listener, refused.kind);
@@ -198,7 +202,7 @@ pub(crate) async fn forward<B: ForwardBody>(
         exclude.extend_from_slice(&tried);
         exclude.extend_from_slice(&broken);
         let ctx = PickContext {
-            client_ip: Some(ci.peer.ip()),
+            client_ip: Some(client),
             hash_key: hash_key(&upstream.config.hash_key, &parts),
             exclude: &exclude,
         };
