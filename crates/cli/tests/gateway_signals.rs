@@ -376,24 +376,7 @@ async fn shutdown_deadline_bounds_the_drain() {
     let mut gw = Gateway::spawn(&args, &dir);
     gw.until("admin API", || async { backend_count(admin).await })
         .await;
-    let in_flight = tokio::spawn(async move { get(listen, "/slow").await });
-    tokio::time::timeout(DEADLINE, arrived.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    gw.signal("TERM");
-    // The backend never answers: the gateway gives up at the deadline and still exits 0.
-    assert_eq!(gw.exit_code().await, Some(0), "{}", gw.logs());
-    assert!(
-        gw.logs().contains("shutdown deadline passed"),
-        "{}",
-        gw.logs()
-    );
-    let result = tokio::time::timeout(DEADLINE, in_flight)
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(result.is_err(), "{result:?}");
+    sigterm_cuts_the_hanging_request(&mut gw, listen, &mut arrived).await;
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -427,23 +410,7 @@ async fn config_file_sets_the_shutdown_deadline_and_turns_admin_off() {
         TcpStream::connect(admin).await.is_err(),
         "admin API must be off"
     );
-    let in_flight = tokio::spawn(async move { get(listen, "/slow").await });
-    tokio::time::timeout(DEADLINE, arrived.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    gw.signal("TERM");
-    assert_eq!(gw.exit_code().await, Some(0), "{}", gw.logs());
-    assert!(
-        gw.logs().contains("shutdown deadline passed"),
-        "{}",
-        gw.logs()
-    );
-    let result = tokio::time::timeout(DEADLINE, in_flight)
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(result.is_err(), "{result:?}");
+    sigterm_cuts_the_hanging_request(&mut gw, listen, &mut arrived).await;
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -475,4 +442,30 @@ async fn one_line_start_with_a_dns_backend() {
     gw.signal("TERM");
     assert_eq!(gw.exit_code().await, Some(0));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Sends a request the slow backend never answers, then SIGTERM: the gateway gives up at the
+/// shutdown deadline, still exits 0, and the client's request fails.
+async fn sigterm_cuts_the_hanging_request(
+    gw: &mut Gateway,
+    listen: SocketAddr,
+    arrived: &mut mpsc::UnboundedReceiver<()>,
+) {
+    let in_flight = tokio::spawn(async move { get(listen, "/slow").await });
+    tokio::time::timeout(DEADLINE, arrived.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    gw.signal("TERM");
+    assert_eq!(gw.exit_code().await, Some(0), "{}", gw.logs());
+    assert!(
+        gw.logs().contains("shutdown deadline passed"),
+        "{}",
+        gw.logs()
+    );
+    let result = tokio::time::timeout(DEADLINE, in_flight)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(result.is_err(), "{result:?}");
 }

@@ -325,29 +325,13 @@ async fn health_checks_and_outlier_detection_apply_to_resolved_addresses() {
     let check = up.config.health.active.clone().unwrap();
     // The name was known: the reload kept its answer (a, c, dead) until the next refresh.
     assert_eq!(up.balancer.endpoints().len(), 3);
-    assert!(ctl.refresh_dns(None).await.changed);
-    let state = ctl.shared().load();
-    let up = state.upstream("app").unwrap();
-    scalewise::health::check_round(&up.balancer, &check).await;
-    let health: HashMap<SocketAddr, String> = listed(admin)
-        .await
-        .into_iter()
-        .map(|(a, _, j)| (a, j["health"].as_str().unwrap().to_owned()))
-        .collect();
+    let health = refresh_and_check(&ctl, admin, &check).await;
     assert_eq!(health.len(), 2, "{health:?}");
     assert_eq!(health[&a.addr], "healthy");
     assert_eq!(health[&dead], "unhealthy");
 
     dns.set("svc.test", Ok(vec![a.addr, dead, c.addr]));
-    assert!(ctl.refresh_dns(None).await.changed);
-    let state = ctl.shared().load();
-    let up = state.upstream("app").unwrap();
-    scalewise::health::check_round(&up.balancer, &check).await;
-    let health: HashMap<SocketAddr, String> = listed(admin)
-        .await
-        .into_iter()
-        .map(|(a, _, j)| (a, j["health"].as_str().unwrap().to_owned()))
-        .collect();
+    let health = refresh_and_check(&ctl, admin, &check).await;
     assert_eq!(health[&c.addr], "healthy", "{health:?}");
     assert_eq!(health[&dead], "unhealthy", "{health:?}");
 }
@@ -418,4 +402,22 @@ async fn an_address_listed_twice_is_one_backend_as_first_listed() {
     assert_eq!(by_addr[&a.addr].1["weight"], 1);
     assert_eq!(by_addr[&b.addr].0.as_deref(), Some("svc.test"));
     assert_eq!(by_addr[&b.addr].1["weight"], 3);
+}
+
+/// Re-resolves now (the answer must have changed), runs one active check round on the new
+/// endpoint set and returns each listed backend's health.
+async fn refresh_and_check(
+    ctl: &scalewise_gateway::server::Controller,
+    admin: SocketAddr,
+    check: &scalewise::health::ActiveCheckConfig,
+) -> HashMap<SocketAddr, String> {
+    assert!(ctl.refresh_dns(None).await.changed);
+    let state = ctl.shared().load();
+    let up = state.upstream("app").unwrap();
+    scalewise::health::check_round(&up.balancer, check).await;
+    listed(admin)
+        .await
+        .into_iter()
+        .map(|(a, _, j)| (a, j["health"].as_str().unwrap().to_owned()))
+        .collect()
 }
