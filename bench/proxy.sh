@@ -8,6 +8,14 @@
 #   ROUNDS>1 repeats the HTTP/1.1 runs (proxies in rotating order) and prints medians.
 #   cpu = the proxy's own user+sys CPU time per request (from /proc/PID/stat), so a proxy that
 #   is not the bottleneck still shows what each request costs it.
+#
+# Equal work: the gateway adds, by default, X-Forwarded-For (appended), X-Forwarded-Proto,
+# Forwarded (for=…;proto=…, appended) and X-Request-Id (the client's, else a fresh random id)
+# to every request it forwards, and X-Request-Id to responses that lack one. nginx and HAProxy
+# below are configured to do the same, as a real deployment would, so all three proxies do
+# the same job (and the backends parse the same headers). At start the script asks each proxy
+# for /_headers (the backend echoes what it received) and prints the answers, so a config
+# that stopped sending them shows.
 # needs: nginx, haproxy, wrk (Debian packages), optionally h2load (nghttp2-client);
 #        builds target/release/scalewise if missing.
 set -euo pipefail
@@ -24,16 +32,28 @@ cat > $T/backend.conf <<NG
 worker_processes 1; daemon off; pid $T/b.pid; error_log $T/b.err;
 events { worker_connections 4096; }
 http { access_log off; keepalive_requests 100000;
-  server { listen 127.0.0.1:9001; location / { return 200 "hello world\n"; } }
-  server { listen 127.0.0.1:9002; location / { return 200 "hello world\n"; } } }
+  server { listen 127.0.0.1:9001; listen 127.0.0.1:9002;
+    location / { return 200 "hello world\n"; }
+    # Echoes the forwarding headers the proxy sent (checked once at start).
+    location = /_headers { return 200 "xff=\$http_x_forwarded_for proto=\$http_x_forwarded_proto fwd=\$http_forwarded rid=\$http_x_request_id\n"; } } }
 NG
 cat > $T/proxy.conf <<NG
 worker_processes 1; daemon off; pid $T/p.pid; error_log $T/p.err;
 events { worker_connections 4096; }
 http { access_log off; keepalive_requests 100000;
   upstream be { server 127.0.0.1:9001; server 127.0.0.1:9002; keepalive 64; }
+  # What the gateway adds by default (see the header of this script).
+  map \$http_x_request_id \$rid { "" \$request_id; default \$http_x_request_id; }
+  map \$http_forwarded \$fwd { "" "for=\$remote_addr;proto=\$scheme";
+    default "\$http_forwarded, for=\$remote_addr;proto=\$scheme"; }
+  map \$upstream_http_x_request_id \$resp_rid { "" \$rid; default ""; }
   server { listen 127.0.0.1:9080; listen 127.0.0.1:9180 http2;
-    location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+    location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_set_header Forwarded \$fwd;
+      proxy_set_header X-Request-Id \$rid;
+      add_header X-Request-Id \$resp_rid always; } } }
 NG
 cat > $T/haproxy.cfg <<HA
 global
@@ -45,9 +65,17 @@ defaults
   timeout client 30s
   timeout server 30s
   http-reuse always
+  # What the gateway adds by default (see the header of this script).
+  unique-id-format %[rand,hex]%[rand,hex]
 frontend f
   bind 127.0.0.1:9081
   bind 127.0.0.1:9181 proto h2
+  option forwardfor
+  http-request set-header X-Forwarded-Proto http
+  http-request add-header Forwarded for=%[src];proto=http
+  http-request set-header X-Request-Id %[unique-id] unless { req.hdr(x-request-id) -m found }
+  http-request set-var(txn.rid) req.hdr(x-request-id)
+  http-response set-header X-Request-Id %[var(txn.rid)] unless { res.hdr(x-request-id) -m found }
   default_backend b
 backend b
   balance roundrobin
@@ -63,6 +91,11 @@ for port in 9001 9002 9080 9081 9082; do
   for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 done
 NGINX_WORKER=$(pgrep -P $NGINX_MASTER | head -1)
+for port in 9080 9081 9082; do # equal work: every proxy sends the same headers
+  printf '%s: %s' $port "$(curl -s -D - -H 'X-Forwarded-For: 10.9.9.9' http://127.0.0.1:$port/_headers \
+    | tr -d '\r' | awk -F': ' 'tolower($1)=="x-request-id"{r=$2} /^xff=/{b=$0} END{print b " resp-rid=" r}')"
+  echo
+done
 ROUNDS=${ROUNDS:-1}
 ticks() { [ -n "$1" ] && awk '{print $14 + $15}' /proc/$1/stat 2>/dev/null || echo 0; }
 HZ=$(getconf CLK_TCK)
