@@ -4,7 +4,9 @@
 # Two nginx backends answer "hello world". HTTP/1.1 via wrk (1 thread, 64 connections);
 # HTTP/2 (h2c prior knowledge) via h2load when installed.
 #
-# usage: [ROUNDS=1] bench/proxy.sh [seconds=10] [connections=64]
+# usage: [ROUNDS=1] [GATEWAY=path] bench/proxy.sh [seconds=10] [connections=64]
+#   GATEWAY: the scalewise binary to run (default target/release/scalewise), e.g. a saved
+#   build for a before/after comparison under the same conditions.
 #   ROUNDS>1 repeats the HTTP/1.1 runs (proxies in rotating order) and prints medians.
 #   cpu = the proxy's own user+sys CPU time per request (from /proc/PID/stat), so a proxy that
 #   is not the bottleneck still shows what each request costs it.
@@ -24,7 +26,8 @@ cd "$(dirname "$0")/.."
 for tool in nginx haproxy wrk; do
   command -v $tool >/dev/null || { echo "missing $tool (apt-get install nginx-light haproxy wrk)"; exit 1; }
 done
-[ -x target/release/scalewise ] || cargo build --release -q
+GATEWAY=${GATEWAY:-target/release/scalewise}
+[ -x "$GATEWAY" ] || cargo build --release -q
 T=$(mktemp -d)
 cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$T"; }
 trap cleanup EXIT
@@ -85,7 +88,7 @@ HA
 nginx -c $T/backend.conf & 
 nginx -c $T/proxy.conf & NGINX_MASTER=$!
 haproxy -f $T/haproxy.cfg & HAPROXY_PID=$!
-target/release/scalewise gateway --listen 127.0.0.1:9082 --backend 127.0.0.1:9001 \
+"$GATEWAY" gateway --listen 127.0.0.1:9082 --backend 127.0.0.1:9001 \
   --backend 127.0.0.1:9002 --workers 1 --admin 127.0.0.1:0 >$T/gw.log 2>&1 & GW_PID=$!
 for port in 9001 9002 9080 9081 9082; do
   for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
@@ -156,4 +159,4 @@ if command -v h2load >/dev/null; then
   h2 haproxy http://127.0.0.1:9181/
   h2 gateway http://127.0.0.1:9082/
 fi
-echo "gateway RSS after run: $(ps -o rss= -p $(pgrep -f 'scalewise gateway --listen 127.0.0.1:9082' | head -1)) KiB"
+echo "gateway RSS after run: $(ps -o rss= -p $GW_PID) KiB"
