@@ -60,6 +60,24 @@ async fn post_is_not_retried() {
     assert_eq!(live.hits.load(Ordering::SeqCst), 2);
 }
 
+/// HTTP/1 connections share one timer between their requests (moved lazily): each request
+/// still gets its own deadline, whether the timer was last set for a later one, an earlier
+/// one, or had already fired for the request before.
+#[tokio::test]
+async fn every_request_on_a_keep_alive_connection_gets_its_timeout() {
+    let b = backend("slow").await;
+    let mut cfg = config(&[b.addr]);
+    cfg.routes[0].timeout = Some(Duration::from_millis(200));
+    let gw = gateway(cfg).await;
+    let mut tx = h1(gw.addr).await;
+    for path in ["/", "/hang", "/", "/hang", "/hang", "/"] {
+        let resp = tx.send_request(get(path)).await.unwrap();
+        let (status, _, _) = read(resp).await;
+        let want = if path == "/hang" { 504 } else { 200 };
+        assert_eq!(status, want, "{path}");
+    }
+}
+
 #[tokio::test]
 async fn hanging_backend_is_504() {
     let b = backend("slow").await;

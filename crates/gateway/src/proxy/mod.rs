@@ -112,16 +112,58 @@ pub(crate) fn handle(
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<ResponseBody>> + Send + '_>> {
     let (parts, incoming) = req.into_parts();
     let has_body = !incoming.is_end_stream();
-    Box::pin(forward(parts, HyperBody(Some(incoming)), has_body, ci))
+    Box::pin(forward(
+        parts,
+        HyperBody(Some(incoming)),
+        has_body,
+        ci,
+        None,
+    ))
+}
+
+/// Runs `fut` until `deadline` on `timer`, a timer the caller keeps for many requests (one
+/// per HTTP/1 connection). `None` if the deadline passed first.
+///
+/// Why: a timer per request (`timeout_at`) is a timer-wheel insert and removal for every
+/// request. The shared timer is moved only when `deadline` is earlier than where it stands
+/// or when it fires before `deadline` (it was set for an earlier request or idle spell):
+/// with a fixed timeout that is about once per timeout period, not once per request.
+pub(crate) async fn lazy_timeout<F: std::future::Future>(
+    mut timer: std::pin::Pin<&mut tokio::time::Sleep>,
+    deadline: tokio::time::Instant,
+    fut: F,
+) -> Option<F::Output> {
+    use std::future::Future as _;
+    use std::task::Poll;
+    if deadline < timer.deadline() {
+        timer.as_mut().reset(deadline);
+    }
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(v));
+        }
+        while timer.as_mut().poll(cx).is_ready() {
+            if tokio::time::Instant::now() >= deadline {
+                return Poll::Ready(None);
+            }
+            timer.as_mut().reset(deadline);
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// The request pipeline: answers one request, from a local reply or a backend. `has_body`
-/// says whether `body` may yield data (a bodiless request can be retried).
+/// says whether `body` may yield data (a bodiless request can be retried). `timer`: the
+/// connection's timer for the response deadline (see [`lazy_timeout`]); `None` for one of
+/// the request's own (HTTP/2, where requests on a connection run concurrently).
 pub(crate) async fn forward<B: ForwardBody>(
     parts: http::request::Parts,
     body: B,
     has_body: bool,
     ci: &ConnInfo,
+    mut timer: Option<std::pin::Pin<&mut tokio::time::Sleep>>,
 ) -> Response<ResponseBody> {
     let active = ActiveGuard::new(&ci.activity);
     let shared = &ci.shared;
@@ -300,16 +342,16 @@ pub(crate) async fn forward<B: ForwardBody>(
             forwarding: &ci.forwarding,
             upgrade,
         };
-        let result = tokio::time::timeout_at(
-            deadline,
-            backend.send(&outgoing, &mut body, has_body, started),
-        )
-        .await;
+        let sending = backend.send(&outgoing, &mut body, has_body, started);
+        let result = match timer.as_mut() {
+            Some(t) => lazy_timeout(t.as_mut(), deadline, sending).await,
+            None => tokio::time::timeout_at(deadline, sending).await.ok(),
+        };
         let latency = started.elapsed();
 
         let mut resp = match result {
-            Ok(Ok(r)) => r,
-            Err(_elapsed) => {
+            Some(Ok(r)) => r,
+            None => {
                 if let Some(g) = route_guard.as_mut() {
                     g.outcome(Some(false));
                 }
@@ -322,7 +364,7 @@ pub(crate) async fn forward<B: ForwardBody>(
                 route.metrics.count(504);
                 return local(StatusCode::GATEWAY_TIMEOUT, Some(active));
             }
-            Ok(Err(e)) => {
+            Some(Err(e)) => {
                 let client_fault =
                     matches!(&e, SendError::Request(inner) if is_body_too_large(inner.as_ref()));
                 // A body over the limit is the client's doing: the permit is dropped unjudged.

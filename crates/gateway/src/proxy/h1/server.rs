@@ -184,11 +184,12 @@ pub(crate) async fn serve<S: ClientIo>(
     // (each registration takes the token's lock).
     let cancelled = cancel.cancelled();
     tokio::pin!(cancelled);
-    // The idle clock: one timer per connection, re-armed lazily. Each idle spell has its
+    // The connection's one timer, re-armed lazily, for the idle clock and for each request's
+    // response deadline (`proxy::lazy_timeout`). Each idle spell and each request has its
     // deadline, but the timer is moved only when it fires before that deadline (it was set
-    // for an earlier spell) or when the deadline is earlier than the timer: with requests
-    // coming faster than the idle timeout, the timer is touched about once per timeout
-    // instead of registered and cleared for every request.
+    // for an earlier one) or when the deadline is earlier than the timer: with requests
+    // coming faster than the timeouts, the timer is touched about once per timeout instead
+    // of registered and cleared for every request.
     let idle_timer = tokio::time::sleep_until(after(settings.header_read));
     tokio::pin!(idle_timer);
     loop {
@@ -235,7 +236,7 @@ pub(crate) async fn serve<S: ClientIo>(
             }
         };
         first = false;
-        if !exchange(&mut c, head, &ci, &listener.draining).await {
+        if !exchange(&mut c, head, &ci, &listener.draining, idle_timer.as_mut()).await {
             let _ = c.io.shutdown().await;
             return;
         }
@@ -267,14 +268,23 @@ async fn read_head<S: ClientIo>(
                 return Ok(Some(h));
             }
         }
+        if c.rbuf.capacity() - c.rbuf.len() < 1024 {
+            c.rbuf.reserve(READ_CHUNK);
+        }
+        // Most heads are there already (the loop waited for readability): read without a
+        // timer, and build one (a clock read and a timer entry) only if the read would wait.
+        // `read_buf`, not `try_read_now`: a short read clears the socket's readiness, which
+        // spares the probe after the response a `recv` that would find nothing.
+        match c.io.read_buf(&mut c.rbuf).now_or_never() {
+            Some(Ok(n)) if n > 0 => continue,
+            Some(_) => return Ok(None),
+            None => {}
+        }
         let at = if c.rbuf.is_empty() && !first {
             *idle_deadline.get_or_insert_with(|| after(s.idle))
         } else {
             *head_deadline.get_or_insert_with(|| after(s.header_read))
         };
-        if c.rbuf.capacity() - c.rbuf.len() < 1024 {
-            c.rbuf.reserve(READ_CHUNK);
-        }
         match tokio::time::timeout_at(at, c.io.read_buf(&mut c.rbuf)).await {
             Ok(Ok(n)) if n > 0 => {}
             _ => return Ok(None),
@@ -290,8 +300,9 @@ fn boxed_forward<'a, S: ClientIo>(
     body: ClientBody<'a, S>,
     has_body: bool,
     ci: &'a ConnInfo,
+    timer: Pin<&'a mut tokio::time::Sleep>,
 ) -> Pin<Box<dyn std::future::Future<Output = http::Response<ResponseBody>> + Send + 'a>> {
-    Box::pin(proxy::forward(parts, body, has_body, ci))
+    Box::pin(proxy::forward(parts, body, has_body, ci, Some(timer)))
 }
 
 /// One request and its response. Returns whether the connection may carry another.
@@ -300,6 +311,7 @@ async fn exchange<S: ClientIo>(
     head: RequestHead,
     ci: &Arc<ConnInfo>,
     draining: &std::sync::atomic::AtomicBool,
+    timer: Pin<&mut tokio::time::Sleep>,
 ) -> bool {
     let RequestHead {
         parts,
@@ -321,7 +333,7 @@ async fn exchange<S: ClientIo>(
             // HTTP/1.0 clients do not know interim responses.
             cont: (expect_continue && version == Version::HTTP_11).then_some(0),
         };
-        boxed_forward(parts, body, has_body, ci).await
+        boxed_forward(parts, body, has_body, ci, timer).await
     };
     // A body the pipeline did not read (a local answer) is still on the wire: rather than
     // read it, close after the answer.
