@@ -23,6 +23,7 @@
 
 mod args;
 pub mod bench;
+mod deadline;
 mod html;
 pub mod http1;
 pub mod recorder;

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 
+use crate::deadline::RequestDeadline;
 use crate::http1::{Conn, Stream, Wire};
 use crate::recorder::{ErrorKind, Local, Recorder};
 use crate::report::{Meta, Report, Second};
@@ -179,6 +180,7 @@ async fn h1_vu(run: Arc<Run>, vu: usize) {
     let mut local = run.recorder.local(vu);
     let mut conn: Option<Conn<Stream>> = None;
     let mut backoff = Duration::from_millis(10);
+    let mut deadline = RequestDeadline::new();
     while let Some(scheduled) = run.turn(vu, &mut local).await {
         let sent = Instant::now();
         if conn.is_none() {
@@ -196,14 +198,18 @@ async fn h1_vu(run: Arc<Run>, vu: usize) {
             }
         }
         let Some(c) = conn.as_mut() else { continue };
-        let mut result = tokio::time::timeout(plan.timeout, c.request(&plan.wire, false)).await;
+        let mut result = deadline
+            .run(sent, plan.timeout, c.request(&plan.wire, false))
+            .await;
         if matches!(result, Ok(Err(_))) && c.stale() {
             // The server closed the idle keep-alive connection: resend once on a new one.
             conn = None;
             if let Ok(s) = connect(target, plan.timeout).await {
                 run.connected.fetch_add(1, Ordering::Relaxed);
                 let c = conn.insert(Conn::new(s));
-                result = tokio::time::timeout(plan.timeout, c.request(&plan.wire, false)).await;
+                result = deadline
+                    .run(Instant::now(), plan.timeout, c.request(&plan.wire, false))
+                    .await;
             }
         }
         match result {
