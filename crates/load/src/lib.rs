@@ -23,7 +23,6 @@
 
 mod args;
 pub mod bench;
-mod deadline;
 mod html;
 pub mod http1;
 pub mod recorder;

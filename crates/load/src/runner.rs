@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 
-use crate::deadline::RequestDeadline;
+use scalewise::timeout::timeout_on;
+
 use crate::http1::{Conn, Stream, Wire};
 use crate::recorder::{ErrorKind, Local, Recorder};
 use crate::report::{Meta, Report, Second};
@@ -180,7 +181,8 @@ async fn h1_vu(run: Arc<Run>, vu: usize) {
     let mut local = run.recorder.local(vu);
     let mut conn: Option<Conn<Stream>> = None;
     let mut backoff = Duration::from_millis(10);
-    let mut deadline = RequestDeadline::new();
+    // One timer for all of this user's request deadlines (see `timeout_on`).
+    let mut timer = Box::pin(tokio::time::sleep_until(tokio::time::Instant::now()));
     while let Some(scheduled) = run.turn(vu, &mut local).await {
         let sent = Instant::now();
         if conn.is_none() {
@@ -198,32 +200,30 @@ async fn h1_vu(run: Arc<Run>, vu: usize) {
             }
         }
         let Some(c) = conn.as_mut() else { continue };
-        let mut result = deadline
-            .run(sent, plan.timeout, c.request(&plan.wire, false))
-            .await;
-        if matches!(result, Ok(Err(_))) && c.stale() {
+        let deadline = tokio::time::Instant::from_std(sent) + plan.timeout;
+        let mut result = timeout_on(timer.as_mut(), deadline, c.request(&plan.wire, false)).await;
+        if matches!(result, Some(Err(_))) && c.stale() {
             // The server closed the idle keep-alive connection: resend once on a new one.
             conn = None;
             if let Ok(s) = connect(target, plan.timeout).await {
                 run.connected.fetch_add(1, Ordering::Relaxed);
                 let c = conn.insert(Conn::new(s));
-                result = deadline
-                    .run(Instant::now(), plan.timeout, c.request(&plan.wire, false))
-                    .await;
+                let deadline = tokio::time::Instant::now() + plan.timeout;
+                result = timeout_on(timer.as_mut(), deadline, c.request(&plan.wire, false)).await;
             }
         }
         match result {
-            Ok(Ok(resp)) => {
+            Some(Ok(resp)) => {
                 local.response(0, scheduled, sent, resp.status, resp.bytes);
                 if resp.close || !plan.keepalive {
                     conn = None;
                 }
             }
-            Ok(Err((kind, _))) => {
+            Some(Err((kind, _))) => {
                 local.error(0, kind, 0);
                 conn = None;
             }
-            Err(_) => {
+            None => {
                 local.error(0, ErrorKind::Timeout, 0);
                 conn = None;
             }

@@ -121,43 +121,11 @@ pub(crate) fn handle(
     ))
 }
 
-/// Runs `fut` until `deadline` on `timer`, a timer the caller keeps for many requests (one
-/// per HTTP/1 connection). `None` if the deadline passed first.
-///
-/// Why: a timer per request (`timeout_at`) is a timer-wheel insert and removal for every
-/// request. The shared timer is moved only when `deadline` is earlier than where it stands
-/// or when it fires before `deadline` (it was set for an earlier request or idle spell):
-/// with a fixed timeout that is about once per timeout period, not once per request.
-pub(crate) async fn lazy_timeout<F: std::future::Future>(
-    mut timer: std::pin::Pin<&mut tokio::time::Sleep>,
-    deadline: tokio::time::Instant,
-    fut: F,
-) -> Option<F::Output> {
-    use std::future::Future as _;
-    use std::task::Poll;
-    if deadline < timer.deadline() {
-        timer.as_mut().reset(deadline);
-    }
-    let mut fut = std::pin::pin!(fut);
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
-            return Poll::Ready(Some(v));
-        }
-        while timer.as_mut().poll(cx).is_ready() {
-            if tokio::time::Instant::now() >= deadline {
-                return Poll::Ready(None);
-            }
-            timer.as_mut().reset(deadline);
-        }
-        Poll::Pending
-    })
-    .await
-}
-
 /// The request pipeline: answers one request, from a local reply or a backend. `has_body`
 /// says whether `body` may yield data (a bodiless request can be retried). `timer`: the
-/// connection's timer for the response deadline (see [`lazy_timeout`]); `None` for one of
-/// the request's own (HTTP/2, where requests on a connection run concurrently).
+/// connection's timer for the response deadline (see [`scalewise::timeout::timeout_on`]);
+/// `None` for one of the request's own (HTTP/2, where requests on a connection run
+/// concurrently).
 pub(crate) async fn forward<B: ForwardBody>(
     parts: http::request::Parts,
     body: B,
@@ -344,7 +312,7 @@ pub(crate) async fn forward<B: ForwardBody>(
         };
         let sending = backend.send(&outgoing, &mut body, has_body, started);
         let result = match timer.as_mut() {
-            Some(t) => lazy_timeout(t.as_mut(), deadline, sending).await,
+            Some(t) => scalewise::timeout::timeout_on(t.as_mut(), deadline, sending).await,
             None => tokio::time::timeout_at(deadline, sending).await.ok(),
         };
         let latency = started.elapsed();

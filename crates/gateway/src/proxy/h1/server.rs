@@ -185,7 +185,7 @@ pub(crate) async fn serve<S: ClientIo>(
     let cancelled = cancel.cancelled();
     tokio::pin!(cancelled);
     // The connection's one timer, re-armed lazily, for the idle clock and for each request's
-    // response deadline (`proxy::lazy_timeout`). Each idle spell and each request has its
+    // response deadline (`scalewise::timeout::timeout_on`). Each idle spell and each request has its
     // deadline, but the timer is moved only when it fires before that deadline (it was set
     // for an earlier one) or when the deadline is earlier than the timer: with requests
     // coming faster than the timeouts, the timer is touched about once per timeout instead
