@@ -268,13 +268,7 @@ async fn serve_connection(
                 Some(false) => {
                     h1::serve(stream, buf, info, setup.h1.clone(), cancel).await;
                 }
-                Some(true) => {
-                    let io = Rewind {
-                        prefix: buf,
-                        inner: stream,
-                    };
-                    boxed_h2(io, info, activity, setup, cancel).await;
-                }
+                Some(true) => boxed_h2(stream, buf, info, activity, setup, cancel).await,
             }
         }
         Some(acceptor) => boxed_tls(acceptor, stream, info, activity, setup, cancel).await,
@@ -290,6 +284,7 @@ type BoxFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
 fn boxed_h2<'a, I>(
     io: I,
+    prefix: BytesMut,
     info: Arc<ConnInfo>,
     activity: Arc<Activity>,
     setup: &'a ConnSetup,
@@ -298,7 +293,7 @@ fn boxed_h2<'a, I>(
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    Box::pin(serve_h2(io, info, activity, setup, cancel))
+    Box::pin(serve_h2(io, prefix, info, activity, setup, cancel))
 }
 
 fn boxed_tls(
@@ -313,15 +308,18 @@ fn boxed_tls(
         let hs = tokio::time::timeout(setup.timeouts.header_read, acceptor.accept(stream)).await;
         let Ok(Ok(s)) = hs else { return };
         if s.get_ref().1.alpn_protocol() == Some(b"h2") {
-            serve_h2(s, info, activity, setup, cancel).await;
+            serve_h2(s, BytesMut::new(), info, activity, setup, cancel).await;
         } else {
             h1::serve(s, BytesMut::new(), info, setup.h1.clone(), cancel).await;
         }
     })
 }
 
+/// Serves an HTTP/2 connection with hyper; `prefix` holds bytes protocol detection already
+/// read from `io` (the start of the preface).
 async fn serve_h2<I>(
     io: I,
+    prefix: BytesMut,
     info: Arc<ConnInfo>,
     activity: Arc<Activity>,
     setup: &ConnSetup,
@@ -338,7 +336,7 @@ async fn serve_h2<I>(
             Ok::<_, Infallible>(crate::logging::AccessEntry::finish(log, resp))
         }
     });
-    let io = Watched::new(io, activity, setup.timeouts);
+    let io = Watched::new(io, prefix, activity, setup.timeouts);
     let conn = setup.h2.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
     tokio::select! {
@@ -354,62 +352,6 @@ async fn serve_h2<I>(
     let _ = conn.await;
 }
 
-/// A stream whose first bytes were already read (protocol detection): they are read again.
-struct Rewind<I> {
-    prefix: BytesMut,
-    inner: I,
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for Rewind<I> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if !this.prefix.is_empty() {
-            let n = this.prefix.len().min(buf.remaining());
-            buf.put_slice(&this.prefix[..n]);
-            this.prefix.advance(n);
-            if this.prefix.is_empty() {
-                this.prefix = BytesMut::new();
-            }
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for Rewind<I> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
 fn access_log(info: &ConnInfo) -> bool {
     info.shared.state.load().config().log.access_log
 }
@@ -423,39 +365,40 @@ fn after(d: Duration) -> Instant {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
+    /// Before the first bytes: the preface must arrive within the header-read timeout.
+    Preface,
     /// A request is in progress: no client-side deadline (the upstream one applies).
     Busy,
-    /// Between requests.
+    /// No request in progress.
     Idle,
-    /// Bytes of a request head have arrived; the head must be complete in time.
-    Head,
 }
 
-/// The client stream, with header-read and idle timeouts.
+/// An HTTP/2 client stream (hyper's server reads it), with the header-read timeout for the
+/// connection preface and the idle timeout after it. Only these two: a PING or SETTINGS
+/// frame from an idle client must not start a clock of its own. HTTP/1 connections are
+/// served by the native engine, which keeps its own deadlines.
 ///
-/// Enforced on reads because that is where a slow or idle client shows: hyper reads when
-/// it waits for a request head. While no request is in progress (`Activity` is zero) the
-/// connection is idle until bytes arrive, then in the head phase until hyper hands the
-/// request to the proxy. A deadline that passes turns the read into a `TimedOut` error and
-/// hyper closes the connection. HTTP/2 connections only get the idle timeout (a PING must
-/// not start a header clock).
+/// Enforced on reads because that is where a slow or idle client shows. While no request
+/// is in progress (`Activity` is zero) the connection is idle; a deadline that passes turns
+/// the read into a `TimedOut` error and hyper closes the connection. `prefix` holds bytes
+/// protocol detection already read; they are read again first.
 struct Watched<I> {
     inner: I,
+    prefix: BytesMut,
     activity: Arc<Activity>,
     timeouts: Timeouts,
     phase: Phase,
-    h2: Option<bool>,
     deadline: Pin<Box<Sleep>>,
 }
 
 impl<I> Watched<I> {
-    fn new(inner: I, activity: Arc<Activity>, timeouts: Timeouts) -> Self {
+    fn new(inner: I, prefix: BytesMut, activity: Arc<Activity>, timeouts: Timeouts) -> Self {
         Self {
             inner,
+            prefix,
             activity,
             timeouts,
-            phase: Phase::Head,
-            h2: None,
+            phase: Phase::Preface,
             deadline: Box::pin(tokio::time::sleep(timeouts.header_read)),
         }
     }
@@ -468,6 +411,17 @@ impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix[..n]);
+            this.prefix.advance(n);
+            if this.prefix.is_empty() {
+                this.prefix = BytesMut::new();
+            }
+            // The preface has started: the next pending read starts the idle clock.
+            this.phase = Phase::Busy;
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
         if this.activity.active.load(Ordering::Acquire) > 0 {
@@ -476,18 +430,9 @@ impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
         }
         match &r {
             Poll::Ready(Ok(())) if buf.filled().len() > before => {
-                if this.h2.is_none() {
-                    let h2 = buf.filled()[before..].starts_with(b"PRI");
-                    this.h2 = Some(h2);
-                    if h2 {
-                        // Next pending read starts the idle clock instead.
-                        this.phase = Phase::Busy;
-                    }
-                }
-                if this.phase != Phase::Head && this.h2 == Some(false) {
-                    this.phase = Phase::Head;
-                    let at = after(this.timeouts.header_read);
-                    this.deadline.as_mut().reset(at);
+                if this.phase == Phase::Preface {
+                    // As above: the next pending read starts the idle clock.
+                    this.phase = Phase::Busy;
                 }
                 r
             }

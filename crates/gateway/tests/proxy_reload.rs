@@ -186,6 +186,36 @@ async fn idle_keep_alive_connections_are_closed() {
     assert_eq!(b.hits.load(Ordering::SeqCst), 1);
 }
 
+/// HTTP/2 (h2c prior knowledge, whose preface the listener reads while telling protocols
+/// apart): after its request the connection is idle and closed at the idle timeout. The
+/// header-read timeout is long, so only the idle clock can close it within the guard.
+#[tokio::test]
+async fn idle_h2_connections_are_closed() {
+    let b = backend("a").await;
+    let mut cfg = config(&[b.addr]);
+    cfg.listeners[0].idle_timeout = Duration::from_millis(100);
+    cfg.listeners[0].header_read_timeout = Duration::from_secs(60);
+    let gw = gateway(cfg).await;
+    let stream = TcpStream::connect(gw.addr).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = http::Request::get("http://h2.test/")
+        .body(body(""))
+        .unwrap();
+    let resp = tx.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    drop(resp);
+    // The server ends the connection; the guard only keeps a broken build from hanging.
+    let closed = tokio::time::timeout(Duration::from_secs(20), conn).await;
+    assert!(closed.is_ok(), "the idle HTTP/2 connection stayed open");
+    assert_eq!(b.hits.load(Ordering::SeqCst), 1);
+}
+
 #[tokio::test]
 async fn slow_request_heads_are_cut_off() {
     let b = backend("a").await;
