@@ -42,7 +42,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -210,7 +210,7 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Reads until the first bytes tell HTTP/2 prior knowledge from HTTP/1. `None`: the client
 /// closed or sent nothing within `wait`.
 async fn sniff_h2(stream: &TcpStream, buf: &mut BytesMut, wait: Duration) -> Option<bool> {
-    let deadline = after(wait);
+    let deadline = h1::after(wait);
     loop {
         // Readable first: the buffer is taken only when there is something to read.
         tokio::time::timeout_at(deadline, stream.readable())
@@ -356,13 +356,6 @@ fn access_log(info: &ConnInfo) -> bool {
     info.shared.state.load().config().log.access_log
 }
 
-/// `now + d`, saturating: a listener config that skipped validation must not panic here.
-fn after(d: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(d)
-        .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600))
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// Before the first bytes: the preface must arrive within the header-read timeout.
@@ -440,7 +433,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
             Poll::Pending => {
                 if this.phase == Phase::Busy {
                     this.phase = Phase::Idle;
-                    let at = after(this.timeouts.idle);
+                    let at = h1::after(this.timeouts.idle);
                     this.deadline.as_mut().reset(at);
                 }
                 if this.deadline.as_mut().poll(cx).is_ready() {
@@ -486,7 +479,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
             && this.activity.active.load(Ordering::Acquire) == 0
         {
             this.phase = Phase::Idle;
-            let at = after(this.timeouts.idle);
+            let at = h1::after(this.timeouts.idle);
             this.deadline.as_mut().reset(at);
             let _ = this.deadline.as_mut().poll(cx);
         }

@@ -155,7 +155,9 @@ impl<S> Drop for Client<S> {
     }
 }
 
-fn after(d: Duration) -> Instant {
+/// `now + d`, saturating: a listener config that skipped validation must not panic here.
+/// (Also the HTTP/2 path's deadlines, in `listener`.)
+pub(crate) fn after(d: Duration) -> Instant {
     let now = Instant::now();
     now.checked_add(d)
         .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600))
