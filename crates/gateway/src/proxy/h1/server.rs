@@ -21,6 +21,7 @@ use http::{header, Method, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt as _;
 use prometheus_client::metrics::gauge::Gauge;
+use scalewise::timeout::timeout_on;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -187,7 +188,7 @@ pub(crate) async fn serve<S: ClientIo>(
     let cancelled = cancel.cancelled();
     tokio::pin!(cancelled);
     // The connection's one timer, re-armed lazily, for the idle clock and for each request's
-    // response deadline (`scalewise::timeout::timeout_on`). Each idle spell and each request has its
+    // response deadline, both through `timeout_on`: each idle spell and each request has its
     // deadline, but the timer is moved only when it fires before that deadline (it was set
     // for an earlier one) or when the deadline is earlier than the timer: with requests
     // coming faster than the timeouts, the timer is touched about once per timeout instead
@@ -202,24 +203,14 @@ pub(crate) async fn serve<S: ClientIo>(
             } else {
                 settings.idle
             });
-            if deadline < idle_timer.deadline() {
-                idle_timer.as_mut().reset(deadline);
-            }
-            loop {
-                tokio::select! {
-                    biased;
-                    () = &mut cancelled => return,
-                    r = std::future::poll_fn(|cx| c.io.poll_readable(cx)) => {
-                        if r.is_err() {
-                            return;
-                        }
-                        break;
-                    }
-                    () = &mut idle_timer => {
-                        if Instant::now() >= deadline {
-                            return;
-                        }
-                        idle_timer.as_mut().reset(deadline);
+            let readable = std::future::poll_fn(|cx| c.io.poll_readable(cx));
+            tokio::select! {
+                biased;
+                () = &mut cancelled => return,
+                r = timeout_on(idle_timer.as_mut(), deadline, readable) => {
+                    // Timed out, or the socket failed.
+                    if !matches!(r, Some(Ok(()))) {
+                        return;
                     }
                 }
             }
