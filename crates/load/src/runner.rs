@@ -10,7 +10,7 @@ use http_body_util::BodyExt;
 
 use scalewise::timeout::timeout_on;
 
-use crate::http1::{Conn, Stream, Wire};
+use crate::http1::{Conn, Response, Stream, Wire, MAX_CAPTURE};
 use crate::recorder::{ErrorKind, Local, Recorder};
 use crate::report::{Meta, Report, Second};
 use crate::scenario::Scenario;
@@ -259,7 +259,46 @@ pub(crate) async fn h2_connect(
     Ok(sender)
 }
 
-pub(crate) fn classify_hyper(e: &hyper::Error) -> ErrorKind {
+/// One HTTP/2 exchange: status and bytes received, and with `capture` the headers and the
+/// body (up to [`MAX_CAPTURE`]) like [`Conn::request`] does. The body is counted as it
+/// streams, not collected.
+pub(crate) async fn h2_exchange(
+    sender: &mut H2Sender,
+    req: http::Request<http_body_util::Full<bytes::Bytes>>,
+    capture: bool,
+) -> Result<Response, ErrorKind> {
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| classify_hyper(&e))?;
+    let mut out = Response {
+        status: resp.status().as_u16(),
+        ..Response::default()
+    };
+    for (k, v) in resp.headers() {
+        out.bytes += (k.as_str().len() + v.len() + 4) as u64;
+        if capture {
+            out.headers.push((
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            ));
+        }
+    }
+    let mut body = resp.into_body();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| classify_hyper(&e))?;
+        if let Some(data) = frame.data_ref() {
+            out.bytes += data.len() as u64;
+            if capture && out.body.len() < MAX_CAPTURE {
+                let room = MAX_CAPTURE - out.body.len();
+                out.body.extend_from_slice(&data[..data.len().min(room)]);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn classify_hyper(e: &hyper::Error) -> ErrorKind {
     if e.is_timeout() {
         ErrorKind::Timeout
     } else if e.is_parse() || e.is_user() {
@@ -327,21 +366,10 @@ async fn h2_vu(run: Arc<Run>, vu: usize) {
             local.error(0, ErrorKind::Protocol, 0);
             return;
         };
-        let fut = async {
-            let resp = s.send_request(req).await?;
-            let status = resp.status().as_u16();
-            let head: usize = resp
-                .headers()
-                .iter()
-                .map(|(k, v)| k.as_str().len() + v.len() + 4)
-                .sum();
-            let body = resp.into_body().collect().await?.to_bytes();
-            Ok::<_, hyper::Error>((status, (head + body.len()) as u64))
-        };
-        match tokio::time::timeout(plan.timeout, fut).await {
-            Ok(Ok((status, bytes))) => local.response(0, scheduled, sent, status, bytes),
-            Ok(Err(e)) => {
-                local.error(0, classify_hyper(&e), 0);
+        match tokio::time::timeout(plan.timeout, h2_exchange(s, req, false)).await {
+            Ok(Ok(resp)) => local.response(0, scheduled, sent, resp.status, resp.bytes),
+            Ok(Err(kind)) => {
+                local.error(0, kind, 0);
                 sender = None;
             }
             Err(_) => {

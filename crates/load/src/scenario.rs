@@ -33,9 +33,9 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use serde::{Deserialize, Deserializer};
 
-use crate::http1::{serialize, Conn, Response, Stream, MAX_CAPTURE};
+use crate::http1::{serialize, Conn, Stream};
 use crate::recorder::{ErrorKind, Local};
-use crate::runner::{classify_hyper, connect, h2_connect, H2Sender, Run};
+use crate::runner::{connect, h2_connect, h2_exchange, H2Sender, Run};
 use crate::target::{Target, TlsOptions};
 use crate::LoadError;
 
@@ -630,44 +630,6 @@ impl Link {
                 .map_err(|(k, _)| k)
         }
     }
-}
-
-/// One HTTP/2 exchange, with the response captured like [`Conn::request`] does.
-async fn h2_exchange(
-    sender: &mut H2Sender,
-    req: http::Request<http_body_util::Full<bytes::Bytes>>,
-    capture: bool,
-) -> Result<Response, ErrorKind> {
-    use http_body_util::BodyExt;
-    let resp = sender
-        .send_request(req)
-        .await
-        .map_err(|e| classify_hyper(&e))?;
-    let mut out = Response {
-        status: resp.status().as_u16(),
-        ..Response::default()
-    };
-    for (k, v) in resp.headers() {
-        out.bytes += (k.as_str().len() + v.len() + 4) as u64;
-        if capture {
-            out.headers.push((
-                k.as_str().to_owned(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            ));
-        }
-    }
-    let mut body = resp.into_body();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| classify_hyper(&e))?;
-        if let Some(data) = frame.data_ref() {
-            out.bytes += data.len() as u64;
-            if capture && out.body.len() < MAX_CAPTURE {
-                let room = MAX_CAPTURE - out.body.len();
-                out.body.extend_from_slice(&data[..data.len().min(room)]);
-            }
-        }
-    }
-    Ok(out)
 }
 
 const MAX_ORIGINS: usize = 16;
