@@ -185,14 +185,7 @@ async fn plan(args: &LoadArgs) -> Result<Plan, LoadError> {
                 ));
             }
             let mut sc = Scenario::load(p)?;
-            sc.tls = TlsOptions {
-                alpn: vec![if args.http2 {
-                    b"h2".to_vec()
-                } else {
-                    b"http/1.1".to_vec()
-                }],
-                ..tls.clone()
-            };
+            sc.set_tls(&tls, args.http2);
             Some(Arc::new(sc))
         }
         None => None,
