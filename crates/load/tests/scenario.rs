@@ -1,4 +1,4 @@
-//! Scenario files: extraction, templating, CSV rows, weights and line-numbered errors.
+//! Scenario files: HTTP and WebSocket steps, extraction, templating, CSV rows, weights and line-numbered errors.
 
 mod common;
 
