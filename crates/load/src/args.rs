@@ -73,7 +73,7 @@ pub struct LoadArgs {
     /// WebSocket message to send (echo), or to send once after connecting (subscribe).
     #[arg(long)]
     pub ws_message: Option<String>,
-    /// Scenario file (TOML or YAML).
+    /// Scenario file (TOML or YAML): HTTP and WebSocket steps.
     #[arg(long)]
     pub scenario: Option<PathBuf>,
     /// Write JSON results (schema `scalewise-load/1`).

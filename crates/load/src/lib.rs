@@ -5,8 +5,9 @@
 //! * Closed model (N virtual users, optional think time) and open model (`--rate`: a fixed
 //!   timetable, latency measured from the *scheduled* send time so coordinated omission does not
 //!   hide stalls; the uncorrected figure is reported too).
-//! * Load shapes (constant, ramp, step, spike, wave, stages), TOML/YAML scenarios, full HDR
-//!   histograms, JSON/HTML reports, thresholds and baseline comparison.
+//! * Load shapes (constant, ramp, step, spike, wave, stages), TOML/YAML scenarios (HTTP and
+//!   WebSocket steps), full HDR histograms, JSON/HTML reports, thresholds and baseline
+//!   comparison.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -185,14 +186,7 @@ async fn plan(args: &LoadArgs) -> Result<Plan, LoadError> {
                 ));
             }
             let mut sc = Scenario::load(p)?;
-            sc.tls = TlsOptions {
-                alpn: vec![if args.http2 {
-                    b"h2".to_vec()
-                } else {
-                    b"http/1.1".to_vec()
-                }],
-                ..tls.clone()
-            };
+            sc.set_tls(&tls, args.http2);
             Some(Arc::new(sc))
         }
         None => None,

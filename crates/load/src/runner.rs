@@ -563,12 +563,17 @@ pub(crate) async fn execute(plan: Plan) -> Result<Report, LoadError> {
         step_names: plan
             .scenario
             .as_ref()
-            .map(|s| s.step_names())
+            .map(|s| s.report_names())
             .unwrap_or_default(),
-        ws_mode: (plan.proto == Proto::Ws).then(|| match plan.ws_mode {
-            WsMode::Echo => "echo".to_string(),
-            WsMode::Subscribe => "subscribe".to_string(),
-        }),
+        ws_mode: match (plan.proto, plan.ws_mode) {
+            (Proto::Ws, WsMode::Echo) => Some("echo".to_string()),
+            (Proto::Ws, WsMode::Subscribe) => Some("subscribe".to_string()),
+            // Scenarios with WebSocket steps report their message counts too.
+            (Proto::Scenario, _) if plan.scenario.as_ref().is_some_and(|s| s.has_ws()) => {
+                Some("scenario".to_string())
+            }
+            _ => None,
+        },
     };
     Ok(Report::build(&totals, meta, timeline))
 }

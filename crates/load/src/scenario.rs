@@ -1,6 +1,7 @@
-//! Scenarios: named HTTP steps from a TOML or YAML file, with `{{var}}` templates, values
-//! extracted from JSON bodies (`$.a.b[0]`) or headers (`header:Name`), weights, think time and
-//! CSV data rows.
+//! Scenarios: named steps from a TOML or YAML file, with `{{var}}` templates, values extracted
+//! from JSON bodies (`$.a.b[0]`) or headers (`header:Name`), weights, think time and CSV data
+//! rows. A step is an HTTP request (`url`) or a WebSocket session (`ws`) whose `actions` send
+//! messages and wait (`recv`) for matching replies, extracting values from them.
 //!
 //! ```
 //! let text = r#"
@@ -19,9 +20,22 @@
 //! name = "profile"
 //! url = "{{base}}/me"
 //! headers = { Authorization = "Bearer {{token}}" }
+//!
+//! [[steps]]
+//! name = "chat"
+//! ws = "ws://127.0.0.1:8080/chat?token={{token}}"
+//!
+//! [[steps.actions]]
+//! send = '{"say":"hi from {{vu}}"}'
+//!
+//! [[steps.actions]]
+//! recv = "reply"
+//! match = { "$.type" = "said" }
+//! timeout = "2s"
+//! extract = { msg_id = "$.id" }
 //! "#;
 //! let sc = scalewise_load::Scenario::parse(text, scalewise_load::ScenarioFormat::Toml, None).unwrap();
-//! assert_eq!(sc.step_names(), vec!["login", "profile"]);
+//! assert_eq!(sc.step_names(), vec!["login", "profile", "chat"]);
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
@@ -128,7 +142,7 @@ impl<'de> Deserialize<'de> for Template {
 }
 
 /// One segment of a JSON path.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Seg {
     /// Object key (`.key` or `["key"]`).
     Key(String),
@@ -137,7 +151,7 @@ pub enum Seg {
 }
 
 /// Where an extracted value comes from.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Extractor {
     /// A simple JSON path such as `$.data.items[0].id`.
     Json(Vec<Seg>),
@@ -259,10 +273,6 @@ impl<'de> Deserialize<'de> for Method {
     }
 }
 
-fn default_method() -> Method {
-    Method("GET".into())
-}
-
 /// How each iteration chooses steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -284,9 +294,14 @@ struct DataFile {
 #[serde(deny_unknown_fields)]
 struct StepFile {
     name: String,
-    #[serde(default = "default_method")]
-    method: Method,
-    url: Template,
+    #[serde(default)]
+    method: Option<Method>,
+    /// HTTP(S) steps.
+    #[serde(default)]
+    url: Option<Template>,
+    /// WebSocket steps.
+    #[serde(default)]
+    ws: Option<Template>,
     #[serde(default)]
     headers: BTreeMap<String, Template>,
     #[serde(default)]
@@ -299,6 +314,104 @@ struct StepFile {
     on_start: bool,
     #[serde(default)]
     extract: BTreeMap<String, Extractor>,
+    #[serde(default)]
+    actions: Vec<Action>,
+}
+
+/// One action of a WebSocket step as written: exactly one of `send` or `recv`; the other
+/// fields qualify a `recv`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActionFile {
+    #[serde(default)]
+    send: Option<Template>,
+    #[serde(default)]
+    recv: Option<String>,
+    #[serde(default, rename = "match")]
+    matches: BTreeMap<Extractor, Template>,
+    #[serde(default)]
+    contains: Option<Template>,
+    #[serde(default)]
+    timeout: Option<Dur>,
+    #[serde(default)]
+    extract: BTreeMap<String, Extractor>,
+}
+
+impl TryFrom<ActionFile> for Action {
+    type Error = String;
+
+    fn try_from(a: ActionFile) -> Result<Action, String> {
+        let qualifiers = [
+            ("match", !a.matches.is_empty()),
+            ("contains", a.contains.is_some()),
+            ("timeout", a.timeout.is_some()),
+            ("extract", !a.extract.is_empty()),
+        ];
+        // A WebSocket message has no headers: only JSON paths make sense here.
+        if let Some(Extractor::Header(h)) = a
+            .matches
+            .keys()
+            .chain(a.extract.values())
+            .find(|e| matches!(e, Extractor::Header(_)))
+        {
+            return Err(format!(
+                "`header:{h}`: WebSocket messages have no headers; use a JSON path like $.a.b"
+            ));
+        }
+        match (a.send, a.recv) {
+            (Some(_), Some(name)) => Err(format!(
+                "`{name}`: an action has either `send` or `recv`, not both"
+            )),
+            (None, None) => Err(
+                "an action needs `send = \"message\"` or `recv = \"name\"`".to_string(),
+            ),
+            (Some(t), None) => match qualifiers.iter().find(|(_, set)| *set) {
+                Some((field, _)) => Err(format!(
+                    "`{field}` applies to `recv` actions, not `send` (put it in a `recv` after the `send`)"
+                )),
+                None => Ok(Action::Send(t)),
+            },
+            (None, Some(name)) => {
+                if name.is_empty()
+                    || !name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                {
+                    return Err(format!(
+                        "`recv = \"{name}\"`: the name (reported as `step.name`) needs letters, digits, _ or -"
+                    ));
+                }
+                Ok(Action::Recv(Recv {
+                    name,
+                    slot: 0,
+                    matches: a.matches.into_iter().collect(),
+                    contains: a.contains,
+                    timeout: a.timeout.map(|d| d.0),
+                    extract: a.extract.into_iter().collect(),
+                }))
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Action {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Validate inside the map visit rather than after it (as `serde(try_from)` would): the
+        // TOML deserializer only attaches the action's location to errors raised in there.
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Action;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an action table such as { send = \"...\" } or { recv = \"reply\" }")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Action, A::Error> {
+                let raw =
+                    ActionFile::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Action::try_from(raw).map_err(serde::de::Error::custom)
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -322,14 +435,74 @@ struct ScenarioFile {
 pub struct Step {
     /// Name (reported per step).
     pub name: String,
-    method: String,
+    /// Index of the step's own entry in the per-step statistics.
+    slot: u16,
+    /// `url` of an HTTP step, `ws` of a WebSocket step.
     url: Template,
     headers: Vec<(String, Template)>,
-    body: Option<Template>,
     weight: u32,
     think: Option<Duration>,
     on_start: bool,
+    kind: StepKind,
+}
+
+#[derive(Debug, Clone)]
+enum StepKind {
+    Http {
+        method: String,
+        body: Option<Template>,
+        extract: Vec<(String, Extractor)>,
+    },
+    /// One WebSocket session per run of the step: handshake, the actions in order, close.
+    Ws { actions: Vec<Action> },
+}
+
+/// One action of a WebSocket step.
+#[derive(Debug, Clone)]
+enum Action {
+    /// Send a text message.
+    Send(Template),
+    /// Wait for a matching data message.
+    Recv(Recv),
+}
+
+/// `recv`: wait (up to `timeout`) for the next data message that matches, skipping others.
+#[derive(Debug, Clone)]
+struct Recv {
+    /// Name; the action is reported as `step.name`.
+    name: String,
+    /// Index of the action's entry (`step.recv`) in the per-step statistics.
+    slot: u16,
+    matches: Vec<(Extractor, Template)>,
+    contains: Option<Template>,
+    timeout: Option<Duration>,
     extract: Vec<(String, Extractor)>,
+}
+
+impl Recv {
+    /// Whether a received message is the one this action waits for.
+    fn accepts(
+        &self,
+        msg: &[u8],
+        json: Option<&serde_json::Value>,
+        vars: &HashMap<String, String>,
+    ) -> bool {
+        if let Some(c) = &self.contains {
+            let needle = c.render(vars);
+            if !String::from_utf8_lossy(msg).contains(needle.as_str()) {
+                return false;
+            }
+        }
+        self.matches.iter().all(|(path, want)| {
+            path.extract(&[], json)
+                .is_some_and(|v| v == want.render(vars))
+        })
+    }
+
+    /// Whether the message has to be parsed as JSON.
+    fn needs_json(&self) -> bool {
+        !self.matches.is_empty() || !self.extract.is_empty()
+    }
 }
 
 /// A validated scenario.
@@ -344,7 +517,12 @@ pub struct Scenario {
     pick: Pick,
     think: Option<Duration>,
     next_row: AtomicU64,
-    pub(crate) tls: TlsOptions,
+    /// Entry names of the per-step statistics (see [`Scenario::report_names`]).
+    report_names: Vec<String>,
+    /// TLS for HTTP steps.
+    tls: TlsOptions,
+    /// TLS for WebSocket steps.
+    ws_tls: TlsOptions,
 }
 
 /// Variables every virtual user has without declaring them.
@@ -415,83 +593,30 @@ impl Scenario {
         known.extend(columns.iter().cloned());
         for s in &file.steps {
             known.extend(s.extract.keys().cloned());
-        }
-        let mut steps = Vec::new();
-        let mut names: Vec<&str> = Vec::new();
-        for s in &file.steps {
-            if names.contains(&s.name.as_str()) {
-                let line = line_of(text, &s.name)
-                    .map(|l| format!("line {l}: "))
-                    .unwrap_or_default();
-                return Err(LoadError::Scenario(format!(
-                    "{line}field `name`: duplicate step name `{}`",
-                    s.name
-                )));
-            }
-            names.push(&s.name);
-            let mut fields: Vec<(&str, &Template)> = vec![("url", &s.url)];
-            fields.extend(s.headers.iter().map(|(k, v)| (k.as_str(), v)));
-            if let Some(b) = &s.body {
-                fields.push(("body", b));
-            }
-            for (field, t) in fields {
-                for v in t.vars() {
-                    if !known.iter().any(|k| k == v) {
-                        let needle = format!("{{{{{v}}}}}");
-                        let line = line_of(text, &needle)
-                            .map(|l| format!("line {l}: "))
-                            .unwrap_or_default();
-                        return Err(LoadError::Scenario(format!(
-                            "{line}step `{}` field `{field}`: unknown variable `{v}` (not in vars, CSV columns or any extract)",
-                            s.name
-                        )));
-                    }
+            for a in &s.actions {
+                if let Action::Recv(r) = a {
+                    known.extend(r.extract.iter().map(|(k, _)| k.clone()));
                 }
             }
-            if s.weight.is_some_and(|w| w > MAX_WEIGHT) {
-                let line = line_of(text, &s.name)
-                    .map(|l| format!("line {l}: "))
-                    .unwrap_or_default();
-                return Err(LoadError::Scenario(format!(
-                    "{line}step `{}` field `weight`: at most {MAX_WEIGHT}",
-                    s.name
-                )));
-            }
-            if s.weight == Some(0) && file.pick == Pick::Weighted {
-                let line = line_of(text, &s.name)
-                    .map(|l| format!("line {l}: "))
-                    .unwrap_or_default();
-                return Err(LoadError::Scenario(format!(
-                    "{line}step `{}` field `weight`: must be ≥ 1",
-                    s.name
-                )));
-            }
-            steps.push(Step {
-                name: s.name.clone(),
-                method: s.method.0.clone(),
-                url: s.url.clone(),
-                headers: s
-                    .headers
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-                body: s.body.clone(),
-                weight: s.weight.unwrap_or(1),
-                think: s.think_time.map(|d| d.0),
-                on_start: s.on_start,
-                extract: s
-                    .extract
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-            });
         }
-        if steps.len() > usize::from(u16::MAX) {
-            return Err(LoadError::Scenario("too many steps (max 65535)".into()));
+        let mut steps = Vec::new();
+        let mut report_names: Vec<String> = Vec::new();
+        for s in file.steps {
+            if report_names.contains(&s.name) {
+                return Err(LoadError::Scenario(format!(
+                    "{}field `name`: duplicate step name `{}`",
+                    at(line_of(text, &s.name)),
+                    s.name
+                )));
+            }
+            let step = validate_step(text, s, &known, file.pick, &mut report_names)
+                .map_err(LoadError::Scenario)?;
+            steps.push(step);
         }
         Ok(Scenario {
             name: file.name.unwrap_or_else(|| "scenario".into()),
             steps,
+            report_names,
             vars: file.vars.into_iter().collect(),
             columns,
             rows,
@@ -499,7 +624,35 @@ impl Scenario {
             think: file.think_time.map(|d| d.0),
             next_row: AtomicU64::new(0),
             tls: TlsOptions::default(),
+            ws_tls: TlsOptions::default(),
         })
+    }
+
+    /// Sets the TLS options: HTTP steps offer ALPN `h2` with `--http2` (else `http/1.1`);
+    /// WebSocket steps always `http/1.1`, since their upgrade is an HTTP/1.1 exchange.
+    pub(crate) fn set_tls(&mut self, base: &TlsOptions, http2: bool) {
+        let http1 = b"http/1.1".to_vec();
+        self.tls = TlsOptions {
+            alpn: vec![if http2 { b"h2".to_vec() } else { http1.clone() }],
+            ..base.clone()
+        };
+        self.ws_tls = TlsOptions {
+            alpn: vec![http1],
+            ..base.clone()
+        };
+    }
+
+    /// Names of the per-step entries of the report, in slot order: every step, and after a
+    /// WebSocket step one `step.name` entry per `recv` action.
+    pub(crate) fn report_names(&self) -> Vec<String> {
+        self.report_names.clone()
+    }
+
+    /// Whether any step is a WebSocket step (the report then counts messages).
+    pub(crate) fn has_ws(&self) -> bool {
+        self.steps
+            .iter()
+            .any(|s| matches!(s.kind, StepKind::Ws { .. }))
     }
 
     /// Step names in file order.
@@ -522,6 +675,170 @@ impl Scenario {
 fn line_of(text: &str, needle: &str) -> Option<usize> {
     text.find(needle)
         .map(|pos| text[..pos].matches('\n').count() + 1)
+}
+
+/// `line N: `, or nothing when the line is unknown.
+fn at(line: Option<usize>) -> String {
+    line.map(|l| format!("line {l}: ")).unwrap_or_default()
+}
+
+/// 1-based line of field `field` of step `step`: the first line with that key at or after the
+/// step's `name` line (step names are unique), else the `name` line itself.
+fn field_line(text: &str, step: &str, field: &str) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.iter().position(|l| {
+        key_of(l).is_some_and(|k| k == "name")
+            && l.split_once(['=', ':'])
+                .is_some_and(|(_, v)| v.trim().trim_matches(|c| c == '"' || c == '\'') == step)
+    })?;
+    let found = lines[start..]
+        .iter()
+        .position(|l| key_of(l).is_some_and(|k| k == field));
+    Some(start + found.unwrap_or(0) + 1)
+}
+
+/// The literal start of a URL template, to catch `url = "ws://…"` / `ws = "http://…"` at load
+/// time (a URL made entirely of variables is checked when it is used).
+fn literal_scheme(t: &Template) -> Option<&str> {
+    match t.parts.first() {
+        Some(Part::Lit(l)) => l.split_once("://").map(|(scheme, _)| scheme),
+        _ => None,
+    }
+}
+
+/// Checks one step and gives it (and its `recv` actions) their report slots.
+fn validate_step(
+    text: &str,
+    s: StepFile,
+    known: &[String],
+    pick: Pick,
+    report_names: &mut Vec<String>,
+) -> Result<Step, String> {
+    let name = s.name.clone();
+    let err = |field: &str, msg: String| {
+        format!(
+            "{}step `{name}` field `{field}`: {msg}",
+            at(field_line(text, &name, field))
+        )
+    };
+    let (url, is_ws) = match (s.url, s.ws) {
+        (Some(u), None) => {
+            if literal_scheme(&u).is_some_and(|sc| sc == "ws" || sc == "wss") {
+                return Err(err(
+                    "url",
+                    "a ws:// or wss:// URL goes in `ws = \"...\"` (a WebSocket step)".into(),
+                ));
+            }
+            if !s.actions.is_empty() {
+                return Err(err(
+                    "actions",
+                    "only WebSocket steps (`ws = \"ws://...\"`) have actions".into(),
+                ));
+            }
+            (u, false)
+        }
+        (None, Some(w)) => {
+            if literal_scheme(&w).is_some_and(|sc| sc != "ws" && sc != "wss") {
+                return Err(err("ws", "expected a ws:// or wss:// URL".into()));
+            }
+            for (field, set) in [
+                ("method", s.method.is_some()),
+                ("body", s.body.is_some()),
+                ("extract", !s.extract.is_empty()),
+            ] {
+                if set {
+                    return Err(err(
+                        field,
+                        "does not apply to WebSocket steps (send messages and extract from replies with `actions`)".into(),
+                    ));
+                }
+            }
+            (w, true)
+        }
+        (Some(_), Some(_)) => {
+            return Err(err(
+                "ws",
+                "a step has either `url` (HTTP) or `ws` (WebSocket), not both".into(),
+            ))
+        }
+        (None, None) => {
+            return Err(err(
+                "name",
+                "needs `url = \"http://...\"` (HTTP) or `ws = \"ws://...\"` (WebSocket)".into(),
+            ))
+        }
+    };
+    let mut fields: Vec<(&str, &Template)> = vec![(if is_ws { "ws" } else { "url" }, &url)];
+    fields.extend(s.headers.iter().map(|(k, v)| (k.as_str(), v)));
+    if let Some(b) = &s.body {
+        fields.push(("body", b));
+    }
+    for a in &s.actions {
+        match a {
+            Action::Send(t) => fields.push(("send", t)),
+            Action::Recv(r) => {
+                fields.extend(r.matches.iter().map(|(_, t)| ("match", t)));
+                fields.extend(r.contains.iter().map(|t| ("contains", t)));
+            }
+        }
+    }
+    for (field, t) in fields {
+        for v in t.vars() {
+            if !known.iter().any(|k| k == v) {
+                let needle = format!("{{{{{v}}}}}");
+                return Err(format!(
+                    "{}step `{name}` field `{field}`: unknown variable `{v}` (not in vars, CSV columns or any extract)",
+                    at(line_of(text, &needle))
+                ));
+            }
+        }
+    }
+    if s.weight.is_some_and(|w| w > MAX_WEIGHT) {
+        return Err(err("weight", format!("at most {MAX_WEIGHT}")));
+    }
+    if s.weight == Some(0) && pick == Pick::Weighted {
+        return Err(err("weight", "must be ≥ 1".into()));
+    }
+    let slot = |names: &Vec<String>| {
+        u16::try_from(names.len())
+            .map_err(|_| format!("too many steps and `recv` actions (at most {})", u16::MAX))
+    };
+    let own = slot(report_names)?;
+    report_names.push(name.clone());
+    let kind = if is_ws {
+        let mut actions = s.actions;
+        for a in &mut actions {
+            if let Action::Recv(r) = a {
+                let entry = format!("{name}.{}", r.name);
+                if report_names.contains(&entry) {
+                    return Err(format!(
+                        "{}step `{name}` field `recv`: `{}` would be reported as `{entry}`, which is already taken (recv names must be unique per step)",
+                        at(field_line(text, &name, "recv")),
+                        r.name
+                    ));
+                }
+                r.slot = slot(report_names)?;
+                report_names.push(entry);
+            }
+        }
+        StepKind::Ws { actions }
+    } else {
+        StepKind::Http {
+            method: s.method.map_or_else(|| "GET".to_string(), |m| m.0),
+            body: s.body,
+            extract: s.extract.into_iter().collect(),
+        }
+    };
+    Ok(Step {
+        name,
+        slot: own,
+        url,
+        headers: s.headers.into_iter().collect(),
+        weight: s.weight.unwrap_or(1),
+        think: s.think_time.map(|d| d.0),
+        on_start: s.on_start,
+        kind,
+    })
 }
 
 /// The key of a `key = value` / `key: value` line, for naming the field in errors.
@@ -604,8 +921,40 @@ fn read_csv(path: &Path) -> Result<Csv, String> {
 }
 
 /// Per-virtual-user connection pool, one connection per origin (bounded: scenarios name few).
+/// WebSocket origins keep only their resolved [`Target`]: each run of a WebSocket step opens
+/// its own connection.
 struct Pool {
     entries: Vec<(String, Target, Option<Link>)>,
+}
+
+impl Pool {
+    /// The entry for `url`'s origin, resolved (DNS, TLS configuration) on first use.
+    async fn entry(
+        &mut self,
+        url: &url::Url,
+        tls: &TlsOptions,
+    ) -> Result<&mut (String, Target, Option<Link>), ErrorKind> {
+        let origin = format!(
+            "{}://{}:{}",
+            url.scheme(),
+            url.host_str().unwrap_or(""),
+            url.port_or_known_default().unwrap_or(0)
+        );
+        let pos = match self.entries.iter().position(|(o, _, _)| *o == origin) {
+            Some(p) => p,
+            None => {
+                let t = Target::parse(url.as_str(), tls)
+                    .await
+                    .map_err(|_| ErrorKind::Connect)?;
+                if self.entries.len() >= MAX_ORIGINS {
+                    self.entries.remove(0);
+                }
+                self.entries.push((origin, t, None));
+                self.entries.len() - 1
+            }
+        };
+        Ok(&mut self.entries[pos])
+    }
 }
 
 /// A virtual user's connection to one origin.
@@ -699,12 +1048,7 @@ pub(crate) async fn scenario_vu(run: Arc<Run>, vu: usize) {
             };
             vars.insert("random".into(), rand::thread_rng().gen::<u32>().to_string());
             let step = &sc.steps[i];
-            #[allow(clippy::cast_possible_truncation)]
-            let idx = i as u16;
-            run_step(
-                &run, &sc, step, idx, scheduled, &mut vars, &mut pool, &mut local,
-            )
-            .await;
+            run_step(&run, &sc, step, scheduled, &mut vars, &mut pool, &mut local).await;
             if let Some(t) = step.think.or(sc.think).or(run.plan.think) {
                 tokio::time::sleep(t).await;
             }
@@ -712,51 +1056,90 @@ pub(crate) async fn scenario_vu(run: Arc<Run>, vu: usize) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn run_step(
     run: &Run,
     sc: &Scenario,
     step: &Step,
-    idx: u16,
     scheduled: Instant,
     vars: &mut HashMap<String, String>,
     pool: &mut Pool,
     local: &mut Local<'_>,
 ) {
-    let timeout = run.plan.timeout;
-    let sent = Instant::now();
+    let idx = step.slot;
     let url_s = step.url.render(vars);
     let Ok(url) = url::Url::parse(&url_s) else {
         local.error(idx, ErrorKind::Protocol, 0);
         return;
     };
-    if !matches!(url.scheme(), "http" | "https") {
+    let (schemes, tls) = match &step.kind {
+        StepKind::Http { .. } => (["http", "https"], &sc.tls),
+        StepKind::Ws { .. } => (["ws", "wss"], &sc.ws_tls),
+    };
+    if !schemes.contains(&url.scheme()) {
         local.error(idx, ErrorKind::Protocol, 0);
         return;
     }
-    let origin = format!(
-        "{}://{}:{}",
-        url.scheme(),
-        url.host_str().unwrap_or(""),
-        url.port_or_known_default().unwrap_or(0)
-    );
-    let pos = match pool.entries.iter().position(|(o, _, _)| *o == origin) {
-        Some(p) => p,
-        None => match Target::parse(&url_s, &sc.tls).await {
-            Ok(t) => {
-                if pool.entries.len() >= MAX_ORIGINS {
-                    pool.entries.remove(0);
-                }
-                pool.entries.push((origin, t, None));
-                pool.entries.len() - 1
-            }
-            Err(_) => {
-                local.error(idx, ErrorKind::Connect, 0);
-                return;
-            }
-        },
+    let headers: Vec<(String, String)> = step
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), v.render(vars)))
+        .collect();
+    let (target, conn) = match pool.entry(&url, tls).await {
+        Ok((_, target, conn)) => (target, conn),
+        Err(kind) => {
+            local.error(idx, kind, 0);
+            return;
+        }
     };
-    let (_, target, conn) = &mut pool.entries[pos];
+    match &step.kind {
+        StepKind::Http {
+            method,
+            body,
+            extract,
+        } => {
+            let req = HttpRequest {
+                method,
+                url: &url,
+                headers: &headers,
+                body: body.as_ref().map(|b| b.render(vars)).unwrap_or_default(),
+                extract,
+            };
+            http_step(run, &req, idx, scheduled, target, conn, vars, local).await;
+        }
+        StepKind::Ws { actions } => {
+            let session = crate::ws::Session {
+                target,
+                url: url.as_str(),
+                headers: &headers,
+                timeout: run.plan.timeout,
+            };
+            ws_step(&session, actions, idx, scheduled, vars, local).await;
+        }
+    }
+}
+
+/// One rendered HTTP request of a step.
+struct HttpRequest<'a> {
+    method: &'a str,
+    url: &'a url::Url,
+    headers: &'a [(String, String)],
+    body: String,
+    extract: &'a [(String, Extractor)],
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn http_step(
+    run: &Run,
+    req: &HttpRequest<'_>,
+    idx: u16,
+    scheduled: Instant,
+    target: &Target,
+    conn: &mut Option<Link>,
+    vars: &mut HashMap<String, String>,
+    local: &mut Local<'_>,
+) {
+    let timeout = run.plan.timeout;
+    let sent = Instant::now();
     let h2 = run.plan.http2;
     if conn.is_none() {
         match Link::open(target, timeout, h2).await {
@@ -767,45 +1150,37 @@ async fn run_step(
             }
         }
     }
-    let mut path = url.path().to_string();
-    if let Some(q) = url.query() {
+    let mut path = req.url.path().to_string();
+    if let Some(q) = req.url.query() {
         path.push('?');
         path.push_str(q);
     }
-    let headers: Vec<(String, String)> = step
-        .headers
-        .iter()
-        .map(|(k, v)| (k.clone(), v.render(vars)))
-        .collect();
-    let body = step
-        .body
-        .as_ref()
-        .map(|b| b.render(vars))
-        .unwrap_or_default();
-    let capture = !step.extract.is_empty();
+    let capture = !req.extract.is_empty();
     let result = match conn {
         Some(Link::H2(sender)) => {
-            let mut req = http::Request::builder()
-                .method(step.method.as_str())
-                .uri(url.as_str());
-            for (k, v) in &headers {
-                req = req.header(k.as_str(), v.as_str());
+            let mut builder = http::Request::builder()
+                .method(req.method)
+                .uri(req.url.as_str());
+            for (k, v) in req.headers {
+                builder = builder.header(k.as_str(), v.as_str());
             }
-            let Ok(req) = req.body(http_body_util::Full::new(bytes::Bytes::from(body))) else {
+            let Ok(request) = builder.body(http_body_util::Full::new(bytes::Bytes::from(
+                req.body.clone(),
+            ))) else {
                 local.error(idx, ErrorKind::Protocol, 0);
                 return;
             };
-            tokio::time::timeout(timeout, h2_exchange(sender, req, capture))
+            tokio::time::timeout(timeout, h2_exchange(sender, request, capture))
                 .await
                 .map(|r| r.map_err(|k| (k, std::io::Error::other("HTTP/2 exchange failed"))))
         }
         Some(Link::H1(c)) => {
             let wire = serialize(
-                &step.method,
+                req.method,
                 &path,
                 &target.authority,
-                &headers,
-                body.as_bytes(),
+                req.headers,
+                req.body.as_bytes(),
                 run.plan.keepalive,
             );
             let mut result = tokio::time::timeout(timeout, c.request(&wire, capture)).await;
@@ -829,17 +1204,10 @@ async fn run_step(
             }
             if capture && resp.status < 400 {
                 let json: Option<serde_json::Value> = serde_json::from_slice(&resp.body).ok();
-                for (name, ex) in &step.extract {
-                    match ex.extract(&resp.headers, json.as_ref()) {
-                        Some(v) => {
-                            vars.insert(name.clone(), v);
-                        }
-                        None => {
-                            // The response lacks what later steps depend on: a failed step.
-                            local.error(idx, ErrorKind::Protocol, resp.bytes);
-                            return;
-                        }
-                    }
+                if !extract_into(req.extract, &resp.headers, json.as_ref(), vars) {
+                    // The response lacks what later steps depend on: a failed step.
+                    local.error(idx, ErrorKind::Protocol, resp.bytes);
+                    return;
                 }
             }
             local.response(idx, scheduled, sent, resp.status, resp.bytes);
@@ -853,6 +1221,107 @@ async fn run_step(
             local.error(idx, ErrorKind::Timeout, 0);
         }
     }
+}
+
+/// Stores every extracted value in `vars`; false when one is missing.
+fn extract_into(
+    extract: &[(String, Extractor)],
+    headers: &[(String, String)],
+    json: Option<&serde_json::Value>,
+    vars: &mut HashMap<String, String>,
+) -> bool {
+    for (name, ex) in extract {
+        match ex.extract(headers, json) {
+            Some(v) => {
+                vars.insert(name.clone(), v);
+            }
+            None => return false,
+        }
+    }
+    true
+}
+
+/// A WebSocket step: one session per run, like k6's `ws.connect` — handshake (recorded as the
+/// step, status 101), the actions in order, then a close. A failed action ends the session and
+/// skips the rest.
+async fn ws_step(
+    session: &crate::ws::Session<'_>,
+    actions: &[Action],
+    idx: u16,
+    scheduled: Instant,
+    vars: &mut HashMap<String, String>,
+    local: &mut Local<'_>,
+) {
+    let opened = Instant::now();
+    let mut ws = match session.open().await {
+        Ok(ws) => ws,
+        Err(kind) => {
+            local.error(idx, kind, 0);
+            return;
+        }
+    };
+    local.response(idx, scheduled, opened, 101, 0);
+    // A `recv` is timed from the latest `send` before it, or from the end of the handshake
+    // when nothing was sent yet (a greeting the server pushes).
+    let mut since = Instant::now();
+    for action in actions {
+        match action {
+            Action::Send(t) => {
+                let msg = t.render(vars);
+                since = Instant::now();
+                match tokio::time::timeout(session.timeout, crate::ws::send_text(&mut ws, msg))
+                    .await
+                {
+                    Ok(Ok(())) => local.ws(1, 0),
+                    Ok(Err(kind)) => {
+                        local.error(idx, kind, 0);
+                        return;
+                    }
+                    Err(_) => {
+                        local.error(idx, ErrorKind::Timeout, 0);
+                        break;
+                    }
+                }
+            }
+            Action::Recv(r) => {
+                let mut bytes = 0u64;
+                let wait = async {
+                    loop {
+                        let msg = crate::ws::next_data(&mut ws).await?;
+                        local.ws(0, 1);
+                        bytes += msg.len() as u64;
+                        let json: Option<serde_json::Value> = if r.needs_json() {
+                            serde_json::from_slice(&msg).ok()
+                        } else {
+                            None
+                        };
+                        if r.accepts(&msg, json.as_ref(), vars) {
+                            return Ok::<_, ErrorKind>(json);
+                        }
+                    }
+                };
+                let limit = r.timeout.unwrap_or(session.timeout);
+                match tokio::time::timeout(limit, wait).await {
+                    Ok(Ok(json)) => {
+                        if !extract_into(&r.extract, &[], json.as_ref(), vars) {
+                            local.error(r.slot, ErrorKind::Protocol, bytes);
+                            break;
+                        }
+                        local.response(r.slot, since, since, 0, bytes);
+                    }
+                    Ok(Err(kind)) => {
+                        local.error(r.slot, kind, bytes);
+                        return;
+                    }
+                    Err(_) => {
+                        local.error(r.slot, ErrorKind::Timeout, bytes);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    crate::ws::close(&mut ws).await;
 }
 
 #[cfg(test)]
@@ -895,6 +1364,56 @@ mod tests {
             h.extract(&[("x-token".into(), "t".into())], None),
             Some("t".into())
         );
+    }
+
+    #[test]
+    fn yaml_websocket_step_gets_one_report_entry_per_recv() {
+        let text = "steps:\n  - name: login\n    url: http://x/login\n    extract: { token: $.token }\n  - name: chat\n    ws: ws://x/chat?token={{token}}\n    actions:\n      - send: '{\"say\":\"hi\"}'\n      - recv: ack\n        match: { $.type: ack }\n      - recv: reply\n        contains: hi\n        timeout: 2s\n        extract: { id: $.id }\n  - name: after\n    url: http://x/item/{{id}}\n";
+        let sc = Scenario::parse(text, ScenarioFormat::Yaml, None).unwrap();
+        assert_eq!(
+            sc.report_names(),
+            ["login", "chat", "chat.ack", "chat.reply", "after"]
+        );
+        assert!(sc.has_ws());
+        let StepKind::Ws { actions } = &sc.steps[1].kind else {
+            panic!("chat is a WebSocket step");
+        };
+        let slots: Vec<u16> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Recv(r) => Some(r.slot),
+                Action::Send(_) => None,
+            })
+            .collect();
+        assert_eq!(slots, [2, 3]);
+        assert_eq!(sc.steps[2].slot, 4);
+    }
+
+    #[test]
+    fn recv_matches_json_fields_and_substrings() {
+        let Ok(Action::Recv(r)) = Action::try_from(ActionFile {
+            send: None,
+            recv: Some("reply".into()),
+            matches: [(
+                Extractor::parse("$.to").unwrap(),
+                Template::parse("{{user}}").unwrap(),
+            )]
+            .into(),
+            contains: Some(Template::parse("said").unwrap()),
+            timeout: None,
+            extract: BTreeMap::new(),
+        }) else {
+            panic!("a valid recv");
+        };
+        let vars: HashMap<String, String> = [("user".into(), "ann".into())].into();
+        let check = |msg: &str| {
+            let json: Option<serde_json::Value> = serde_json::from_str(msg).ok();
+            r.accepts(msg.as_bytes(), json.as_ref(), &vars)
+        };
+        assert!(check(r#"{"to":"ann","type":"said"}"#));
+        assert!(!check(r#"{"to":"bob","type":"said"}"#), "other user");
+        assert!(!check(r#"{"to":"ann","type":"joined"}"#), "no substring");
+        assert!(!check("said to ann"), "not JSON");
     }
 
     proptest::proptest! {

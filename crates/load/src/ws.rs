@@ -1,6 +1,7 @@
 //! WebSocket load: many connections in echo mode (send, await the reply, record the round trip)
 //! or subscribe mode (receive, record latency from a `ts` timestamp in the message when present,
-//! count messages per second).
+//! count messages per second). Scenario WebSocket steps (`scenario.rs`) open their sessions and
+//! exchange messages with the same functions.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -12,8 +13,9 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use crate::http1::Stream;
 use crate::recorder::ErrorKind;
 use crate::runner::{connect, Run, WsMode};
+use crate::target::Target;
 
-type Ws = tokio_tungstenite::WebSocketStream<Stream>;
+pub(crate) type Ws = tokio_tungstenite::WebSocketStream<Stream>;
 
 fn classify(e: &tungstenite::Error) -> ErrorKind {
     match e {
@@ -28,34 +30,68 @@ fn classify(e: &tungstenite::Error) -> ErrorKind {
     }
 }
 
+/// What opening one WebSocket connection needs: the whole-run modes take it from the plan,
+/// scenario steps from the rendered step.
+pub(crate) struct Session<'a> {
+    pub target: &'a Target,
+    /// The URL to request (a scenario renders it per run; `target` only fixes the origin).
+    pub url: &'a str,
+    pub headers: &'a [(String, String)],
+    pub timeout: Duration,
+}
+
+impl Session<'_> {
+    /// Connects (TCP or TLS, as every engine does) and performs the upgrade handshake.
+    pub(crate) async fn open(&self) -> Result<Ws, ErrorKind> {
+        let stream = connect(self.target, self.timeout)
+            .await
+            .map_err(|(k, _)| k)?;
+        let mut req = self
+            .url
+            .into_client_request()
+            .map_err(|_| ErrorKind::Protocol)?;
+        for (k, v) in self.headers {
+            let name = http::header::HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| ErrorKind::Protocol)?;
+            let value = http::header::HeaderValue::from_str(v).map_err(|_| ErrorKind::Protocol)?;
+            req.headers_mut().insert(name, value);
+        }
+        match tokio::time::timeout(self.timeout, tokio_tungstenite::client_async(req, stream)).await
+        {
+            Ok(Ok((ws, _))) => Ok(ws),
+            Ok(Err(e)) => Err(classify(&e)),
+            Err(_) => Err(ErrorKind::Timeout),
+        }
+    }
+}
+
 async fn open(run: &Run) -> Result<Ws, ErrorKind> {
     let plan = &run.plan;
     let Some(target) = plan.target.as_ref() else {
         return Err(ErrorKind::Connect);
     };
-    let stream = connect(target, plan.timeout).await.map_err(|(k, _)| k)?;
-    let mut req = target
-        .url
-        .as_str()
-        .into_client_request()
-        .map_err(|_| ErrorKind::Protocol)?;
-    for (k, v) in &plan.headers {
-        if let (Ok(name), Ok(value)) = (
-            http::header::HeaderName::from_bytes(k.as_bytes()),
-            http::header::HeaderValue::from_str(v),
-        ) {
-            req.headers_mut().insert(name, value);
-        }
+    Session {
+        target,
+        url: target.url.as_str(),
+        headers: &plan.headers,
+        timeout: plan.timeout,
     }
-    match tokio::time::timeout(plan.timeout, tokio_tungstenite::client_async(req, stream)).await {
-        Ok(Ok((ws, _))) => Ok(ws),
-        Ok(Err(e)) => Err(classify(&e)),
-        Err(_) => Err(ErrorKind::Timeout),
-    }
+    .open()
+    .await
+}
+
+/// Sends one text message.
+pub(crate) async fn send_text(ws: &mut Ws, text: String) -> Result<(), ErrorKind> {
+    ws.send(Message::Text(text)).await.map_err(|e| classify(&e))
+}
+
+/// Starts the close handshake without waiting long for the peer (it may be the one that failed).
+pub(crate) async fn close(ws: &mut Ws) {
+    let _ = tokio::time::timeout(Duration::from_millis(100), ws.close(None)).await;
 }
 
 /// Receives the next data message, skipping control frames.
-async fn next_data(ws: &mut Ws) -> Result<Vec<u8>, ErrorKind> {
+pub(crate) async fn next_data(ws: &mut Ws) -> Result<Vec<u8>, ErrorKind> {
     loop {
         match ws.next().await {
             Some(Ok(Message::Text(t))) => return Ok(t.into_bytes()),
@@ -97,9 +133,7 @@ async fn echo(run: Arc<Run>, vu: usize) {
         }
         let Some(w) = ws.as_mut() else { continue };
         let exchange = async {
-            w.send(Message::Text(plan.ws_message.clone()))
-                .await
-                .map_err(|e| classify(&e))?;
+            send_text(w, plan.ws_message.clone()).await?;
             next_data(w).await
         };
         match tokio::time::timeout(plan.timeout, exchange).await {
@@ -119,7 +153,7 @@ async fn echo(run: Arc<Run>, vu: usize) {
         run.think().await;
     }
     if let Some(mut w) = ws {
-        let _ = tokio::time::timeout(Duration::from_millis(100), w.close(None)).await;
+        close(&mut w).await;
     }
 }
 
@@ -139,8 +173,8 @@ async fn subscribe(run: Arc<Run>, vu: usize) {
         };
         backoff = Duration::from_millis(10);
         if !plan.ws_message.is_empty() {
-            if let Err(e) = ws.send(Message::Text(plan.ws_message.clone())).await {
-                local.error(0, classify(&e), 0);
+            if let Err(kind) = send_text(&mut ws, plan.ws_message.clone()).await {
+                local.error(0, kind, 0);
                 continue;
             }
             local.ws(1, 0);

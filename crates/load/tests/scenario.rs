@@ -1,4 +1,4 @@
-//! Scenario files: extraction, templating, CSV rows, weights and line-numbered errors.
+//! Scenario files: HTTP and WebSocket steps, extraction, templating, CSV rows, weights and line-numbered errors.
 
 mod common;
 
@@ -185,4 +185,228 @@ fn bad_scenario_files_name_line_and_field() {
         ScenarioFormat::Toml,
     );
     assert!(e.contains("line 2") && e.contains("data.csv"), "{e}");
+}
+
+/// A chat scenario: log in over HTTP (token `tok-<vu>`), open the chat WebSocket with the token
+/// in the URL, send a templated message, wait for the reply that quotes the token, extract its
+/// `id` and fetch `/item/{id}` (which only exists for the id the reply carries).
+fn chat_scenario(
+    http: std::net::SocketAddr,
+    ws_url: &str,
+    say: &str,
+    recv_timeout: &str,
+) -> String {
+    format!(
+        r#"
+name = "chat"
+[vars]
+base = "http://{http}"
+
+[[steps]]
+name = "login"
+method = "POST"
+url = "{{{{base}}}}/login"
+body = '{{"user":"{{{{vu}}}}"}}'
+on_start = true
+extract = {{ token = "$.token" }}
+
+[[steps]]
+name = "chat"
+ws = "{ws_url}"
+
+[[steps.actions]]
+send = '{{"say":"{say}"}}'
+
+[[steps.actions]]
+recv = "reply"
+match = {{ "$.type" = "said", "$.from" = "{{{{token}}}}" }}
+contains = "{say}"
+timeout = "{recv_timeout}"
+extract = {{ item = "$.id" }}
+
+[[steps]]
+name = "item"
+url = "{{{{base}}}}/item/{{{{item}}}}"
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_step_uses_the_http_token_and_feeds_a_later_http_step() {
+    let (http, _) = common::server().await;
+    let chat = common::chat_server().await;
+    let file = common::temp_path("chat.toml");
+    std::fs::write(
+        &file,
+        chat_scenario(
+            http,
+            &format!("ws://{chat}/chat?token={{{{token}}}}"),
+            "hello from user {{vu}}",
+            "5s",
+        ),
+    )
+    .unwrap();
+    let mut a = scenario_args(file.clone());
+    a.connections = 2;
+    a.requests = Some(22);
+    let r = load(&a).await.unwrap();
+    // The upgrade succeeds only with the token from `login`; the reply only matches when it
+    // quotes that token; `item` only succeeds with the id extracted from the reply.
+    assert_eq!(r.errors.total, 0, "{:?} {:?}", r.errors, r.statuses);
+    let names: Vec<&str> = r.steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["login", "chat", "chat.reply", "item"]);
+    let (chat, reply, item) = (
+        r.steps[1].requests,
+        r.steps[2].requests,
+        r.steps[3].requests,
+    );
+    // 22 turns: one login per user, then chat and item alternate per user.
+    assert_eq!(r.steps[0].requests + chat + item, 22);
+    assert_eq!(reply, chat, "every session got its reply");
+    assert!(item <= chat && chat <= item + 2, "chat {chat} item {item}");
+    assert!(
+        r.steps[2].latency.max_ms > 0.0,
+        "send → reply latency recorded"
+    );
+    assert_eq!(r.statuses.get("101").copied(), Some(chat));
+    let ws = r.websocket.expect("message counts for WebSocket steps");
+    assert_eq!(ws.mode, "scenario");
+    assert_eq!(ws.messages_sent, chat);
+    // The greeting is received (and skipped: it does not match) before each reply.
+    assert_eq!(ws.messages_received, 2 * chat);
+
+    // Without the token the server refuses the upgrade: a 4xx on the step's own entry, no
+    // reply, and `item` renders without an id (404).
+    std::fs::write(
+        &file,
+        chat_scenario(http, &format!("ws://{chat}/chat"), "hi", "5s"),
+    )
+    .unwrap();
+    a.connections = 1;
+    a.requests = Some(5);
+    let r = load(&a).await.unwrap();
+    let (chat, reply, item) = (&r.steps[1], &r.steps[2], &r.steps[3]);
+    assert_eq!((chat.requests, chat.errors), (2, 2));
+    assert_eq!(reply.requests, 0);
+    assert_eq!((item.requests, item.errors), (2, 2));
+    assert_eq!(r.errors.http_4xx, 4, "{:?}", r.errors);
+    let _ = std::fs::remove_file(file);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_reply_that_never_comes_is_a_timeout() {
+    let (http, _) = common::server().await;
+    let chat = common::chat_server().await;
+    let file = common::temp_path("silence.toml");
+    // The server never answers `silence`; each `recv` gives up after its own 50 ms timeout
+    // (the run's --timeout stays at 30 s).
+    std::fs::write(
+        &file,
+        chat_scenario(
+            http,
+            &format!("ws://{chat}/chat?token={{{{token}}}}"),
+            "silence",
+            "50ms",
+        ),
+    )
+    .unwrap();
+    let mut a = scenario_args(file.clone());
+    a.connections = 1;
+    a.requests = Some(5);
+    let r = load(&a).await.unwrap();
+    let (chat, reply) = (&r.steps[1], &r.steps[2]);
+    assert_eq!(
+        (chat.requests, chat.errors),
+        (2, 0),
+        "the handshakes succeed"
+    );
+    assert_eq!((reply.requests, reply.errors), (2, 2));
+    assert_eq!(r.errors.timeout, 2, "{:?}", r.errors);
+    let _ = std::fs::remove_file(file);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secure_websocket_step_offers_http1_even_with_http2() {
+    let (addr, pem) = common::wss_server().await;
+    let ca = common::temp_path("wss-step.pem");
+    std::fs::write(&ca, pem).unwrap();
+    let file = common::temp_path("wss.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "steps:\n  - name: echo\n    ws: wss://{addr}/\n    actions:\n      - send: ping {{{{vu}}}}\n      - recv: pong\n        contains: ping\n"
+        ),
+    )
+    .unwrap();
+    let mut a = scenario_args(file.clone());
+    // `--http2` makes HTTP steps offer ALPN h2; this server only speaks http/1.1, so the
+    // handshake succeeds only if WebSocket steps still offer http/1.1.
+    a.http2 = true;
+    a.cacert = Some(ca.clone());
+    a.connections = 2;
+    a.requests = Some(10);
+    let r = load(&a).await.unwrap();
+    assert_eq!(r.errors.total, 0, "{:?}", r.errors);
+    assert_eq!((r.steps[0].requests, r.steps[1].requests), (10, 10));
+    assert_eq!(r.websocket.unwrap().messages_received, 10);
+    let _ = std::fs::remove_file(file);
+    let _ = std::fs::remove_file(ca);
+}
+
+#[test]
+fn bad_websocket_steps_name_line_and_field() {
+    let ws = "[[steps]]\nname = \"chat\"\nws = \"ws://x/\"\n";
+    let cases: [(String, ScenarioFormat, &[&str]); 9] = [
+        (
+            format!("{ws}method = \"POST\"\n"),
+            ScenarioFormat::Toml,
+            &["line 4", "step `chat` field `method`", "WebSocket"],
+        ),
+        (
+            format!("{ws}[[steps.actions]]\nrecv = \"reply\"\ntimeout = \"soon\"\n"),
+            ScenarioFormat::Toml,
+            &["line 6", "field `timeout`"],
+        ),
+        (
+            format!("{ws}[[steps.actions]]\nsend = \"hi\"\ntimeout = \"1s\"\n"),
+            ScenarioFormat::Toml,
+            &["line 4", "`timeout` applies to `recv`"],
+        ),
+        (
+            format!("{ws}actions = [{{ recv = \"r\", extract = {{ t = \"header:X\" }} }}]\n"),
+            ScenarioFormat::Toml,
+            &["line 4", "`header:x`", "JSON path"],
+        ),
+        (
+            format!("{ws}actions = [{{ sned = \"hi\" }}]\n"),
+            ScenarioFormat::Toml,
+            &["line 4", "sned"],
+        ),
+        (
+            format!("{ws}actions = [{{ send = \"{{{{nope}}}}\" }}]\n"),
+            ScenarioFormat::Toml,
+            &["line 4", "field `send`", "unknown variable `nope`"],
+        ),
+        (
+            "[[steps]]\nname = \"chat\"\nurl = \"ws://x/\"\n".into(),
+            ScenarioFormat::Toml,
+            &["line 3", "field `url`", "`ws = "],
+        ),
+        (
+            "steps:\n  - name: chat\n    ws: ws://x/\n    actions:\n      - send: hi\n      - recv: reply\n        contians: hi\n".into(),
+            ScenarioFormat::Yaml,
+            &["line 7", "contians"],
+        ),
+        (
+            "steps:\n  - name: chat\n    ws: ws://x/\n    actions:\n      - send: hi\n        recv: reply\n".into(),
+            ScenarioFormat::Yaml,
+            &["line 6", "either `send` or `recv`"],
+        ),
+    ];
+    for (text, format, want) in cases {
+        let e = err_of(&text, format);
+        for w in want {
+            assert!(e.contains(w), "{text}\n→ {e}\n(missing {w})");
+        }
+    }
 }

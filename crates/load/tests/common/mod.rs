@@ -159,6 +159,69 @@ pub async fn ws_server() -> SocketAddr {
     addr
 }
 
+/// A chat server on loopback: the upgrade needs `?token=tok-…` in the URL (401 otherwise);
+/// the server greets with `{"type":"welcome"}` and answers each `{"say":TEXT}` with
+/// `{"type":"said","id":7,"from":TOKEN,"text":TEXT}` — except `{"say":"silence"}`, which gets
+/// no answer at all.
+pub async fn chat_server() -> SocketAddr {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+    use tokio_tungstenite::tungstenite::Message;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut token = String::new();
+                // The callback type is tungstenite's; its error response is large by design.
+                #[allow(clippy::result_large_err)]
+                let check = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+                    let t = req
+                        .uri()
+                        .query()
+                        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")))
+                        .filter(|t| t.starts_with("tok-"));
+                    match t {
+                        Some(t) => {
+                            token = t.to_string();
+                            Ok(resp)
+                        }
+                        None => {
+                            let mut no = ErrorResponse::new(Some("token required".into()));
+                            *no.status_mut() = hyper::StatusCode::UNAUTHORIZED;
+                            Err(no)
+                        }
+                    }
+                };
+                let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(s, check).await else {
+                    return;
+                };
+                let hello = serde_json::json!({"type": "welcome"}).to_string();
+                if ws.send(Message::Text(hello)).await.is_err() {
+                    return;
+                }
+                while let Some(Ok(msg)) = ws.next().await {
+                    let Message::Text(t) = msg else { continue };
+                    let v: serde_json::Value = serde_json::from_str(&t).unwrap_or_default();
+                    let say = v.get("say").and_then(|s| s.as_str()).unwrap_or_default();
+                    if say == "silence" {
+                        continue;
+                    }
+                    let reply =
+                        serde_json::json!({"type": "said", "id": 7, "from": token, "text": say});
+                    if ws.send(Message::Text(reply.to_string())).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
 /// A self-signed certificate for 127.0.0.1 (PEM) and a TLS acceptor offering `alpn`.
 fn acceptor(alpn: Vec<Vec<u8>>) -> (tokio_rustls::TlsAcceptor, String) {
     let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
