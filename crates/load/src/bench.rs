@@ -51,6 +51,16 @@ impl Level {
     }
 }
 
+/// The knee of a concurrency ramp: the fewest users that already get ≥ 90 % of the best
+/// throughput seen, provided more users were tried after it (otherwise throughput was still
+/// growing when the ramp stopped and there is no knee yet). Comparing with the peak rather than
+/// with the next level keeps one noisy dip early in the ramp from being reported as the knee.
+fn knee(levels: &[Level]) -> Option<usize> {
+    let peak = levels.iter().map(|l| l.rps).fold(0.0, f64::max);
+    let i = levels.iter().position(|l| l.rps >= 0.9 * peak)?;
+    (i + 1 < levels.len()).then(|| levels[i].users)
+}
+
 /// Connection capacity phase.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Capacity {
@@ -100,7 +110,8 @@ pub struct Scalability {
     pub limit_users: Option<usize>,
     /// Why the ramp stopped.
     pub stopped_because: String,
-    /// Concurrency after which throughput grew by less than 10 % per doubling.
+    /// The knee: the fewest users that already got ≥ 90 % of the best throughput of the ramp
+    /// (`None` while throughput still grew at the last level).
     pub knee_users: Option<usize>,
 }
 
@@ -490,10 +501,7 @@ pub async fn suite(args: &BenchArgs) -> Result<BenchReport, LoadError> {
         limit_users = Some(u);
         u *= 2;
     }
-    let knee_users = levels
-        .windows(2)
-        .find(|w| w[1].rps < w[0].rps * 1.1)
-        .map(|w| w[0].users);
+    let knee_users = knee(&levels);
     let scalability = Scalability {
         levels,
         limit_users,
@@ -618,9 +626,14 @@ pub fn text(r: &BenchReport) -> String {
     level_row(&mut s, "throughput (best)", &r.throughput);
     let _ = writeln!(
         s,
-        "  connection capacity    held {} connections (levels {:?}){}",
+        "  connection capacity    held {} connections (tried → answered: {}){}",
         r.connection_capacity.max_held,
-        r.connection_capacity.levels,
+        r.connection_capacity
+            .levels
+            .iter()
+            .map(|(tried, ok)| format!("{tried} → {ok}"))
+            .collect::<Vec<_>>()
+            .join(", "),
         r.connection_capacity
             .target_kib_per_connection
             .map(|k| format!(", target {k:.1} KiB/connection"))
@@ -830,6 +843,32 @@ mod tests {
         assert_eq!(fam[0], std::process::id());
         assert!(fam.contains(&child.id()), "{fam:?}");
         assert!(super::family_kib(std::process::id(), "VmRSS:") > 0);
+    }
+
+    fn ramp(rps: &[f64]) -> Vec<super::Level> {
+        rps.iter()
+            .enumerate()
+            .map(|(i, &rps)| super::Level {
+                users: 1 << i,
+                requests: 0,
+                rps,
+                p50_ms: 0.0,
+                p99_ms: 0.0,
+                error_rate: 0.0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn knee_is_where_throughput_nears_its_peak() {
+        // A dip at 2 users (noise) is not the knee; 16 users reach 95 % of the peak.
+        let noisy = ramp(&[12e3, 8e3, 20e3, 40e3, 60e3, 63e3, 62e3]);
+        assert_eq!(super::knee(&noisy), Some(16));
+        // Still growing at the last level: no knee yet.
+        assert_eq!(super::knee(&ramp(&[1e3, 2e3, 4e3, 8e3])), None);
+        // Flat from the start: the first level is the knee.
+        assert_eq!(super::knee(&ramp(&[5e3, 5.1e3, 4.9e3])), Some(1));
+        assert_eq!(super::knee(&[]), None);
     }
 
     #[test]
