@@ -54,8 +54,9 @@ ROUNDS=${ROUNDS:-3}
 echo "machine: $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), Linux $(uname -r), $(sysctl -n net.ipv4.tcp_congestion_control 2>/dev/null) congestion control"
 echo "target: nginx (${NGINX_WORKERS:-1} worker(s)) at $URL; $CONNS connections, 1 generator thread, ${DURATION}s per run"
 echo "$ROUNDS rounds, rotating which tool goes first; cpu = generator user+sys CPU per request;"
-echo "target = nginx's CPU in cores; idle = the machine's idle share (near 0: the machine, not one tool, is the limit)"
-printf '%-6s %-10s %14s %12s %12s %8s %6s\n' round tool "requests/s" "p99" "cpu µs/req" target idle
+echo "target = nginx's CPU in cores and per request (1e6 / its µs per request is the most any generator can get from one nginx core);"
+echo "idle = the machine's idle share (near 0: the machine, not one tool, is the limit)"
+printf '%-6s %-10s %14s %12s %12s %8s %14s %6s\n' round tool "requests/s" "p99" "cpu µs/req" target "target µs/req" idle
 TIMEFORMAT='%U %S'
 
 # CPU ticks of nginx (all its processes) and the machine's (total, idle) from /proc.
@@ -63,10 +64,12 @@ nginx_ticks() { local t=0 p; for p in $NGINX_PID $(pgrep -P "$NGINX_PID"); do t=
 machine_ticks() { awk '/^cpu / {t = 0; for (i = 2; i <= NF; i++) t += $i; print t, $5 + $6}' /proc/stat; }
 # Around each generator run: the target's CPU and the machine's idle share over the run.
 snap_begin() { N0=$(nginx_ticks); read -r M0 I0 < <(machine_ticks); }
+target_us() { awk -v t="$TARGET_SECS" -v n="$1" 'BEGIN {printf "%.2f", t * 1e6 / n}'; }
 snap_end() {
   local n1 m1 i1
   n1=$(nginx_ticks); read -r m1 i1 < <(machine_ticks)
-  TARGET_CPU=$(awk -v d="$((n1 - N0))" -v s="$DURATION" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", d / hz / s}')
+  TARGET_SECS=$(awk -v d="$((n1 - N0))" -v hz="$(getconf CLK_TCK)" 'BEGIN {print d / hz}')
+  TARGET_CPU=$(awk -v t="$TARGET_SECS" -v s="$DURATION" 'BEGIN {printf "%.2f", t / s}')
   IDLE=$(awk -v i="$((i1 - I0))" -v t="$((m1 - M0))" 'BEGIN {printf "%.0f%%", 100 * i / t}')
 }
 
@@ -78,7 +81,7 @@ run_wrk() {
   WRK_P99=$(awk '$1=="99%" {print $2}' "$TMP/wrk.txt")
   WRK_REQ=$(awk '/requests in/ {print $1}' "$TMP/wrk.txt")
   WRK_CPU=$(awk -v n="$WRK_REQ" '{printf "%.2f", ($1+$2)*1e6/n}' "$TMP/wrk.time")
-  printf '%-6s %-10s %14s %12s %12s %8s %6s\n' "$1" wrk "$WRK_RPS" "$WRK_P99" "$WRK_CPU" "$TARGET_CPU" "$IDLE"
+  printf '%-6s %-10s %14s %12s %12s %8s %14s %6s\n' "$1" wrk "$WRK_RPS" "$WRK_P99" "$WRK_CPU" "$TARGET_CPU" "$(target_us "$WRK_REQ")" "$IDLE"
   echo "$WRK_RPS" >>"$TMP/wrk.all"
 }
 run_scalewise() {
@@ -87,7 +90,7 @@ run_scalewise() {
   snap_end
   read -r SW_RPS SW_P99 SW_REQ < <(python3 -c "import json; r=json.load(open('$TMP/sw.json')); print(f\"{r['rps']:.2f} {r['p99_ms']:.3f}ms {r['requests']}\")")
   SW_CPU=$(awk -v n="$SW_REQ" '{printf "%.2f", ($1+$2)*1e6/n}' "$TMP/sw.time")
-  printf '%-6s %-10s %14s %12s %12s %8s %6s\n' "$1" scalewise "$SW_RPS" "$SW_P99" "$SW_CPU" "$TARGET_CPU" "$IDLE"
+  printf '%-6s %-10s %14s %12s %12s %8s %14s %6s\n' "$1" scalewise "$SW_RPS" "$SW_P99" "$SW_CPU" "$TARGET_CPU" "$(target_us "$SW_REQ")" "$IDLE"
   echo "$SW_RPS" >>"$TMP/sw.all"
 }
 run_oha() {
@@ -96,7 +99,7 @@ run_oha() {
   snap_end
   read -r OHA_RPS OHA_P99 OHA_REQ < <(python3 -c "import json; r=json.load(open('$TMP/oha.json')); print(f\"{r['summary']['requestsPerSec']:.2f} {r['latencyPercentiles']['p99']*1000:.3f}ms {sum(r['statusCodeDistribution'].values())}\")")
   OHA_CPU=$(awk -v n="$OHA_REQ" '{printf "%.2f", ($1+$2)*1e6/n}' "$TMP/oha.time")
-  printf '%-6s %-10s %14s %12s %12s %8s %6s\n' "$1" oha "$OHA_RPS" "$OHA_P99" "$OHA_CPU" "$TARGET_CPU" "$IDLE"
+  printf '%-6s %-10s %14s %12s %12s %8s %14s %6s\n' "$1" oha "$OHA_RPS" "$OHA_P99" "$OHA_CPU" "$TARGET_CPU" "$(target_us "$OHA_REQ")" "$IDLE"
   echo "$OHA_RPS" >>"$TMP/oha.all"
 }
 HAVE_OHA=$(command -v oha >/dev/null && echo 1 || echo 0)
