@@ -41,8 +41,10 @@ pub struct Args {
         conflicts_with = "config"
     )]
     pub listen: Option<SocketAddr>,
-    /// A backend: `ip:port` or `host:port` (a DNS name, resolved at start and every 30s);
-    /// repeat for several (one-line start).
+    /// A backend: `ip:port` or `host:port` (a DNS name, resolved at start and every 30s),
+    /// optionally `https://host:port` for TLS to it (verified against the system's roots
+    /// and the host name); repeat for several, all with or all without `https://`
+    /// (one-line start).
     #[arg(
         long = "backend",
         value_name = "ADDR",
@@ -50,7 +52,7 @@ pub struct Args {
         conflicts_with = "config",
         value_parser = parse_backend
     )]
-    pub backends: Vec<config::BackendAddr>,
+    pub backends: Vec<CliBackend>,
     /// Balancing algorithm of the one-line start: round_robin, weighted_round_robin,
     /// least_conn, peak_ewma, p2c, random, ring_hash, maglev.
     #[arg(long, value_name = "NAME", conflicts_with = "config", value_parser = parse_algorithm)]
@@ -83,6 +85,48 @@ pub struct Args {
     pub shutdown_timeout: Option<Duration>,
 }
 
+/// One `--backend`: an address, and whether it was written `https://ADDR`.
+///
+/// ```
+/// use scalewise_gateway::CliBackend;
+///
+/// let b: CliBackend = "https://api.internal:8443".parse().unwrap();
+/// assert!(b.tls);
+/// assert_eq!(b.addr.to_string(), "api.internal:8443");
+/// assert!(!"127.0.0.1:9001".parse::<CliBackend>().unwrap().tls);
+/// assert!("ftp://x:1".parse::<CliBackend>().is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CliBackend {
+    /// Where the backend is.
+    pub addr: config::BackendAddr,
+    /// Connect with TLS.
+    pub tls: bool,
+}
+
+impl std::str::FromStr for CliBackend {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (tls, rest) = match s.split_once("://") {
+            None => (false, s),
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => (true, rest),
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => (false, rest),
+            Some((scheme, _)) => {
+                return Err(format!(
+                    "`{s}`: unknown scheme `{scheme}`, expected http:// or https://"
+                ))
+            }
+        };
+        // `https://host:port/` is how nginx users write it; a path means nothing here.
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        Ok(Self {
+            addr: rest.parse()?,
+            tls,
+        })
+    }
+}
+
 /// The `--admin` setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AdminAddr {
@@ -96,7 +140,7 @@ fn parse_algorithm(s: &str) -> Result<config::AlgorithmName, String> {
     s.parse()
 }
 
-fn parse_backend(s: &str) -> Result<config::BackendAddr, String> {
+fn parse_backend(s: &str) -> Result<CliBackend, String> {
     s.parse()
 }
 
