@@ -142,6 +142,12 @@ impl UpstreamRuntime {
         self.backends.iter().flatten()
     }
 
+    /// Completed rounds of the active health checks (`changed()` resolves after each);
+    /// `None` without active checks.
+    pub fn check_rounds(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.checks.as_ref().map(|c| c.rounds())
+    }
+
     /// The TLS for backend `addr` of this upstream: as the newest state build set it up, else
     /// (an address this state never knew) from this state's settings; `None` for a plain
     /// upstream.

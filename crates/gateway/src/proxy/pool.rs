@@ -6,16 +6,16 @@
 //! (always safe to retry) from a failed request (which may have reached the backend). A
 //! failed TLS handshake is a failed connect: nothing of the request was sent.
 use super::body::{BoxError, ChannelBody, ForwardBody, OwnedBody, UpstreamBody};
+use super::connect::{BackendStream, Target};
 use super::h1::client as h1;
 use crate::config::{UpstreamConfig, UpstreamProtocol};
 use crate::metrics::BackendMetrics;
+use crate::tls::{BackendTls, HandshakeError};
 pub(crate) use h1::Outgoing;
 use http::{Request, Response, Uri, Version};
 use http_body_util::BodyExt as _;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use super::connect::{BackendStream, Target};
-use crate::tls::{BackendTls, HandshakeError};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

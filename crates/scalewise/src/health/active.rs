@@ -87,10 +87,7 @@ async fn probe_inner<T: CheckTransport>(
     addr: SocketAddr,
     cfg: &ActiveCheckConfig,
 ) -> Result<(), CheckError> {
-    let mut stream = transport
-        .connect(addr)
-        .await
-        .map_err(CheckError::Connect)?;
+    let mut stream = transport.connect(addr).await.map_err(CheckError::Connect)?;
     if cfg.kind == CheckKind::Tcp {
         return Ok(());
     }

@@ -11,6 +11,7 @@
 //! per side per request, as nginx does.
 use super::codec::{self, BodyDecoder, Framing, ResponseHead};
 use crate::proxy::body::{BoxError, ForwardBody};
+use crate::proxy::connect::{BackendStream, Target};
 use crate::proxy::headers::{self, Forwarding};
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt as _;
@@ -23,7 +24,6 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use crate::proxy::connect::{BackendStream, Target};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// Largest response head accepted from a backend.
