@@ -1243,15 +1243,14 @@ fn validate_upstream_tls(
         }
     }
     match &t.server_name {
-        Some(n) => {
-            if rustls::pki_types::ServerName::try_from(n.as_str()).is_err() {
-                e(
-                    k("server_name"),
-                    &quoted(n),
-                    "a DNS name like `api.internal` or an IP address",
-                );
-            }
+        Some(n) if rustls::pki_types::ServerName::try_from(n.as_str()).is_err() => {
+            e(
+                k("server_name"),
+                &quoted(n),
+                "a DNS name like `api.internal` or an IP address",
+            );
         }
+        Some(_) => {}
         None if !t.insecure_skip_verify => {
             if let Some(b) = u.backends.iter().find(|b| b.addr.host().is_none()) {
                 e(

@@ -127,6 +127,40 @@ impl std::str::FromStr for CliBackend {
     }
 }
 
+impl Args {
+    /// The configuration of the one-line start (`--listen`, `--backend`, `--algorithm`),
+    /// before environment overrides: one upstream `default`, with TLS if the backends are
+    /// `https://`.
+    ///
+    /// # Errors
+    /// No `--listen`, or backends that mix `https://` and plain addresses.
+    pub fn command_line_config(&self) -> anyhow::Result<config::Config> {
+        let listen = self
+            .listen
+            .ok_or_else(|| anyhow::anyhow!("--listen is required without --config"))?;
+        let tls = self.backends.iter().any(|b| b.tls);
+        if self.backends.iter().any(|b| b.tls != tls) {
+            anyhow::bail!(
+                "--backend: either every backend is https://host:port or none is \
+                 (TLS is set per upstream)"
+            );
+        }
+        let mut built = config::Config::from_backend_addrs(
+            listen,
+            self.backends.iter().map(|b| b.addr.clone()),
+            self.algorithm.unwrap_or_default(),
+        );
+        if tls {
+            // An IP backend needs SCALEWISE_UPSTREAMS__DEFAULT__TLS__SERVER_NAME (or
+            // __INSECURE_SKIP_VERIFY); the validation error says which key.
+            for u in built.upstreams.values_mut() {
+                u.tls = Some(config::UpstreamTlsConfig::new());
+            }
+        }
+        Ok(built)
+    }
+}
+
 /// The `--admin` setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AdminAddr {

@@ -828,28 +828,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut config = match &args.config {
         Some(path) => config_file::load_config(path).map_err(|e| anyhow::anyhow!("{e}"))?,
         None => {
-            let listen = args
-                .listen
-                .ok_or_else(|| anyhow::anyhow!("--listen is required without --config"))?;
-            let tls = args.backends.iter().any(|b| b.tls);
-            if args.backends.iter().any(|b| b.tls != tls) {
-                anyhow::bail!(
-                    "--backend: either every backend is https://host:port or none is \
-                     (TLS is set per upstream)"
-                );
-            }
-            let mut built = Config::from_backend_addrs(
-                listen,
-                args.backends.iter().map(|b| b.addr.clone()),
-                args.algorithm.unwrap_or_default(),
-            );
-            if tls {
-                // IP backends need SCALEWISE_UPSTREAMS__DEFAULT__TLS__SERVER_NAME; the
-                // validation error says so.
-                for u in built.upstreams.values_mut() {
-                    u.tls = Some(crate::config::UpstreamTlsConfig::new());
-                }
-            }
+            let built = args.command_line_config()?;
             config_file::finish_built(&built, "command line").map_err(|e| anyhow::anyhow!("{e}"))?
         }
     };

@@ -492,3 +492,65 @@ ca_file = "ca.pem"
         assert!(err.contains(expected), "{extra}: {err}");
     }
 }
+
+#[tokio::test]
+async fn a_failed_handshake_is_a_connect_error_retried_on_another_backend() {
+    let dir = Dir::new("retry");
+    let ca = Ca::new("test ca");
+    let ca_file = dir.write("ca.pem", &ca.cert.pem());
+    // One backend's certificate is for another name: every handshake with it fails.
+    let bad_leaf = ca.issue(&["elsewhere.internal"], ExtendedKeyUsagePurpose::ServerAuth);
+    let bad = backend_with("bad", Some(acceptor(&bad_leaf, &["http/1.1"], None))).await;
+    let good = backend_with(
+        "good",
+        Some(acceptor(&server_leaf(&ca), &["http/1.1"], None)),
+    )
+    .await;
+    let gw = gateway(tls_config(&[bad.addr, good.addr], verified(ca_file))).await;
+    for _ in 0..4 {
+        let (status, _, text) = send(gw.addr, get("/")).await;
+        assert_eq!(status, 200, "{text}");
+        assert!(text.contains("backend=good\n"), "{text}");
+    }
+    assert_eq!(bad.hits.load(Ordering::SeqCst), 0);
+}
+
+#[derive(clap::Parser)]
+struct Cli {
+    #[command(flatten)]
+    args: scalewise_gateway::Args,
+}
+
+#[test]
+fn https_backends_on_the_command_line_turn_on_tls() {
+    use clap::Parser;
+    let parse = |backends: &[&str]| {
+        let mut argv = vec!["gateway", "--listen", "127.0.0.1:0"];
+        for b in backends {
+            argv.extend(["--backend", b]);
+        }
+        Cli::try_parse_from(argv).map(|c| c.args.command_line_config())
+    };
+    let config = parse(&["https://api.internal:8443", "https://api2.internal:8443"])
+        .unwrap()
+        .unwrap();
+    let u = &config.upstreams["default"];
+    assert_eq!(u.tls, Some(UpstreamTlsConfig::new()));
+    assert_eq!(u.backends[0].addr.to_string(), "api.internal:8443");
+    config.validate().unwrap();
+
+    let plain = parse(&["127.0.0.1:9001"]).unwrap().unwrap();
+    assert_eq!(plain.upstreams["default"].tls, None);
+
+    let mixed = parse(&["https://api.internal:8443", "127.0.0.1:9001"])
+        .unwrap()
+        .unwrap_err()
+        .to_string();
+    assert!(mixed.contains("every backend is https://"), "{mixed}");
+    assert!(parse(&["ftp://x:1"]).is_err());
+
+    // An IP backend has no name to verify: the error says which key to set.
+    let ip = parse(&["https://127.0.0.1:8443"]).unwrap().unwrap();
+    let errs = ip.validate().unwrap_err();
+    assert_eq!(errs[0].key_path, "upstreams.default.tls.server_name");
+}
