@@ -1412,6 +1412,7 @@ mod tests {
             "[upstreams.x]\nbackends = []\nbogus = 1",
             "[upstreams.x]\nbackends = [{ addr = \"127.0.0.1:1\", bogus = 1 }]",
             "[upstreams.x]\nbackends = []\n[upstreams.x.health]\nbogus = 1",
+            "[upstreams.x]\nbackends = []\n[upstreams.x.tls]\nbogus = 1",
             "[[routes]]\nupstream = \"x\"\nbogus = 1",
             "bogus = 1",
         ] {
