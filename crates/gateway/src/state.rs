@@ -61,12 +61,13 @@ pub enum StateError {
         source: TlsError,
     },
     /// An upstream's TLS files (CA, client certificate or key) could not be loaded.
-    #[error("upstreams.{upstream}.tls: {source}")]
+    #[error("upstreams.{upstream}.tls.{source}")]
     UpstreamTls {
         /// Upstream name.
         upstream: String,
-        /// What went wrong, naming the file.
-        source: TlsError,
+        /// The key and what went wrong, naming the file (boxed: a rare error should not
+        /// make every `Result` of a state build larger).
+        source: Box<tls::UpstreamTlsError>,
     },
 }
 
@@ -368,7 +369,7 @@ impl GatewayState {
                 let tls = UpstreamTls::load(t, ucfg.protocol).map_err(|source| {
                     StateError::UpstreamTls {
                         upstream: name.clone(),
-                        source,
+                        source: Box::new(source),
                     }
                 })?;
                 upstream_tls.insert(name, tls);

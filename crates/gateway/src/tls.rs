@@ -165,11 +165,17 @@ impl UpstreamTls {
     /// # Errors
     /// An unreadable file (with its path), a file without certificates or key, a certificate
     /// rustls refuses, or no trusted roots at all.
-    pub fn load(cfg: &UpstreamTlsConfig, protocol: UpstreamProtocol) -> Result<Self, TlsError> {
+    pub fn load(
+        cfg: &UpstreamTlsConfig,
+        protocol: UpstreamProtocol,
+    ) -> Result<Self, UpstreamTlsError> {
+        // Which key of `[upstreams.NAME.tls]` a failure is about.
+        let at = |key: &'static str| move |source: TlsError| UpstreamTlsError { key, source };
         let provider = provider();
         let mut material = Vec::new();
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()?;
+            .with_safe_default_protocol_versions()
+            .map_err(|e| at("enabled")(e.into()))?;
         let builder = if cfg.insecure_skip_verify {
             builder
                 .dangerous()
@@ -178,12 +184,14 @@ impl UpstreamTls {
             let mut roots = rustls::RootCertStore::empty();
             match &cfg.ca_file {
                 Some(path) => {
-                    let (certs, pem) = load_certs(path)?;
+                    let (certs, pem) = load_certs(path).map_err(at("ca_file"))?;
                     material.extend_from_slice(&pem);
                     for c in certs {
-                        roots.add(c).map_err(|source| TlsError::Invalid {
-                            path: path.clone(),
-                            source,
+                        roots.add(c).map_err(|source| {
+                            at("ca_file")(TlsError::Invalid {
+                                path: path.clone(),
+                                source,
+                            })
                         })?;
                     }
                 }
@@ -192,11 +200,11 @@ impl UpstreamTls {
                     roots.add_parsable_certificates(found.certs);
                     if roots.is_empty() {
                         let why: Vec<_> = found.errors.iter().map(ToString::to_string).collect();
-                        return Err(TlsError::NoSystemRoots(if why.is_empty() {
+                        return Err(at("ca_file")(TlsError::NoSystemRoots(if why.is_empty() {
                             "none found".to_owned()
                         } else {
                             why.join("; ")
-                        }));
+                        })));
                     }
                 }
             }
@@ -204,15 +212,17 @@ impl UpstreamTls {
         };
         let mut config = match (&cfg.cert_file, &cfg.key_file) {
             (Some(cert), Some(key)) => {
-                let (certs, pem) = load_certs(cert)?;
+                let (certs, pem) = load_certs(cert).map_err(at("cert_file"))?;
                 material.extend_from_slice(&pem);
-                let (key, pem) = load_key(key)?;
+                let (key, pem) = load_key(key).map_err(at("key_file"))?;
                 material.extend_from_slice(&pem);
                 builder
                     .with_client_auth_cert(certs, key)
-                    .map_err(|source| TlsError::Invalid {
-                        path: cert.clone(),
-                        source,
+                    .map_err(|source| {
+                        at("cert_file")(TlsError::Invalid {
+                            path: cert.clone(),
+                            source,
+                        })
                     })?
             }
             // validate() requires both or neither.
@@ -247,6 +257,17 @@ impl UpstreamTls {
             server_name: name,
         }
     }
+}
+
+/// Why an upstream's TLS settings could not be used: the key of `[upstreams.NAME.tls]` and
+/// what went wrong (naming the file).
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {source}")]
+pub struct UpstreamTlsError {
+    /// `ca_file`, `cert_file` or `key_file`.
+    pub key: &'static str,
+    /// What went wrong.
+    pub source: TlsError,
 }
 
 /// TLS to one backend: its upstream's client config and the name it is verified against.

@@ -397,7 +397,10 @@ async fn a_reload_applies_new_tls_settings() {
     let missing = dir.0.join("missing.pem");
     broken.upstreams.get_mut("default").unwrap().tls = Some(verified(missing.clone()));
     let err = gw.shared.apply(broken).unwrap_err().to_string();
-    assert!(err.contains("upstreams.default.tls"), "{err}");
+    assert!(
+        err.contains("upstreams.default.tls.ca_file: cannot read"),
+        "{err}"
+    );
     assert!(err.contains(&missing.display().to_string()), "{err}");
     assert_eq!(send(gw.addr, get("/")).await.0, 200);
 
@@ -422,8 +425,40 @@ fn an_unreadable_ca_file_fails_the_load_with_its_path() {
     .unwrap_err()
     .to_string();
     assert!(
-        err.starts_with("upstreams.default.tls: cannot read /nonexistent/ca.pem:"),
+        err.starts_with("upstreams.default.tls.ca_file: cannot read /nonexistent/ca.pem:"),
         "{err}"
+    );
+}
+
+#[test]
+fn a_client_key_file_without_a_key_fails_the_load_naming_key_file() {
+    let dir = Dir::new("badkey");
+    let ca = Ca::new("test ca");
+    let (cert, _) = ca.issue(&["gateway"], ExtendedKeyUsagePurpose::ClientAuth);
+    let cert_file = dir.write("client.pem", &cert);
+    // A certificate where the key should be.
+    let key_file = dir.write("client.key", &cert);
+    let cfg = tls_config(
+        &["127.0.0.1:9".parse().unwrap()],
+        UpstreamTlsConfig {
+            cert_file: Some(cert_file),
+            key_file: Some(key_file.clone()),
+            ..verified(dir.write("ca.pem", &ca.cert.pem()))
+        },
+    );
+    let err = scalewise_gateway::state::GatewayState::build(
+        &cfg,
+        None,
+        &scalewise_gateway::metrics::GatewayMetrics::new(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        err,
+        format!(
+            "upstreams.default.tls.key_file: {}: no private key found in PEM file",
+            key_file.display()
+        )
     );
 }
 
