@@ -392,6 +392,12 @@ async fn a_reload_applies_new_tls_settings() {
     gw.shared.apply(fixed.clone()).unwrap();
     assert_eq!(send(gw.addr, get("/")).await.0, 200);
 
+    // The same settings and files again: the backend keeps its pooled TLS connection.
+    let conns = b.conns.load(Ordering::SeqCst);
+    gw.shared.apply(fixed.clone()).unwrap();
+    assert_eq!(send(gw.addr, get("/")).await.0, 200);
+    assert_eq!(b.conns.load(Ordering::SeqCst), conns, "no new connection");
+
     // A reload whose CA file is missing fails naming the file, and keeps the working state.
     let mut broken = fixed.clone();
     let missing = dir.0.join("missing.pem");
@@ -402,6 +408,14 @@ async fn a_reload_applies_new_tls_settings() {
         "{err}"
     );
     assert!(err.contains(&missing.display().to_string()), "{err}");
+    assert_eq!(send(gw.addr, get("/")).await.0, 200);
+
+    // Same config, new file contents (a CA rotated on disk): the reload reads them.
+    std::fs::write(&right, other.cert.pem()).unwrap();
+    gw.shared.apply(fixed.clone()).unwrap();
+    assert_eq!(send(gw.addr, get("/")).await.0, 502);
+    std::fs::write(&right, ca.cert.pem()).unwrap();
+    gw.shared.apply(fixed.clone()).unwrap();
     assert_eq!(send(gw.addr, get("/")).await.0, 200);
 
     // Turning TLS off speaks plain HTTP to the TLS port: the backend cannot answer it.
