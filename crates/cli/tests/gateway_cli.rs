@@ -71,6 +71,32 @@ fn a_backend_name_that_does_not_resolve_is_a_start_error() {
 }
 
 #[test]
+fn https_backends_need_a_name_to_verify_and_one_scheme() {
+    let (code, err) = run(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--backend",
+        "https://127.0.0.1:8443",
+    ]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("key `upstreams.default.tls.server_name`: got (absent)"),
+        "{err}"
+    );
+
+    let (code, err) = run(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--backend",
+        "https://127.0.0.1:8443",
+        "--backend",
+        "127.0.0.1:9001",
+    ]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("every backend is https://"), "{err}");
+}
+
+#[test]
 fn bad_config_files_name_file_line_and_key() {
     let dir = std::env::temp_dir().join(format!("scalewise-cli-{}-badcfg", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -404,7 +404,8 @@ pub enum UpstreamProtocol {
     /// HTTP/1.1 with pooled keep-alive connections.
     #[default]
     Http1,
-    /// HTTP/2 in clear text (prior knowledge), multiplexed on one connection per backend.
+    /// HTTP/2, multiplexed on one connection per backend: prior knowledge in clear text, or
+    /// ALPN `h2` over TLS.
     Http2,
 }
 
@@ -425,8 +426,11 @@ pub struct UpstreamConfig {
     /// Protocol to the backends.
     #[serde(default)]
     pub protocol: UpstreamProtocol,
-    /// Time to establish a TCP connection to a backend (a failure is retried elsewhere for
-    /// idempotent requests).
+    /// TLS to the backends (`[upstreams.NAME.tls]`); absent is plain TCP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<UpstreamTlsConfig>,
+    /// Time to establish a connection to a backend, TCP and (for TLS backends) the TLS
+    /// handshake (a failure is retried elsewhere for idempotent requests).
     #[serde(default = "defaults::connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// Maximum concurrent requests per backend; more wait in a queue. Absent is unlimited.
@@ -471,6 +475,7 @@ impl UpstreamConfig {
             hash_key: HashKey::default(),
             sticky_cookie: None,
             protocol: UpstreamProtocol::default(),
+            tls: None,
             connect_timeout: defaults::connect_timeout(),
             max_connections_per_backend: None,
             queue_size: defaults::queue_size(),
@@ -482,6 +487,86 @@ impl UpstreamConfig {
             health: HealthConfig::default(),
             circuit_breaker: None,
             retry_budget: scalewise::retry::BudgetConfig::default(),
+        }
+    }
+}
+
+/// TLS to an upstream's backends (`[upstreams.NAME.tls]`), nginx's `proxy_pass https://`
+/// with `proxy_ssl_verify on`.
+///
+/// ```
+/// use scalewise_gateway::config::Config;
+///
+/// let config: Config = toml::from_str(r#"
+///     [[listeners]]
+///     addr = "127.0.0.1:8080"
+///     [[routes]]
+///     upstream = "api"
+///     [upstreams.api]
+///     backends = [{ addr = "10.0.0.5:443" }]
+///     [upstreams.api.tls]
+///     ca_file = "/etc/scalewise/internal-ca.pem"
+///     server_name = "api.internal"
+/// "#).unwrap();
+/// config.validate().unwrap();
+/// assert!(config.upstreams["api"].tls.as_ref().unwrap().enabled);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsConfig {
+    /// Speak TLS to the backends; `false` keeps the section but connects in clear text.
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+    /// CA certificates (PEM) that backend certificates must chain to. Absent: the system's
+    /// trusted roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Name sent as SNI and that backend certificates must be valid for. Absent: the
+    /// backend's host name; required for IP backends unless `insecure_skip_verify`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    /// Accept any backend certificate (encryption without authentication; for tests).
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+    /// Client certificate chain (PEM) presented to backends that require one (mTLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    /// Private key of `cert_file` (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+    /// ALPN protocols offered. Absent: `http/1.1` for `protocol = "http1"`, `h2` for
+    /// `protocol = "http2"`; a list must include that protocol's token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpn: Option<Vec<String>>,
+}
+
+impl UpstreamTlsConfig {
+    /// TLS with every setting at its default: system roots, the backend's host name.
+    pub fn new() -> Self {
+        Self {
+            enabled: true,
+            ca_file: None,
+            server_name: None,
+            insecure_skip_verify: false,
+            cert_file: None,
+            key_file: None,
+            alpn: None,
+        }
+    }
+}
+
+impl Default for UpstreamTlsConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl UpstreamProtocol {
+    /// The ALPN token of the protocol (`http/1.1`, `h2`).
+    pub fn alpn(self) -> &'static str {
+        match self {
+            Self::Http1 => "http/1.1",
+            Self::Http2 => "h2",
         }
     }
 }
@@ -997,6 +1082,9 @@ impl Config {
                     );
                 }
             }
+            if let Some(t) = u.tls.as_ref().filter(|t| t.enabled) {
+                validate_upstream_tls(name, u, t, &mut e);
+            }
             if u.max_connections_per_backend == Some(0) {
                 e(
                     k("max_connections_per_backend"),
@@ -1111,6 +1199,90 @@ impl Config {
             Ok(())
         } else {
             Err(errs)
+        }
+    }
+}
+
+/// The checks of an enabled `[upstreams.NAME.tls]`.
+fn validate_upstream_tls(
+    name: &str,
+    u: &UpstreamConfig,
+    t: &UpstreamTlsConfig,
+    e: &mut impl FnMut(String, &dyn fmt::Display, &str),
+) {
+    let k = |f: &str| format!("upstreams.{name}.tls.{f}");
+    for (f, p) in [
+        ("ca_file", &t.ca_file),
+        ("cert_file", &t.cert_file),
+        ("key_file", &t.key_file),
+    ] {
+        if p.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+            e(k(f), &"\"\"", "a PEM file path, or leave it out");
+        }
+    }
+    match (&t.cert_file, &t.key_file) {
+        (Some(_), None) => e(
+            k("key_file"),
+            &"(absent)",
+            "the private key of cert_file (both or neither)",
+        ),
+        (None, Some(_)) => e(
+            k("cert_file"),
+            &"(absent)",
+            "the certificate of key_file (both or neither)",
+        ),
+        _ => {}
+    }
+    if t.insecure_skip_verify {
+        if let Some(ca) = &t.ca_file {
+            e(
+                k("ca_file"),
+                &quoted(&ca.display().to_string()),
+                "no ca_file with insecure_skip_verify = true (nothing is verified)",
+            );
+        }
+    }
+    match &t.server_name {
+        Some(n) if rustls::pki_types::ServerName::try_from(n.as_str()).is_err() => {
+            e(
+                k("server_name"),
+                &quoted(n),
+                "a DNS name like `api.internal` or an IP address",
+            );
+        }
+        Some(_) => {}
+        None if !t.insecure_skip_verify => {
+            if let Some(b) = u.backends.iter().find(|b| b.addr.host().is_none()) {
+                e(
+                    k("server_name"),
+                    &"(absent)",
+                    &format!(
+                        "the name backend {} presents a certificate for (an IP backend has \
+                         no host name to verify), or insecure_skip_verify = true",
+                        b.addr
+                    ),
+                );
+            }
+        }
+        None => {}
+    }
+    if let Some(alpn) = &t.alpn {
+        for (i, p) in alpn.iter().enumerate() {
+            if p.is_empty() || p.len() > 255 {
+                e(
+                    format!("upstreams.{name}.tls.alpn[{i}]"),
+                    &quoted(p),
+                    "a protocol name of 1 to 255 bytes",
+                );
+            }
+        }
+        let token = u.protocol.alpn();
+        if !alpn.iter().any(|p| p == token) {
+            e(
+                k("alpn"),
+                &format!("{alpn:?}"),
+                &format!("a list that includes \"{token}\" (the upstream's protocol)"),
+            );
         }
     }
 }
@@ -1240,6 +1412,7 @@ mod tests {
             "[upstreams.x]\nbackends = []\nbogus = 1",
             "[upstreams.x]\nbackends = [{ addr = \"127.0.0.1:1\", bogus = 1 }]",
             "[upstreams.x]\nbackends = []\n[upstreams.x.health]\nbogus = 1",
+            "[upstreams.x]\nbackends = []\n[upstreams.x.tls]\nbogus = 1",
             "[[routes]]\nupstream = \"x\"\nbogus = 1",
             "bogus = 1",
         ] {

@@ -41,8 +41,10 @@ pub struct Args {
         conflicts_with = "config"
     )]
     pub listen: Option<SocketAddr>,
-    /// A backend: `ip:port` or `host:port` (a DNS name, resolved at start and every 30s);
-    /// repeat for several (one-line start).
+    /// A backend: `ip:port` or `host:port` (a DNS name, resolved at start and every 30s),
+    /// optionally `https://host:port` for TLS to it (verified against the system's roots
+    /// and the host name); repeat for several, all with or all without `https://`
+    /// (one-line start).
     #[arg(
         long = "backend",
         value_name = "ADDR",
@@ -50,7 +52,7 @@ pub struct Args {
         conflicts_with = "config",
         value_parser = parse_backend
     )]
-    pub backends: Vec<config::BackendAddr>,
+    pub backends: Vec<CliBackend>,
     /// Balancing algorithm of the one-line start: round_robin, weighted_round_robin,
     /// least_conn, peak_ewma, p2c, random, ring_hash, maglev.
     #[arg(long, value_name = "NAME", conflicts_with = "config", value_parser = parse_algorithm)]
@@ -83,6 +85,82 @@ pub struct Args {
     pub shutdown_timeout: Option<Duration>,
 }
 
+/// One `--backend`: an address, and whether it was written `https://ADDR`.
+///
+/// ```
+/// use scalewise_gateway::CliBackend;
+///
+/// let b: CliBackend = "https://api.internal:8443".parse().unwrap();
+/// assert!(b.tls);
+/// assert_eq!(b.addr.to_string(), "api.internal:8443");
+/// assert!(!"127.0.0.1:9001".parse::<CliBackend>().unwrap().tls);
+/// assert!("ftp://x:1".parse::<CliBackend>().is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CliBackend {
+    /// Where the backend is.
+    pub addr: config::BackendAddr,
+    /// Connect with TLS.
+    pub tls: bool,
+}
+
+impl std::str::FromStr for CliBackend {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (tls, rest) = match s.split_once("://") {
+            None => (false, s),
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => (true, rest),
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => (false, rest),
+            Some((scheme, _)) => {
+                return Err(format!(
+                    "`{s}`: unknown scheme `{scheme}`, expected http:// or https://"
+                ))
+            }
+        };
+        // `https://host:port/` is how nginx users write it; a path means nothing here.
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        Ok(Self {
+            addr: rest.parse()?,
+            tls,
+        })
+    }
+}
+
+impl Args {
+    /// The configuration of the one-line start (`--listen`, `--backend`, `--algorithm`),
+    /// before environment overrides: one upstream `default`, with TLS if the backends are
+    /// `https://`.
+    ///
+    /// # Errors
+    /// No `--listen`, or backends that mix `https://` and plain addresses.
+    pub fn command_line_config(&self) -> anyhow::Result<config::Config> {
+        let listen = self
+            .listen
+            .ok_or_else(|| anyhow::anyhow!("--listen is required without --config"))?;
+        let tls = self.backends.iter().any(|b| b.tls);
+        if self.backends.iter().any(|b| b.tls != tls) {
+            anyhow::bail!(
+                "--backend: either every backend is https://host:port or none is \
+                 (TLS is set per upstream)"
+            );
+        }
+        let mut built = config::Config::from_backend_addrs(
+            listen,
+            self.backends.iter().map(|b| b.addr.clone()),
+            self.algorithm.unwrap_or_default(),
+        );
+        if tls {
+            // An IP backend needs SCALEWISE_UPSTREAMS__DEFAULT__TLS__SERVER_NAME (or
+            // __INSECURE_SKIP_VERIFY); the validation error says which key.
+            for u in built.upstreams.values_mut() {
+                u.tls = Some(config::UpstreamTlsConfig::new());
+            }
+        }
+        Ok(built)
+    }
+}
+
 /// The `--admin` setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AdminAddr {
@@ -96,7 +174,7 @@ fn parse_algorithm(s: &str) -> Result<config::AlgorithmName, String> {
     s.parse()
 }
 
-fn parse_backend(s: &str) -> Result<config::BackendAddr, String> {
+fn parse_backend(s: &str) -> Result<CliBackend, String> {
     s.parse()
 }
 

@@ -66,6 +66,7 @@ pub struct GatewayMetrics {
     requests: Family<RequestLabels, Counter>,
     latency: HistogramFamily<RouteLabels>,
     connect_errors: Family<BackendLabels, Counter>,
+    tls_handshake_errors: Family<BackendLabels, Counter>,
     retries: Family<UpstreamLabels, Counter>,
     client_connections: Family<ListenerLabels, Gauge>,
     client_buffers: Family<ListenerLabels, Gauge>,
@@ -94,6 +95,7 @@ impl GatewayMetrics {
             requests: Family::default(),
             latency: Family::new_with_constructor(scalewise::metrics::latency_histogram),
             connect_errors: Family::default(),
+            tls_handshake_errors: Family::default(),
             retries: Family::default(),
             client_connections: Family::default(),
             client_buffers: Family::default(),
@@ -118,6 +120,11 @@ impl GatewayMetrics {
             "upstream_connect_errors",
             "Failed connection attempts to backends",
             m.connect_errors.clone(),
+        );
+        r.register(
+            "upstream_tls_handshake_errors",
+            "Failed TLS handshakes with backends (also counted in upstream_connect_errors)",
+            m.tls_handshake_errors.clone(),
         );
         r.register(
             "retries",
@@ -211,6 +218,7 @@ impl GatewayMetrics {
         };
         BackendMetrics {
             connect_errors: self.connect_errors.get_or_create(&labels).clone(),
+            tls_handshake_errors: self.tls_handshake_errors.get_or_create(&labels).clone(),
             in_flight: self.backend_in_flight.get_or_create(&labels).clone(),
         }
     }
@@ -259,5 +267,6 @@ impl RouteMetrics {
 #[derive(Debug, Clone)]
 pub(crate) struct BackendMetrics {
     pub(crate) connect_errors: Counter,
+    pub(crate) tls_handshake_errors: Counter,
     pub(crate) in_flight: Gauge,
 }

@@ -828,14 +828,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut config = match &args.config {
         Some(path) => config_file::load_config(path).map_err(|e| anyhow::anyhow!("{e}"))?,
         None => {
-            let listen = args
-                .listen
-                .ok_or_else(|| anyhow::anyhow!("--listen is required without --config"))?;
-            let built = Config::from_backend_addrs(
-                listen,
-                args.backends.iter().cloned(),
-                args.algorithm.unwrap_or_default(),
-            );
+            let built = args.command_line_config()?;
             config_file::finish_built(&built, "command line").map_err(|e| anyhow::anyhow!("{e}"))?
         }
     };

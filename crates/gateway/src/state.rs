@@ -23,9 +23,10 @@
 use crate::config::{BackendAddr, Config, ConfigError, UpstreamConfig};
 use crate::dns::{Name, Resolved};
 use crate::metrics::GatewayMetrics;
+use crate::proxy::connect::CheckTargets;
 use crate::proxy::pool::{BackendClient, BackendSettings};
 use crate::route::{Route, Router};
-use crate::tls::{self, TlsError};
+use crate::tls::{self, BackendTls, TlsError, UpstreamTls};
 use arc_swap::ArcSwap;
 use prometheus_client::metrics::counter::Counter;
 use scalewise::balance::{Endpoint, EndpointConfig, Upstream};
@@ -58,6 +59,15 @@ pub enum StateError {
         listener: String,
         /// What went wrong.
         source: TlsError,
+    },
+    /// An upstream's TLS files (CA, client certificate or key) could not be loaded.
+    #[error("upstreams.{upstream}.tls.{source}")]
+    UpstreamTls {
+        /// Upstream name.
+        upstream: String,
+        /// The key and what went wrong, naming the file (boxed: a rare error should not
+        /// make every `Result` of a state build larger).
+        source: Box<tls::UpstreamTlsError>,
     },
 }
 
@@ -98,6 +108,10 @@ pub struct UpstreamRuntime {
     /// while the upstream's name stays.
     pub balancer: Upstream,
     checks: Option<Arc<ActiveHealthChecks>>,
+    /// How the checks connect (TLS per backend); kept across reloads with the checks.
+    check_targets: CheckTargets,
+    /// TLS to the backends, if enabled.
+    tls: Option<UpstreamTls>,
     /// Backend clients by endpoint id.
     backends: Vec<Option<Arc<BackendClient>>>,
     /// The endpoint list the balancer was last given (config plus DNS answers).
@@ -127,6 +141,23 @@ impl UpstreamRuntime {
     /// All backend clients.
     pub fn backends(&self) -> impl Iterator<Item = &Arc<BackendClient>> {
         self.backends.iter().flatten()
+    }
+
+    /// Completed rounds of the active health checks (`changed()` resolves after each);
+    /// `None` without active checks.
+    pub fn check_rounds(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.checks.as_ref().map(|c| c.rounds())
+    }
+
+    /// The TLS for backend `addr` of this upstream: as the newest state build set it up, else
+    /// (an address this state never knew) from this state's settings; `None` for a plain
+    /// upstream.
+    pub fn backend_tls(&self, addr: SocketAddr) -> Option<BackendTls> {
+        let tls = self.tls.as_ref()?;
+        Some(self.check_targets.get(addr).unwrap_or_else(|| {
+            let host = self.hostnames.get(&addr).map(|n| n.host.as_str());
+            tls.for_backend(host, addr)
+        }))
     }
 
     /// The DNS name (`host:port` as configured) an endpoint address was resolved from;
@@ -237,12 +268,38 @@ fn update_upstream(
     }
 }
 
-fn spawn_checks(up: &Upstream, cfg: &UpstreamConfig) -> Option<Arc<ActiveHealthChecks>> {
+fn spawn_checks(
+    up: &Upstream,
+    cfg: &UpstreamConfig,
+    targets: &CheckTargets,
+) -> Option<Arc<ActiveHealthChecks>> {
     let active = cfg.health.active.clone()?;
     // Without a runtime (a state built in a plain unit test) there is nothing to run on;
     // every real caller is async.
     tokio::runtime::Handle::try_current().ok()?;
-    Some(Arc::new(ActiveHealthChecks::spawn(up.clone(), active)))
+    Some(Arc::new(ActiveHealthChecks::spawn_with(
+        targets.clone(),
+        up.clone(),
+        active,
+    )))
+}
+
+/// The TLS of each endpoint of a TLS upstream: verified against `server_name`, else the DNS
+/// name the address came from.
+fn endpoint_tls(
+    tls: Option<&UpstreamTls>,
+    eps: &[EndpointConfig],
+    hostnames: &HashMap<SocketAddr, Name>,
+) -> HashMap<SocketAddr, BackendTls> {
+    let Some(tls) = tls else {
+        return HashMap::new();
+    };
+    eps.iter()
+        .map(|e| {
+            let host = hostnames.get(&e.addr).map(|n| n.host.as_str());
+            (e.addr, tls.for_backend(host, e.addr))
+        })
+        .collect()
 }
 
 impl GatewayState {
@@ -253,7 +310,8 @@ impl GatewayState {
     ///
     /// # Errors
     /// [`StateError::Invalid`] if the config does not validate, [`StateError::Tls`] if a
-    /// listener's certificate cannot be loaded.
+    /// listener's certificate cannot be loaded, [`StateError::UpstreamTls`] if an
+    /// upstream's TLS files cannot be.
     pub fn build(
         config: &Config,
         prev: Option<&GatewayState>,
@@ -305,6 +363,19 @@ impl GatewayState {
             }
         }
 
+        let mut upstream_tls = HashMap::new();
+        for (name, ucfg) in &config.upstreams {
+            if let Some(t) = ucfg.tls.as_ref().filter(|t| t.enabled) {
+                let tls = UpstreamTls::load(t, ucfg.protocol).map_err(|source| {
+                    StateError::UpstreamTls {
+                        upstream: name.clone(),
+                        source: Box::new(source),
+                    }
+                })?;
+                upstream_tls.insert(name, tls);
+            }
+        }
+
         let mut resolved_eps = BTreeMap::new();
         for (name, ucfg) in &config.upstreams {
             resolved_eps.insert(name, endpoint_configs(name, ucfg, &resolved)?);
@@ -314,25 +385,31 @@ impl GatewayState {
         for (name, ucfg) in &config.upstreams {
             let old = prev.and_then(|p| p.upstreams.get(name));
             let (eps, hostnames) = resolved_eps.remove(name).unwrap_or_default();
+            let mut tls_by_addr = endpoint_tls(upstream_tls.get(name), &eps, &hostnames);
+            // Before the balancer learns of new endpoints, so no check finds one without
+            // its TLS settings.
+            let check_targets = old.map(|o| o.check_targets.clone()).unwrap_or_default();
+            check_targets.set(tls_by_addr.clone());
             let (balancer, checks) = match old {
                 Some(o) => {
                     update_upstream(&o.balancer, o, ucfg, &eps);
                     let checks = if o.config.health.active == ucfg.health.active {
                         o.checks.clone()
                     } else {
-                        spawn_checks(&o.balancer, ucfg)
+                        spawn_checks(&o.balancer, ucfg, &check_targets)
                     };
                     (o.balancer.clone(), checks)
                 }
                 None => {
                     let up = build_upstream(name, ucfg, &eps, clock);
-                    let checks = spawn_checks(&up, ucfg);
+                    let checks = spawn_checks(&up, ucfg, &check_targets);
                     (up, checks)
                 }
             };
             let mut backends: Vec<Option<Arc<BackendClient>>> = Vec::new();
             for ep in balancer.endpoints() {
-                let settings = BackendSettings::new(ep.addr(), ucfg);
+                let tls = tls_by_addr.remove(&ep.addr());
+                let settings = BackendSettings::new(ep.addr(), ucfg, tls);
                 let reused = old
                     .and_then(|o| o.backends().find(|b| *b.settings() == settings))
                     .cloned();
@@ -357,6 +434,8 @@ impl GatewayState {
                     config: ucfg.clone(),
                     balancer,
                     checks,
+                    check_targets,
+                    tls: upstream_tls.remove(name),
                     backends,
                     endpoint_configs: eps,
                     hostnames,

@@ -1,12 +1,20 @@
-//! TLS for listeners: PEM loading and a rustls acceptor that offers `h2` and `http/1.1`
-//! through ALPN.
-use crate::config::TlsConfig;
+//! TLS on both sides: listeners (a rustls acceptor that offers `h2` and `http/1.1` through
+//! ALPN) and backends ([`UpstreamTls`]: a rustls client config per upstream, verified against
+//! a CA file or the system's roots, optionally with a client certificate), and the PEM
+//! loading they share.
+use crate::config::{TlsConfig, UpstreamProtocol, UpstreamTlsConfig};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 use std::io;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tokio_rustls::TlsAcceptor;
+use tokio::net::TcpStream;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-/// Why a listener's TLS settings could not be used.
+/// Why TLS settings (a listener's or an upstream's) could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A PEM file could not be read.
@@ -25,6 +33,17 @@ pub enum TlsError {
         /// `certificate` or `private key`.
         what: &'static str,
     },
+    /// rustls rejected a certificate or key from this file.
+    #[error("{path}: {source}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: rustls::Error,
+    },
+    /// No `ca_file` and the system has no usable trusted roots.
+    #[error("no ca_file and no system root certificates could be loaded ({0})")]
+    NoSystemRoots(String),
     /// rustls rejected the certificate/key pair.
     #[error("invalid certificate or key: {0}")]
     Rustls(#[from] rustls::Error),
@@ -37,44 +56,353 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
+/// The certificates of a PEM file (at least one), and the file's bytes.
+fn load_certs(path: &Path) -> Result<(Vec<CertificateDer<'static>>, Vec<u8>), TlsError> {
+    let pem = read(path)?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|source| TlsError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::Missing {
+            path: path.to_owned(),
+            what: "certificate",
+        });
+    }
+    Ok((certs, pem))
+}
+
+/// The first private key of a PEM file, and the file's bytes.
+fn load_key(path: &Path) -> Result<(PrivateKeyDer<'static>, Vec<u8>), TlsError> {
+    let pem = read(path)?;
+    let key = rustls_pemfile::private_key(&mut pem.as_slice())
+        .map_err(|source| TlsError::Read {
+            path: path.to_owned(),
+            source,
+        })?
+        .ok_or_else(|| TlsError::Missing {
+            path: path.to_owned(),
+            what: "private key",
+        })?;
+    Ok((key, pem))
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
 /// Builds an acceptor from PEM files. With `http2`, ALPN prefers `h2`.
 ///
 /// # Errors
 /// Unreadable files, files without a certificate or key, or a pair rustls refuses.
 pub fn acceptor(cfg: &TlsConfig, http2: bool) -> Result<TlsAcceptor, TlsError> {
-    let cert_pem = read(&cfg.cert)?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_slice())
-        .collect::<Result<_, _>>()
-        .map_err(|source| TlsError::Read {
-            path: cfg.cert.clone(),
-            source,
-        })?;
-    if certs.is_empty() {
-        return Err(TlsError::Missing {
-            path: cfg.cert.clone(),
-            what: "certificate",
-        });
-    }
-    let key_pem = read(&cfg.key)?;
-    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .map_err(|source| TlsError::Read {
-            path: cfg.key.clone(),
-            source,
-        })?
-        .ok_or_else(|| TlsError::Missing {
-            path: cfg.key.clone(),
-            what: "private key",
-        })?;
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)?;
+    let (certs, _) = load_certs(&cfg.cert)?;
+    let (key, _) = load_key(&cfg.key)?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
     config.alpn_protocols = if http2 {
         vec![b"h2".to_vec(), b"http/1.1".to_vec()]
     } else {
         vec![b"http/1.1".to_vec()]
     };
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The TLS client side of one upstream, built from its `[upstreams.NAME.tls]` and the files
+/// it names; [`UpstreamTls::for_backend`] adds the name one backend is verified against.
+///
+/// Two are equal when built from the same settings and the same file contents, so a reload
+/// keeps a backend's pooled connections unless something about its TLS changed.
+///
+/// ```no_run
+/// use scalewise_gateway::config::{UpstreamProtocol, UpstreamTlsConfig};
+/// use scalewise_gateway::tls::UpstreamTls;
+///
+/// let cfg = UpstreamTlsConfig {
+///     ca_file: Some("ca.pem".into()),
+///     server_name: Some("api.internal".into()),
+///     ..UpstreamTlsConfig::new()
+/// };
+/// let tls = UpstreamTls::load(&cfg, UpstreamProtocol::Http1).unwrap();
+/// let backend = tls.for_backend(None, "10.0.0.5:443".parse().unwrap());
+/// assert_eq!(backend.server_name(), "api.internal");
+/// ```
+#[derive(Clone)]
+pub struct UpstreamTls {
+    connector: TlsConnector,
+    /// The protocol the upstream speaks; a backend that picks another through ALPN fails
+    /// the handshake.
+    alpn: &'static str,
+    /// What the config was built from: settings and the bytes of every file read.
+    source: Arc<(UpstreamTlsConfig, Vec<u8>)>,
+}
+
+impl PartialEq for UpstreamTls {
+    fn eq(&self, other: &Self) -> bool {
+        self.alpn == other.alpn && self.source == other.source
+    }
+}
+
+impl Eq for UpstreamTls {}
+
+impl std::fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTls")
+            .field("config", &self.source.0)
+            .field("alpn", &self.alpn)
+            .finish()
+    }
+}
+
+impl UpstreamTls {
+    /// Reads the files of `cfg` and builds the client config for an upstream speaking
+    /// `protocol`.
+    ///
+    /// # Errors
+    /// An unreadable file (with its path), a file without certificates or key, a certificate
+    /// rustls refuses, or no trusted roots at all.
+    pub fn load(
+        cfg: &UpstreamTlsConfig,
+        protocol: UpstreamProtocol,
+    ) -> Result<Self, UpstreamTlsError> {
+        // Which key of `[upstreams.NAME.tls]` a failure is about.
+        let at = |key: &'static str| move |source: TlsError| UpstreamTlsError { key, source };
+        let provider = provider();
+        let mut material = Vec::new();
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| at("enabled")(e.into()))?;
+        let builder = if cfg.insecure_skip_verify {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
+        } else {
+            let mut roots = rustls::RootCertStore::empty();
+            match &cfg.ca_file {
+                Some(path) => {
+                    let (certs, pem) = load_certs(path).map_err(at("ca_file"))?;
+                    material.extend_from_slice(&pem);
+                    for c in certs {
+                        roots.add(c).map_err(|source| {
+                            at("ca_file")(TlsError::Invalid {
+                                path: path.clone(),
+                                source,
+                            })
+                        })?;
+                    }
+                }
+                None => {
+                    let found = rustls_native_certs::load_native_certs();
+                    roots.add_parsable_certificates(found.certs);
+                    if roots.is_empty() {
+                        let why: Vec<_> = found.errors.iter().map(ToString::to_string).collect();
+                        return Err(at("ca_file")(TlsError::NoSystemRoots(if why.is_empty() {
+                            "none found".to_owned()
+                        } else {
+                            why.join("; ")
+                        })));
+                    }
+                }
+            }
+            builder.with_root_certificates(roots)
+        };
+        let mut config = match (&cfg.cert_file, &cfg.key_file) {
+            (Some(cert), Some(key)) => {
+                let (certs, pem) = load_certs(cert).map_err(at("cert_file"))?;
+                material.extend_from_slice(&pem);
+                let (key, pem) = load_key(key).map_err(at("key_file"))?;
+                material.extend_from_slice(&pem);
+                builder
+                    .with_client_auth_cert(certs, key)
+                    .map_err(|source| {
+                        at("cert_file")(TlsError::Invalid {
+                            path: cert.clone(),
+                            source,
+                        })
+                    })?
+            }
+            // validate() requires both or neither.
+            _ => builder.with_no_client_auth(),
+        };
+        let alpn = protocol.alpn();
+        config.alpn_protocols = match &cfg.alpn {
+            Some(list) => list.iter().map(|p| p.as_bytes().to_vec()).collect(),
+            None => vec![alpn.as_bytes().to_vec()],
+        };
+        Ok(Self {
+            connector: TlsConnector::from(Arc::new(config)),
+            alpn,
+            source: Arc::new((cfg.clone(), material)),
+        })
+    }
+
+    /// The TLS of backend `addr`, resolved from the DNS name `host` if it has one: SNI and
+    /// verification use `server_name` if configured, else `host`, else the IP address
+    /// (which `validate()` allows only with `insecure_skip_verify`).
+    pub fn for_backend(&self, host: Option<&str>, addr: SocketAddr) -> BackendTls {
+        let name = self
+            .source
+            .0
+            .server_name
+            .as_deref()
+            .or(host)
+            .and_then(|n| ServerName::try_from(n.to_owned()).ok())
+            .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()));
+        BackendTls {
+            upstream: self.clone(),
+            server_name: name,
+        }
+    }
+}
+
+/// Why an upstream's TLS settings could not be used: the key of `[upstreams.NAME.tls]` and
+/// what went wrong (naming the file).
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {source}")]
+pub struct UpstreamTlsError {
+    /// `ca_file`, `cert_file` or `key_file`.
+    pub key: &'static str,
+    /// What went wrong.
+    pub source: TlsError,
+}
+
+/// TLS to one backend: its upstream's client config and the name it is verified against.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendTls {
+    upstream: UpstreamTls,
+    server_name: ServerName<'static>,
+}
+
+impl BackendTls {
+    /// The name sent as SNI and verified (an IP address when the backend has no name).
+    pub fn server_name(&self) -> String {
+        self.server_name.to_str().into_owned()
+    }
+
+    /// Runs the handshake on `tcp`, connected to `addr`.
+    ///
+    /// # Errors
+    /// The handshake failed (certificate not trusted or not valid for the name, the backend
+    /// refused our certificate or ALPN, the connection closed): an `io::Error` wrapping a
+    /// [`HandshakeError`] that says which backend and why.
+    pub async fn handshake(
+        &self,
+        tcp: TcpStream,
+        addr: SocketAddr,
+    ) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let fail = |kind: io::ErrorKind, reason: String| {
+            io::Error::new(
+                kind,
+                HandshakeError {
+                    backend: addr,
+                    server_name: self.server_name(),
+                    reason,
+                },
+            )
+        };
+        let stream = self
+            .upstream
+            .connector
+            .connect(self.server_name.clone(), tcp)
+            .await
+            .map_err(|e| fail(e.kind(), e.to_string()))?;
+        match stream.get_ref().1.alpn_protocol() {
+            Some(p) if p != self.upstream.alpn.as_bytes() => Err(fail(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the backend chose ALPN protocol \"{}\", the upstream speaks \"{}\"",
+                    String::from_utf8_lossy(p),
+                    self.upstream.alpn
+                ),
+            )),
+            _ => Ok(stream),
+        }
+    }
+}
+
+/// A failed TLS handshake with a backend; found inside a connect error's `io::Error`.
+#[derive(Debug, thiserror::Error)]
+#[error("TLS handshake with {backend} (server name {server_name}) failed: {reason}")]
+pub struct HandshakeError {
+    /// The backend.
+    pub backend: SocketAddr,
+    /// The name it was verified against.
+    pub server_name: String,
+    /// Why, as rustls put it.
+    pub reason: String,
+}
+
+impl HandshakeError {
+    /// The handshake error somewhere in `err`'s chain of sources, if any.
+    pub fn find<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a Self> {
+        let mut cur = Some(err);
+        while let Some(e) = cur {
+            if let Some(h) = e.downcast_ref::<Self>() {
+                return Some(h);
+            }
+            if let Some(h) = e
+                .downcast_ref::<io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<Self>())
+            {
+                return Some(h);
+            }
+            cur = e.source();
+        }
+        None
+    }
+}
+
+/// `insecure_skip_verify`: any certificate is accepted, but the handshake signatures are
+/// still checked so the session is at least bound to the key the backend presented.
+#[derive(Debug)]
+struct AcceptAnyCert(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }

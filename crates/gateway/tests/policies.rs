@@ -15,7 +15,6 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use ops_support::{get_json, parse, start, toml_config};
 use scalewise::clock::ManualClock;
-use scalewise_gateway::config::{AlgorithmName, Config};
 use scalewise_gateway::server::{Overrides, StartOptions};
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -304,11 +303,7 @@ async fn rate_limit_flag_limits_every_route_per_client_ip() {
     .is_err());
 
     // What `scalewise gateway` builds from those flags.
-    let config = Config::from_backend_addrs(
-        cli.args.listen.unwrap(),
-        cli.args.backends.iter().cloned(),
-        AlgorithmName::RoundRobin,
-    );
+    let config = cli.args.command_line_config().unwrap();
     let overrides = Overrides::from_args(&cli.args);
     let mut applied = config.clone();
     overrides.apply(&mut applied);

@@ -22,6 +22,7 @@
 //! ([`h1::server`]) and hyper's HTTP/2 server ([`handle`]). It answers with a
 //! `Response<ResponseBody>` that each engine writes out its own way.
 pub mod body;
+pub mod connect;
 pub(crate) mod h1;
 pub(crate) mod headers;
 pub mod pool;
@@ -269,7 +270,11 @@ pub(crate) async fn forward<B: ForwardBody>(
                 .unwrap_or_else(|| {
                     let addr = selection.endpoint().addr();
                     Arc::new(pool::BackendClient::new(
-                        pool::BackendSettings::new(addr, &upstream.config),
+                        pool::BackendSettings::new(
+                            addr,
+                            &upstream.config,
+                            upstream.backend_tls(addr),
+                        ),
                         shared.metrics.backend(&upstream.name, &addr.to_string()),
                     ))
                 }),

@@ -3,11 +3,14 @@
 //! wait queue, and the backend's metrics.
 //!
 //! Both kinds are reached through [`BackendClient::send`], which tells a failed connect
-//! (always safe to retry) from a failed request (which may have reached the backend).
+//! (always safe to retry) from a failed request (which may have reached the backend). A
+//! failed TLS handshake is a failed connect: nothing of the request was sent.
 use super::body::{BoxError, ChannelBody, ForwardBody, OwnedBody, UpstreamBody};
+use super::connect::{BackendStream, Target};
 use super::h1::client as h1;
 use crate::config::{UpstreamConfig, UpstreamProtocol};
 use crate::metrics::BackendMetrics;
+use crate::tls::{BackendTls, HandshakeError};
 pub(crate) use h1::Outgoing;
 use http::{Request, Response, Uri, Version};
 use http_body_util::BodyExt as _;
@@ -17,16 +20,14 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The settings a backend's client is built from; an unchanged set lets a reload keep the
 /// client and its warm connections.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendSettings {
-    addr: SocketAddr,
+    target: Target,
     protocol: UpstreamProtocol,
-    connect_timeout: Duration,
     max_connections: Option<u32>,
     queue_size: usize,
     queue_timeout: Duration,
@@ -35,12 +36,15 @@ pub struct BackendSettings {
 }
 
 impl BackendSettings {
-    /// The settings of backend `addr` of upstream `u`.
-    pub fn new(addr: SocketAddr, u: &UpstreamConfig) -> Self {
+    /// The settings of backend `addr` of upstream `u`, with `tls` if the upstream has it.
+    pub fn new(addr: SocketAddr, u: &UpstreamConfig, tls: Option<BackendTls>) -> Self {
         Self {
-            addr,
+            target: Target {
+                addr,
+                timeout: u.connect_timeout,
+                tls,
+            },
             protocol: u.protocol,
-            connect_timeout: u.connect_timeout,
             max_connections: u.max_connections_per_backend,
             queue_size: u.queue_size,
             queue_timeout: u.queue_timeout,
@@ -96,19 +100,18 @@ impl std::fmt::Debug for BackendClient {
     }
 }
 
-/// Connects to one fixed address whatever the URI says, so the URI can carry the client's
+/// Connects to one fixed backend whatever the URI says, so the URI can carry the client's
 /// authority (HTTP/2 `:authority`) while the socket goes to the backend.
 #[derive(Clone)]
 struct Connector {
-    addr: SocketAddr,
-    timeout: Duration,
+    target: Arc<Target>,
 }
 
 impl tower::Service<http::Uri> for Connector {
-    type Response = TokioIo<TcpStream>;
+    type Response = TokioIo<BackendStream>;
     type Error = std::io::Error;
     type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = std::io::Result<TokioIo<TcpStream>>> + Send>,
+        Box<dyn std::future::Future<Output = std::io::Result<TokioIo<BackendStream>>> + Send>,
     >;
 
     fn poll_ready(
@@ -119,17 +122,9 @@ impl tower::Service<http::Uri> for Connector {
     }
 
     fn call(&mut self, _: http::Uri) -> Self::Future {
-        let (addr, timeout) = (self.addr, self.timeout);
-        Box::pin(async move { connect(addr, timeout).await.map(TokioIo::new) })
+        let target = self.target.clone();
+        Box::pin(async move { target.connect().await.map(TokioIo::new) })
     }
-}
-
-async fn connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
-    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
-    stream.set_nodelay(true)?;
-    Ok(stream)
 }
 
 impl BackendClient {
@@ -145,8 +140,7 @@ impl BackendClient {
                     .pool_idle_timeout(settings.idle_timeout)
                     .timer(hyper_util::rt::TokioTimer::new())
                     .build(Connector {
-                        addr: settings.addr,
-                        timeout: settings.connect_timeout,
+                        target: Arc::new(settings.target.clone()),
                     }),
             )),
         };
@@ -168,7 +162,22 @@ impl BackendClient {
 
     /// The backend's address.
     pub fn addr(&self) -> SocketAddr {
-        self.settings.addr
+        self.settings.target.addr
+    }
+
+    /// Counts a failed connect, and logs a failed TLS handshake with its reason (a wrong CA
+    /// or name is a configuration problem someone has to see, unlike a refused connect).
+    fn connect_failed(&self, err: &(dyn std::error::Error + 'static)) {
+        self.metrics.connect_errors.inc();
+        if let Some(h) = HandshakeError::find(err) {
+            self.metrics.tls_handshake_errors.inc();
+            tracing::warn!(
+                backend = %h.backend,
+                server_name = %h.server_name,
+                reason = %h.reason,
+                "TLS handshake with backend failed"
+            );
+        }
     }
 
     /// A slot without waiting: `Some` when there is no limit or a slot is free, `None` when
@@ -214,22 +223,12 @@ impl BackendClient {
     ) -> Result<Response<UpstreamBody>, SendError> {
         match &self.transport {
             Transport::H1(pool) => {
-                match h1::send(
-                    pool,
-                    self.settings.addr,
-                    self.settings.connect_timeout,
-                    o,
-                    body,
-                    has_body,
-                    now,
-                )
-                .await
-                {
+                match h1::send(pool, &self.settings.target, o, body, has_body, now).await {
                     Ok((head, body)) => {
                         Ok(Response::from_parts(head.parts, UpstreamBody::H1(body)))
                     }
                     Err(Ok(e)) => {
-                        self.metrics.connect_errors.inc();
+                        self.connect_failed(&e);
                         Err(SendError::Connect(e))
                     }
                     Err(Err(e)) => Err(SendError::Request(e)),
@@ -261,7 +260,7 @@ impl BackendClient {
                 (OwnedBody::new(ChannelBody(rx)), Some(tx))
             }
         };
-        let req = h2_request(o, owned);
+        let req = h2_request(o, owned, self.settings.target.tls.is_some());
         let sent = client.request(req);
         let result = match pump {
             None => sent.await,
@@ -283,7 +282,7 @@ impl BackendClient {
                 Ok(Response::from_parts(parts, UpstreamBody::H2(incoming)))
             }
             Err(e) if e.is_connect() => {
-                self.metrics.connect_errors.inc();
+                self.connect_failed(&e);
                 Err(SendError::Connect(std::io::Error::other(e)))
             }
             Err(e) => Err(SendError::Request(Box::new(e))),
@@ -305,9 +304,10 @@ fn boxed_h2<'a, B: ForwardBody>(
     Box::pin(backend.send_h2(client, o, body, has_body))
 }
 
-/// The request for hyper's HTTP/2 client: a header map of the end-to-end headers and the
-/// client's authority as `:authority`.
-fn h2_request(o: &Outgoing<'_>, body: OwnedBody) -> Request<OwnedBody> {
+/// The request for hyper's HTTP/2 client: a header map of the end-to-end headers, the
+/// client's authority as `:authority`, and `:scheme` as the hop to the backend is (`https`
+/// over TLS).
+fn h2_request(o: &Outgoing<'_>, body: OwnedBody, tls: bool) -> Request<OwnedBody> {
     let parts = o.parts;
     let mut h = super::headers::copy_end_to_end(&parts.headers, false);
     super::headers::add_forwarded_with(&mut h, o.forwarding);
@@ -330,7 +330,7 @@ fn h2_request(o: &Outgoing<'_>, body: OwnedBody) -> Request<OwnedBody> {
         .cloned()
         .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
     let uri = Uri::builder()
-        .scheme("http")
+        .scheme(if tls { "https" } else { "http" })
         .authority(host)
         .path_and_query(path)
         .build()

@@ -135,6 +135,13 @@ async fn handle(req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Response<Body>,
 
 /// Starts a backend answering HTTP/1.1 and h2c.
 pub async fn backend(name: &'static str) -> Backend {
+    backend_with(name, None).await
+}
+
+/// Starts a backend answering HTTP/1.1 and HTTP/2, behind TLS with `tls` (ALPN as the
+/// acceptor offers); `conns` counts TCP connections, `hits` requests, so a failed handshake
+/// shows as a connection without a hit.
+pub async fn backend_with(name: &'static str, tls: Option<tokio_rustls::TlsAcceptor>) -> Backend {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let hits = Arc::new(AtomicUsize::new(0));
@@ -155,11 +162,25 @@ pub async fn backend(name: &'static str) -> Backend {
             };
             conns2.fetch_add(1, Ordering::SeqCst);
             let ctx = ctx.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req| handle(req, ctx.clone()));
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                    .await;
+                let server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let _ = match tls {
+                    None => {
+                        server
+                            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                            .await
+                    }
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(s) => {
+                            server
+                                .serve_connection_with_upgrades(TokioIo::new(s), svc)
+                                .await
+                        }
+                        Err(_) => return,
+                    },
+                };
             });
         }
     });

@@ -1,13 +1,39 @@
 //! Active health checks: a tokio task probing every backend of an upstream on a timer.
 use super::{ActiveCheckConfig, CheckKind};
 use crate::balance::{Endpoint, HealthStatus, Upstream};
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+/// How a check reaches a backend: plain TCP ([`Tcp`]), or a stream the caller layers on
+/// it (the gateway's TLS to TLS backends), so checks travel the way requests do.
+///
+/// A `tcp` check passes once `connect` succeeds, so a transport that also handshakes makes
+/// the handshake part of that check.
+pub trait CheckTransport: Send + Sync + 'static {
+    /// The connected stream.
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send;
+
+    /// Connects to `addr`; an error counts as [`CheckError::Connect`].
+    fn connect(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+}
+
+/// Checks over plain TCP.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tcp;
+
+impl CheckTransport for Tcp {
+    type Stream = TcpStream;
+
+    fn connect(&self, addr: SocketAddr) -> impl Future<Output = io::Result<TcpStream>> + Send {
+        TcpStream::connect(addr)
+    }
+}
 
 /// Why one probe failed.
 #[derive(Debug, thiserror::Error)]
@@ -33,21 +59,35 @@ pub enum CheckError {
 // Enough for any sane status line; a backend sending more without CRLF is broken.
 const MAX_STATUS_LINE: usize = 1024;
 
-/// Probes one backend once.
+/// Probes one backend once over plain TCP.
 ///
 /// # Errors
 /// Why the backend counts as failing this check.
 pub async fn probe(addr: SocketAddr, cfg: &ActiveCheckConfig) -> Result<(), CheckError> {
-    match tokio::time::timeout(cfg.timeout, probe_inner(addr, cfg)).await {
+    probe_with(&Tcp, addr, cfg).await
+}
+
+/// Probes one backend once over `transport`.
+///
+/// # Errors
+/// Why the backend counts as failing this check.
+pub async fn probe_with<T: CheckTransport>(
+    transport: &T,
+    addr: SocketAddr,
+    cfg: &ActiveCheckConfig,
+) -> Result<(), CheckError> {
+    match tokio::time::timeout(cfg.timeout, probe_inner(transport, addr, cfg)).await {
         Ok(r) => r,
         Err(_) => Err(CheckError::Timeout),
     }
 }
 
-async fn probe_inner(addr: SocketAddr, cfg: &ActiveCheckConfig) -> Result<(), CheckError> {
-    let mut stream = TcpStream::connect(addr)
-        .await
-        .map_err(CheckError::Connect)?;
+async fn probe_inner<T: CheckTransport>(
+    transport: &T,
+    addr: SocketAddr,
+    cfg: &ActiveCheckConfig,
+) -> Result<(), CheckError> {
+    let mut stream = transport.connect(addr).await.map_err(CheckError::Connect)?;
     if cfg.kind == CheckKind::Tcp {
         return Ok(());
     }
@@ -149,11 +189,25 @@ fn record(
     }
 }
 
-/// Probes every endpoint of `upstream` once, concurrently, and applies the results.
+/// Probes every endpoint of `upstream` once over plain TCP, concurrently, and applies the
+/// results.
 pub async fn check_round(upstream: &Upstream, cfg: &ActiveCheckConfig) {
+    check_round_with(&Tcp, upstream, cfg).await;
+}
+
+/// [`check_round`] over `transport`.
+pub async fn check_round_with<T: CheckTransport>(
+    transport: &T,
+    upstream: &Upstream,
+    cfg: &ActiveCheckConfig,
+) {
     let endpoints = upstream.endpoints();
-    let results =
-        futures_util::future::join_all(endpoints.iter().map(|e| probe(e.addr(), cfg))).await;
+    let results = futures_util::future::join_all(
+        endpoints
+            .iter()
+            .map(|e| probe_with(transport, e.addr(), cfg)),
+    )
+    .await;
     for (e, r) in endpoints.iter().zip(results) {
         record(upstream, e, r, cfg);
     }
@@ -183,12 +237,25 @@ pub struct ActiveHealthChecks {
 }
 
 impl ActiveHealthChecks {
-    /// Starts checking `upstream` every `config.interval` (the first round at once). Each
-    /// round probes the endpoints current at that moment, so reloads are followed.
+    /// Starts checking `upstream` every `config.interval` (the first round at once) over
+    /// plain TCP. Each round probes the endpoints current at that moment, so reloads are
+    /// followed.
     ///
     /// # Panics
     /// Outside a tokio runtime.
     pub fn spawn(upstream: Upstream, config: ActiveCheckConfig) -> Self {
+        Self::spawn_with(Tcp, upstream, config)
+    }
+
+    /// [`ActiveHealthChecks::spawn`] over `transport`.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn spawn_with<T: CheckTransport>(
+        transport: T,
+        upstream: Upstream,
+        config: ActiveCheckConfig,
+    ) -> Self {
         let (tx, rounds) = watch::channel(0u64);
         let config = Arc::new(config);
         let task = tokio::spawn(async move {
@@ -198,7 +265,7 @@ impl ActiveHealthChecks {
             let mut round = 0u64;
             loop {
                 interval.tick().await;
-                check_round(&upstream, &config).await;
+                check_round_with(&transport, &upstream, &config).await;
                 round += 1;
                 tx.send_replace(round);
             }

@@ -46,7 +46,10 @@
 mod active;
 mod config;
 
-pub use active::{check_round, probe, ActiveHealthChecks, CheckError};
+pub use active::{
+    check_round, check_round_with, probe, probe_with, ActiveHealthChecks, CheckError,
+    CheckTransport, Tcp,
+};
 pub use config::{
     ActiveCheckConfig, CheckKind, HealthConfig, OutlierConfig, ParseStatusRangeError,
     SlowStartConfig, StatusRange,

@@ -1,4 +1,5 @@
-//! The HTTP/1.1 backend client: a LIFO pool of raw `TcpStream`s per backend, the request
+//! The HTTP/1.1 backend client: a LIFO pool of connections (plain TCP or TLS, see
+//! [`crate::proxy::connect`]) per backend, the request
 //! head written straight from the client's parsed request into one buffer, the response
 //! head parsed with `httparse`, and a response body that streams from the socket and puts
 //! the connection back into the pool when the body has been read to its end.
@@ -10,6 +11,7 @@
 //! per side per request, as nginx does.
 use super::codec::{self, BodyDecoder, Framing, ResponseHead};
 use crate::proxy::body::{BoxError, ForwardBody};
+use crate::proxy::connect::{BackendStream, Target};
 use crate::proxy::headers::{self, Forwarding};
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt as _;
@@ -23,7 +25,6 @@ use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
 
 /// Largest response head accepted from a backend.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -34,7 +35,7 @@ const WRITE_BATCH: usize = 64 * 1024;
 /// response only if the backend misbehaves; such connections are not reused).
 #[derive(Debug)]
 pub(crate) struct Conn {
-    io: TcpStream,
+    io: BackendStream,
     rbuf: BytesMut,
 }
 
@@ -191,23 +192,18 @@ pub(crate) fn write_request_head(out: &mut Vec<u8>, o: &Outgoing<'_>, framing: F
 }
 
 impl Conn {
-    /// Connects to `addr` within `timeout`.
-    pub(crate) async fn connect(addr: std::net::SocketAddr, timeout: Duration) -> io::Result<Self> {
-        let io = tokio::time::timeout(timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
-        io.set_nodelay(true)?;
+    /// Connects to the backend (with a TLS handshake for a TLS upstream).
+    pub(crate) async fn connect(target: &Target) -> io::Result<Self> {
         Ok(Self {
-            io,
+            io: target.connect().await?,
             rbuf: BytesMut::new(),
         })
     }
 
-    /// Whether the backend has closed (or written to) this idle connection. One `recv`
-    /// that would block; only spent before requests whose body cannot be sent twice.
+    /// Whether the backend has closed (or written to) this idle connection; only spent
+    /// before requests whose body cannot be sent twice.
     fn looks_closed(&self) -> bool {
-        let mut probe = [0u8; 1];
-        !matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        self.io.looks_closed()
     }
 
     /// Writes the request (head, then the body as it arrives) and reads the response head,
@@ -343,8 +339,7 @@ impl Conn {
 /// failed on an established connection.
 pub(crate) async fn send<B: ForwardBody>(
     pool: &Arc<Pool>,
-    addr: std::net::SocketAddr,
-    connect_timeout: Duration,
+    target: &Target,
     o: &Outgoing<'_>,
     body: &mut B,
     has_body: bool,
@@ -361,7 +356,7 @@ pub(crate) async fn send<B: ForwardBody>(
         let mut conn = match pooled {
             Some(c) if has_body && c.looks_closed() => continue,
             Some(c) => c,
-            None => Conn::connect(addr, connect_timeout).await.map_err(Ok)?,
+            None => Conn::connect(target).await.map_err(Ok)?,
         };
         match conn.exchange(&mut head, body, framing, head_request).await {
             Ok(h) => {
@@ -418,7 +413,7 @@ impl H1Body {
     }
 
     /// The connection of a 101 answer and what the backend sent after the head.
-    pub(crate) fn into_upgraded(mut self) -> Option<(TcpStream, BytesMut)> {
+    pub(crate) fn into_upgraded(mut self) -> Option<(BackendStream, BytesMut)> {
         if !self.upgraded {
             return None;
         }
@@ -573,8 +568,11 @@ mod tests {
             let mut empty = crate::proxy::body::HyperBody(None);
             let (h, body) = send(
                 &pool,
-                addr,
-                Duration::from_secs(1),
+                &Target {
+                    addr,
+                    timeout: Duration::from_secs(1),
+                    tls: None,
+                },
                 &o,
                 &mut empty,
                 false,

@@ -1,0 +1,605 @@
+//! TLS to backends (`[upstreams.NAME.tls]`): verification against a CA file and a server
+//! name, insecure mode, client certificates, HTTP/1.1 and HTTP/2 over TLS, WebSocket
+//! upgrades, active checks over TLS, reloads, and the errors of bad settings. Real sockets;
+//! certificates made with rcgen.
+mod common;
+
+use common::*;
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+use scalewise::balance::HealthStatus;
+use scalewise_gateway::config::{Config, UpstreamProtocol, UpstreamTlsConfig};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// A certificate authority that issues leaf certificates.
+struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+impl Ca {
+    fn new(name: &str) -> Self {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let cert = params.self_signed(&key).unwrap();
+        Self { cert, key }
+    }
+
+    /// A leaf for `names` (DNS names or IP addresses) with `usage`.
+    fn issue(&self, names: &[&str], usage: ExtendedKeyUsagePurpose) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params.extended_key_usages = vec![usage];
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+/// A scratch directory for PEM files, removed at the end.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(test: &str) -> Self {
+        let p = std::env::temp_dir().join(format!(
+            "scalewise-backend-tls-{test}-{}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn certs(pem: &str) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    rustls_pemfile::certs(&mut pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// A backend-side acceptor with `cert`/`key`, offering `alpn`, requiring a client
+/// certificate issued by `client_ca` if given.
+fn acceptor(
+    (cert, key): &(String, String),
+    alpn: &[&str],
+    client_ca: Option<&Ca>,
+) -> tokio_rustls::TlsAcceptor {
+    let key = rustls_pemfile::private_key(&mut key.as_bytes())
+        .unwrap()
+        .unwrap();
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(ca.cert.der().clone()).unwrap();
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider(),
+            )
+            .build()
+            .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_single_cert(certs(cert), key).unwrap();
+    config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+fn server_leaf(ca: &Ca) -> (String, String) {
+    ca.issue(
+        &["api.internal", "localhost"],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    )
+}
+
+/// A gateway config with TLS `tls` to `backends`.
+fn tls_config(backends: &[SocketAddr], tls: UpstreamTlsConfig) -> Config {
+    let mut cfg = config(backends);
+    cfg.upstreams.get_mut("default").unwrap().tls = Some(tls);
+    cfg
+}
+
+fn verified(ca_file: PathBuf) -> UpstreamTlsConfig {
+    UpstreamTlsConfig {
+        ca_file: Some(ca_file),
+        server_name: Some("api.internal".into()),
+        ..UpstreamTlsConfig::new()
+    }
+}
+
+#[tokio::test]
+async fn http1_backend_over_tls_verified_with_a_ca_file_and_pooled() {
+    let dir = Dir::new("h1");
+    let ca = Ca::new("test ca");
+    let ca_file = dir.write("ca.pem", &ca.cert.pem());
+    let b = backend_with(
+        "tls",
+        Some(acceptor(&server_leaf(&ca), &["http/1.1"], None)),
+    )
+    .await;
+    let gw = gateway(tls_config(&[b.addr], verified(ca_file))).await;
+
+    let mut tx = h1(gw.addr).await;
+    for path in ["/one", "/two"] {
+        let (status, _, text) = read(tx.send_request(get(path)).await.unwrap()).await;
+        assert_eq!(status, 200, "{text}");
+        assert!(text.contains("backend=tls\n"), "{text}");
+        assert!(text.contains("version=HTTP/1.1\n"), "{text}");
+        assert!(text.contains(&format!("path={path}\n")), "{text}");
+    }
+    assert_eq!(
+        b.conns.load(Ordering::SeqCst),
+        1,
+        "the TLS connection went back to the pool and was reused"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_verification_is_a_502_and_no_request_reaches_the_backend() {
+    let dir = Dir::new("verify");
+    let ca = Ca::new("the backend's ca");
+    let other = Ca::new("some other ca");
+    let b = backend_with(
+        "tls",
+        Some(acceptor(&server_leaf(&ca), &["http/1.1"], None)),
+    )
+    .await;
+
+    // Wrong CA.
+    let wrong_ca = dir.write("other.pem", &other.cert.pem());
+    let gw = gateway(tls_config(&[b.addr], verified(wrong_ca))).await;
+    let (status, _, _) = send(gw.addr, get("/")).await;
+    assert_eq!(status, 502);
+    let metrics = gw.shared.metrics.encode();
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("gateway_upstream_tls_handshake_errors_total{") && !l.ends_with(" 0")
+        ),
+        "{metrics}"
+    );
+
+    // Right CA, wrong name.
+    let ca_file = dir.write("ca.pem", &ca.cert.pem());
+    let gw = gateway(tls_config(
+        &[b.addr],
+        UpstreamTlsConfig {
+            server_name: Some("db.internal".into()),
+            ..verified(ca_file)
+        },
+    ))
+    .await;
+    let (status, _, _) = send(gw.addr, get("/")).await;
+    assert_eq!(status, 502);
+
+    assert!(
+        b.conns.load(Ordering::SeqCst) >= 2,
+        "the handshakes were tried"
+    );
+    assert_eq!(b.hits.load(Ordering::SeqCst), 0, "no request got through");
+}
+
+#[tokio::test]
+async fn insecure_skip_verify_accepts_an_unknown_certificate_on_an_ip_backend() {
+    let ca = Ca::new("nobody trusts this");
+    let b = backend_with(
+        "tls",
+        Some(acceptor(&server_leaf(&ca), &["http/1.1"], None)),
+    )
+    .await;
+    let gw = gateway(tls_config(
+        &[b.addr],
+        UpstreamTlsConfig {
+            insecure_skip_verify: true,
+            ..UpstreamTlsConfig::new()
+        },
+    ))
+    .await;
+    let (status, _, text) = send(gw.addr, get("/")).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("backend=tls\n"), "{text}");
+}
+
+#[tokio::test]
+async fn client_certificate_is_presented_to_a_backend_that_requires_one() {
+    let dir = Dir::new("mtls");
+    let ca = Ca::new("test ca");
+    let ca_file = dir.write("ca.pem", &ca.cert.pem());
+    let (cert, key) = ca.issue(&["gateway"], ExtendedKeyUsagePurpose::ClientAuth);
+    let cert_file = dir.write("client.pem", &cert);
+    let key_file = dir.write("client.key", &key);
+    let b = backend_with(
+        "mtls",
+        Some(acceptor(&server_leaf(&ca), &["http/1.1"], Some(&ca))),
+    )
+    .await;
+
+    // Without a client certificate the backend refuses the handshake.
+    let gw = gateway(tls_config(&[b.addr], verified(ca_file.clone()))).await;
+    let (status, _, _) = send(gw.addr, get("/")).await;
+    assert_eq!(status, 502);
+    assert_eq!(b.hits.load(Ordering::SeqCst), 0);
+
+    let gw = gateway(tls_config(
+        &[b.addr],
+        UpstreamTlsConfig {
+            cert_file: Some(cert_file),
+            key_file: Some(key_file),
+            ..verified(ca_file)
+        },
+    ))
+    .await;
+    let (status, _, text) = send(gw.addr, get("/")).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("backend=mtls\n"), "{text}");
+}
+
+#[tokio::test]
+async fn http2_backend_over_tls_with_alpn_h2() {
+    let dir = Dir::new("h2");
+    let ca = Ca::new("test ca");
+    let ca_file = dir.write("ca.pem", &ca.cert.pem());
+    let b = backend_with("h2tls", Some(acceptor(&server_leaf(&ca), &["h2"], None))).await;
+    let mut cfg = tls_config(&[b.addr], verified(ca_file));
+    cfg.upstreams.get_mut("default").unwrap().protocol = UpstreamProtocol::Http2;
+    let gw = gateway(cfg).await;
+
+    for path in ["/a", "/b"] {
+        let (status, _, text) = send(gw.addr, get(path)).await;
+        assert_eq!(status, 200, "{text}");
+        assert!(text.contains("version=HTTP/2.0\n"), "{text}");
+    }
+    assert_eq!(
+        b.conns.load(Ordering::SeqCst),
+        1,
+        "one multiplexed connection"
+    );
+}
+
+#[tokio::test]
+async fn an_http2_upstream_refuses_a_backend_that_only_speaks_http1() {
+    let dir = Dir::new("alpn");
+    let ca = Ca::new("test ca");
+    let ca_file = dir.write("ca.pem", &ca.cert.pem());
+    // The backend offers only http/1.1; rustls fails the handshake on no common protocol.
+    let b = backend_with(
+        "h1only",
+        Some(acceptor(&server_leaf(&ca), &["http/1.1"], None)),
+    )
+    .await;
+    let mut cfg = tls_config(&[b.addr], verified(ca_file));
+    cfg.upstreams.get_mut("default").unwrap().protocol = UpstreamProtocol::Http2;
+    let gw = gateway(cfg).await;
+    let (status, _, _) = send(gw.addr, get("/")).await;
+    assert_eq!(status, 502);
+    assert_eq!(b.hits.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn websocket_upgrade_to_a_tls_backend() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let dir = Dir::new("ws");
+    let ca = Ca::new("test ca");
+    let ca_file = dir.write("ca.pem", &ca.cert.pem());
+    let tls = acceptor(&server_leaf(&ca), &["http/1.1"], None);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let stream = tls.accept(tcp).await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(stream).await.unwrap();
+        while let Some(Ok(msg)) = ws.next().await {
+            if msg.is_text() && ws.send(msg).await.is_err() {
+                break;
+            }
+        }
+    });
+    let gw = gateway(tls_config(&[addr], verified(ca_file))).await;
+
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut ws, resp) = tokio_tungstenite::client_async("ws://localhost/ws", tcp)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 101);
+    ws.send(Message::text("over tls")).await.unwrap();
+    let echoed = ws.next().await.unwrap().unwrap();
+    assert_eq!(echoed.into_text().unwrap(), "over tls");
+    ws.close(None).await.unwrap();
+    drop(ws);
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn active_http_checks_go_over_tls() {
+    let dir = Dir::new("checks");
+    let ca = Ca::new("test ca");
+    let other = Ca::new("other ca");
+    let b = backend_with(
+        "tls",
+        Some(acceptor(&server_leaf(&ca), &["http/1.1"], None)),
+    )
+    .await;
+    let health: scalewise_gateway::config::HealthConfig =
+        toml::from_str("[active]\npath = \"/status/200\"\ninterval = \"1h\"\nrise = 1\nfall = 1\n")
+            .unwrap();
+
+    for (ca_pem, want) in [
+        (ca.cert.pem(), HealthStatus::Healthy),
+        (other.cert.pem(), HealthStatus::Unhealthy),
+    ] {
+        let ca_file = dir.write("ca.pem", &ca_pem);
+        let mut cfg = tls_config(&[b.addr], verified(ca_file));
+        cfg.upstreams.get_mut("default").unwrap().health = health.clone();
+        let gw = gateway(cfg).await;
+        let state = gw.shared.load();
+        let up = state.upstream("default").unwrap();
+        let mut rounds = up.check_rounds().unwrap();
+        rounds.wait_for(|n| *n >= 1).await.unwrap();
+        let ep = &up.balancer.endpoints()[0];
+        assert_eq!(ep.health(), want, "{:?}", ep.snapshot());
+        if want == HealthStatus::Unhealthy {
+            let err = ep.snapshot().last_check_error.unwrap_or_default();
+            assert!(err.contains("TLS handshake"), "{err}");
+        }
+    }
+    // The passing check was a real HTTP request over TLS.
+    assert_eq!(b.hits.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_reload_applies_new_tls_settings() {
+    let dir = Dir::new("reload");
+    let ca = Ca::new("test ca");
+    let other = Ca::new("other ca");
+    let b = backend_with(
+        "tls",
+        Some(acceptor(&server_leaf(&ca), &["http/1.1"], None)),
+    )
+    .await;
+    let wrong = dir.write("other.pem", &other.cert.pem());
+    let right = dir.write("ca.pem", &ca.cert.pem());
+    let cfg = tls_config(&[b.addr], verified(wrong));
+    let gw = gateway(cfg.clone()).await;
+    assert_eq!(send(gw.addr, get("/")).await.0, 502);
+
+    let mut fixed = cfg.clone();
+    fixed.upstreams.get_mut("default").unwrap().tls = Some(verified(right.clone()));
+    fixed.listeners[0].addr = gw.addr;
+    gw.shared.apply(fixed.clone()).unwrap();
+    assert_eq!(send(gw.addr, get("/")).await.0, 200);
+
+    // The same settings and files again: the backend keeps its pooled TLS connection.
+    let conns = b.conns.load(Ordering::SeqCst);
+    gw.shared.apply(fixed.clone()).unwrap();
+    assert_eq!(send(gw.addr, get("/")).await.0, 200);
+    assert_eq!(b.conns.load(Ordering::SeqCst), conns, "no new connection");
+
+    // A reload whose CA file is missing fails naming the file, and keeps the working state.
+    let mut broken = fixed.clone();
+    let missing = dir.0.join("missing.pem");
+    broken.upstreams.get_mut("default").unwrap().tls = Some(verified(missing.clone()));
+    let err = gw.shared.apply(broken).unwrap_err().to_string();
+    assert!(
+        err.contains("upstreams.default.tls.ca_file: cannot read"),
+        "{err}"
+    );
+    assert!(err.contains(&missing.display().to_string()), "{err}");
+    assert_eq!(send(gw.addr, get("/")).await.0, 200);
+
+    // Same config, new file contents (a CA rotated on disk): the reload reads them.
+    std::fs::write(&right, other.cert.pem()).unwrap();
+    gw.shared.apply(fixed.clone()).unwrap();
+    assert_eq!(send(gw.addr, get("/")).await.0, 502);
+    std::fs::write(&right, ca.cert.pem()).unwrap();
+    gw.shared.apply(fixed.clone()).unwrap();
+    assert_eq!(send(gw.addr, get("/")).await.0, 200);
+
+    // Turning TLS off speaks plain HTTP to the TLS port: the backend cannot answer it.
+    let mut plain = fixed;
+    plain.upstreams.get_mut("default").unwrap().tls = None;
+    gw.shared.apply(plain).unwrap();
+    assert_eq!(send(gw.addr, get("/")).await.0, 502);
+}
+
+#[test]
+fn an_unreadable_ca_file_fails_the_load_with_its_path() {
+    let cfg = tls_config(
+        &["127.0.0.1:9".parse().unwrap()],
+        verified("/nonexistent/ca.pem".into()),
+    );
+    let err = scalewise_gateway::state::GatewayState::build(
+        &cfg,
+        None,
+        &scalewise_gateway::metrics::GatewayMetrics::new(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with("upstreams.default.tls.ca_file: cannot read /nonexistent/ca.pem:"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_client_key_file_without_a_key_fails_the_load_naming_key_file() {
+    let dir = Dir::new("badkey");
+    let ca = Ca::new("test ca");
+    let (cert, _) = ca.issue(&["gateway"], ExtendedKeyUsagePurpose::ClientAuth);
+    let cert_file = dir.write("client.pem", &cert);
+    // A certificate where the key should be.
+    let key_file = dir.write("client.key", &cert);
+    let cfg = tls_config(
+        &["127.0.0.1:9".parse().unwrap()],
+        UpstreamTlsConfig {
+            cert_file: Some(cert_file),
+            key_file: Some(key_file.clone()),
+            ..verified(dir.write("ca.pem", &ca.cert.pem()))
+        },
+    );
+    let err = scalewise_gateway::state::GatewayState::build(
+        &cfg,
+        None,
+        &scalewise_gateway::metrics::GatewayMetrics::new(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        err,
+        format!(
+            "upstreams.default.tls.key_file: {}: no private key found in PEM file",
+            key_file.display()
+        )
+    );
+}
+
+#[test]
+fn config_errors_name_the_file_line_key_and_expectation() {
+    use scalewise_gateway::config_file::{parse_config, Format};
+    let text = r#"
+[[listeners]]
+addr = "127.0.0.1:8080"
+[[routes]]
+upstream = "api"
+[upstreams.api]
+backends = [{ addr = "10.0.0.5:443" }]
+[upstreams.api.tls]
+ca_file = "ca.pem"
+"#;
+    let err = parse_config(text, Format::Toml, "gw.toml", [])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("gw.toml:8:16: key `upstreams.api.tls.server_name`: got (absent), expected the name backend 10.0.0.5:443 presents a certificate for"),
+        "{err}"
+    );
+    // A DNS backend needs no server_name; insecure mode needs none either.
+    parse_config(
+        &text.replace("10.0.0.5:443", "api.internal:443"),
+        Format::Toml,
+        "gw.toml",
+        [],
+    )
+    .unwrap();
+    parse_config(
+        &text.replace("ca_file = \"ca.pem\"", "insecure_skip_verify = true"),
+        Format::Toml,
+        "gw.toml",
+        [],
+    )
+    .unwrap();
+
+    for (extra, key, expected) in [
+        (
+            "server_name = \"bad name\"",
+            "upstreams.api.tls.server_name",
+            "a DNS name",
+        ),
+        (
+            "server_name = \"x\"\ncert_file = \"c.pem\"",
+            "upstreams.api.tls.key_file",
+            "both or neither",
+        ),
+        (
+            "server_name = \"x\"\nalpn = [\"h2\"]",
+            "upstreams.api.tls.alpn",
+            "includes \"http/1.1\"",
+        ),
+        (
+            "server_name = \"x\"\nverify = false",
+            "upstreams.api.tls.verify",
+            "unknown field",
+        ),
+    ] {
+        let err = parse_config(&format!("{text}{extra}\n"), Format::Toml, "gw.toml", [])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&format!("key `{key}`")), "{extra}: {err}");
+        assert!(err.contains(expected), "{extra}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn a_failed_handshake_is_a_connect_error_retried_on_another_backend() {
+    let dir = Dir::new("retry");
+    let ca = Ca::new("test ca");
+    let ca_file = dir.write("ca.pem", &ca.cert.pem());
+    // One backend's certificate is for another name: every handshake with it fails.
+    let bad_leaf = ca.issue(&["elsewhere.internal"], ExtendedKeyUsagePurpose::ServerAuth);
+    let bad = backend_with("bad", Some(acceptor(&bad_leaf, &["http/1.1"], None))).await;
+    let good = backend_with(
+        "good",
+        Some(acceptor(&server_leaf(&ca), &["http/1.1"], None)),
+    )
+    .await;
+    let gw = gateway(tls_config(&[bad.addr, good.addr], verified(ca_file))).await;
+    for _ in 0..4 {
+        let (status, _, text) = send(gw.addr, get("/")).await;
+        assert_eq!(status, 200, "{text}");
+        assert!(text.contains("backend=good\n"), "{text}");
+    }
+    assert_eq!(bad.hits.load(Ordering::SeqCst), 0);
+}
+
+#[derive(clap::Parser)]
+struct Cli {
+    #[command(flatten)]
+    args: scalewise_gateway::Args,
+}
+
+#[test]
+fn https_backends_on_the_command_line_turn_on_tls() {
+    use clap::Parser;
+    let parse = |backends: &[&str]| {
+        let mut argv = vec!["gateway", "--listen", "127.0.0.1:0"];
+        for b in backends {
+            argv.extend(["--backend", b]);
+        }
+        Cli::try_parse_from(argv).map(|c| c.args.command_line_config())
+    };
+    let config = parse(&["https://api.internal:8443", "https://api2.internal:8443"])
+        .unwrap()
+        .unwrap();
+    let u = &config.upstreams["default"];
+    assert_eq!(u.tls, Some(UpstreamTlsConfig::new()));
+    assert_eq!(u.backends[0].addr.to_string(), "api.internal:8443");
+    config.validate().unwrap();
+
+    let plain = parse(&["127.0.0.1:9001"]).unwrap().unwrap();
+    assert_eq!(plain.upstreams["default"].tls, None);
+
+    let mixed = parse(&["https://api.internal:8443", "127.0.0.1:9001"])
+        .unwrap()
+        .unwrap_err()
+        .to_string();
+    assert!(mixed.contains("every backend is https://"), "{mixed}");
+    assert!(parse(&["ftp://x:1"]).is_err());
+
+    // An IP backend has no name to verify: the error says which key to set.
+    let ip = parse(&["https://127.0.0.1:8443"]).unwrap().unwrap();
+    let errs = ip.validate().unwrap_err();
+    assert_eq!(errs[0].key_path, "upstreams.default.tls.server_name");
+}
