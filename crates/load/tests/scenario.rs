@@ -486,6 +486,12 @@ async fn checks_are_counted_exactly_and_feed_thresholds() {
         .text()
         .contains("Checks     77.14% passed  (54 passed, 16 failed)"));
 
+    // The same over HTTP/2, whose headers and body come from hyper rather than the raw parser.
+    a.http2 = true;
+    let h2 = load(&a).await.unwrap();
+    assert_eq!(h2.checks.as_ref(), Some(c));
+    a.http2 = false;
+
     a.thresholds = vec!["checks>99%".into()];
     a.json = Some(json.clone());
     a.html = Some(html.clone());
