@@ -82,7 +82,7 @@ pub struct LoadArgs {
     /// Write an offline HTML report.
     #[arg(long)]
     pub html: Option<PathBuf>,
-    /// Pass/fail threshold, e.g. `p99<200ms`, `error_rate<1%`, `rps>1000` (repeatable).
+    /// Pass/fail threshold, e.g. `p99<200ms`, `error_rate<1%`, `rps>1000`, `checks>99%` (repeatable).
     #[arg(long = "threshold")]
     pub thresholds: Vec<String>,
     /// Previous JSON results to compare against.

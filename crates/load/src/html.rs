@@ -317,6 +317,27 @@ pub(crate) fn load_report(r: &Report, outcomes: &[Outcome], deltas: &[Delta]) ->
         }
         s.push_str("</table>");
     }
+    if let Some(c) = &r.checks {
+        let _ = write!(
+            s,
+            "<h2>Checks</h2><p>{:.2}% passed ({} passed, {} failed)</p><table><tr><th>Check</th><th>Step</th><th>Passed</th><th>Failed</th><th>Result</th></tr>",
+            c.rate * 100.0,
+            c.passes,
+            c.fails
+        );
+        for ch in &c.list {
+            let _ = write!(
+                s,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{c}\">{c}</td></tr>",
+                esc(&ch.name),
+                esc(&ch.step),
+                ch.passes,
+                ch.fails,
+                c = if ch.fails == 0 { "pass" } else { "fail" }
+            );
+        }
+        s.push_str("</table>");
+    }
     s.push_str("</body></html>\n");
     s
 }

@@ -6,7 +6,7 @@
 //!   timetable, latency measured from the *scheduled* send time so coordinated omission does not
 //!   hide stalls; the uncorrected figure is reported too).
 //! * Load shapes (constant, ramp, step, spike, wave, stages), TOML/YAML scenarios (HTTP and
-//!   WebSocket steps), full HDR histograms, JSON/HTML reports, thresholds and baseline
+//!   WebSocket steps, k6-style checks), full HDR histograms, JSON/HTML reports, thresholds and baseline
 //!   comparison.
 //!
 //! ```no_run
@@ -191,6 +191,23 @@ async fn plan(args: &LoadArgs) -> Result<Plan, LoadError> {
         }
         None => None,
     };
+    // `checks>99%` on a run without checks could only fail after the whole run: say so now.
+    if !scenario.as_ref().is_some_and(|s| s.has_checks()) {
+        if let Some(t) = parse_thresholds(&args.thresholds)?
+            .into_iter()
+            .find(|t| t.metric == "checks")
+        {
+            return Err(LoadError::Threshold(format!(
+                "`{}`: `checks` is the pass rate of scenario checks, and {}",
+                t.expr,
+                if scenario.is_some() {
+                    "no step of this scenario has a `check` table"
+                } else {
+                    "this run has no --scenario"
+                }
+            )));
+        }
+    }
     let (target, proto, label) = match (&scenario, &args.url) {
         (Some(sc), _) => {
             // Probe the first step's origin when it needs no runtime variables.

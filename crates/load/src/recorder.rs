@@ -171,6 +171,8 @@ pub struct Totals {
     pub statuses: BTreeMap<u16, u64>,
     /// Per scenario step (index = step number).
     pub steps: Vec<StepStats>,
+    /// Per scenario check (index = check number): (passes, fails).
+    pub checks: Vec<(u64, u64)>,
 }
 
 impl Totals {
@@ -181,6 +183,7 @@ impl Totals {
             counts: Counts::default(),
             statuses: BTreeMap::new(),
             steps: Vec::new(),
+            checks: Vec::new(),
         }
     }
 
@@ -199,6 +202,7 @@ impl Totals {
             mine.requests += s.requests;
             mine.errors += s.errors;
         }
+        add_checks(&mut self.checks, &other.checks);
     }
 
     fn step_mut(&mut self, i: usize) -> &mut StepStats {
@@ -206,6 +210,17 @@ impl Totals {
             self.steps.push(StepStats::new());
         }
         &mut self.steps[i]
+    }
+}
+
+/// Adds check counters `from` into `into`, growing it as needed.
+fn add_checks(into: &mut Vec<(u64, u64)>, from: &[(u64, u64)]) {
+    if into.len() < from.len() {
+        into.resize(from.len(), (0, 0));
+    }
+    for (a, b) in into.iter_mut().zip(from) {
+        a.0 += b.0;
+        a.1 += b.1;
     }
 }
 
@@ -279,6 +294,8 @@ impl Recorder {
             samples: Vec::with_capacity(BATCH),
             counts: Counts::default(),
             statuses: Vec::new(),
+            checks: Vec::new(),
+            checks_pending: false,
             last_flush: Instant::now(),
         }
     }
@@ -344,6 +361,9 @@ pub struct Local<'a> {
     samples: Vec<Sample>,
     counts: Counts,
     statuses: Vec<(u16, u64)>,
+    /// Scenario checks (passes, fails) by check number; empty outside scenarios with checks.
+    checks: Vec<(u64, u64)>,
+    checks_pending: bool,
     last_flush: Instant,
 }
 
@@ -402,6 +422,21 @@ impl Local<'_> {
         self.maybe_flush(Instant::now());
     }
 
+    /// Counts one evaluation of scenario check number `check`. Not a flush point: checks are
+    /// recorded next to their step's response or error, which flushes.
+    pub fn check(&mut self, check: usize, pass: bool) {
+        if self.checks.len() <= check {
+            self.checks.resize(check + 1, (0, 0));
+        }
+        let c = &mut self.checks[check];
+        if pass {
+            c.0 += 1;
+        } else {
+            c.1 += 1;
+        }
+        self.checks_pending = true;
+    }
+
     /// Counts a request that started later than scheduled.
     pub fn late(&mut self) {
         self.counts.late += 1;
@@ -452,6 +487,7 @@ impl Local<'_> {
             && self.counts.late == 0
             && self.counts.ws_sent == 0
             && self.counts.ws_received == 0
+            && !self.checks_pending
         {
             return;
         }
@@ -482,6 +518,11 @@ impl Local<'_> {
         shard.interval.counts.add(&self.counts);
         for (code, n) in self.statuses.drain(..) {
             *shard.total.statuses.entry(code).or_insert(0) += n;
+        }
+        if self.checks_pending {
+            add_checks(&mut shard.total.checks, &self.checks);
+            self.checks.iter_mut().for_each(|c| *c = (0, 0));
+            self.checks_pending = false;
         }
         self.samples.clear();
         self.counts = Counts::default();
@@ -525,6 +566,23 @@ mod tests {
         let i = rec.drain_interval();
         assert_eq!(i.counts.requests, 3);
         assert_eq!(rec.drain_interval().counts.requests, 0);
+    }
+
+    #[test]
+    fn checks_are_summed_across_users_and_flushed_without_a_sample() {
+        let rec = Recorder::new(2);
+        {
+            let mut a = rec.local(0);
+            let mut b = rec.local(1);
+            a.check(0, true);
+            a.check(2, false);
+            b.check(0, false);
+            b.check(0, true);
+            // Checks recorded after their step's sample was flushed still reach the totals.
+            a.flush();
+            a.check(1, true);
+        }
+        assert_eq!(rec.totals().checks, [(2, 1), (1, 0), (0, 1)]);
     }
 
     #[test]

@@ -98,6 +98,32 @@ pub struct StepReport {
     pub latency: Latency,
 }
 
+/// Pass/fail counts of one scenario check.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CheckReport {
+    /// `step.status`, `step.contains`, `step.$.path` or `step.header:name`.
+    pub name: String,
+    /// The step the check belongs to.
+    pub step: String,
+    /// Responses that passed.
+    pub passes: u64,
+    /// Responses that failed it, and runs of the step that got no response.
+    pub fails: u64,
+}
+
+/// Scenario checks: overall pass rate and per-check counts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Checks {
+    /// passes / (passes + fails), 0–1; 0 when no check was evaluated.
+    pub rate: f64,
+    /// Passed check evaluations, all checks together.
+    pub passes: u64,
+    /// Failed check evaluations, all checks together.
+    pub fails: u64,
+    /// Per check, in file order.
+    pub list: Vec<CheckReport>,
+}
+
 /// Errors by category.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Errors {
@@ -205,6 +231,8 @@ pub struct Report {
     pub steps: Vec<StepReport>,
     /// WebSocket counters, for ws:// and wss:// runs.
     pub websocket: Option<WsReport>,
+    /// Scenario checks; null when the run has none.
+    pub checks: Option<Checks>,
     /// The generator's own resource use.
     pub generator: Generator,
 }
@@ -222,6 +250,8 @@ pub(crate) struct Meta {
     pub target_rps: Option<f64>,
     pub missed: u64,
     pub step_names: Vec<String>,
+    /// (step, check name) per check counter.
+    pub check_names: Vec<(String, String)>,
     pub ws_mode: Option<String>,
 }
 
@@ -280,6 +310,30 @@ impl Report {
             messages_received: c.ws_received,
             messages_per_s: c.ws_received as f64 / dur,
         });
+        let checks = (!meta.check_names.is_empty()).then(|| {
+            let list: Vec<CheckReport> = meta
+                .check_names
+                .iter()
+                .enumerate()
+                .map(|(i, (step, name))| {
+                    let (passes, fails) = totals.checks.get(i).copied().unwrap_or_default();
+                    CheckReport {
+                        name: name.clone(),
+                        step: step.clone(),
+                        passes,
+                        fails,
+                    }
+                })
+                .collect();
+            let passes = list.iter().map(|c| c.passes).sum();
+            let fails = list.iter().map(|c| c.fails).sum();
+            Checks {
+                rate: pass_rate(passes, fails),
+                passes,
+                fails,
+                list,
+            }
+        });
         let peak = peak_rss_kib();
         Report {
             schema: SCHEMA.into(),
@@ -320,6 +374,7 @@ impl Report {
             timeline,
             steps,
             websocket,
+            checks,
             generator: Generator {
                 peak_rss_kib: peak,
                 rss_per_connection_kib: if meta.connections == 0 {
@@ -439,7 +494,35 @@ impl Report {
                 ms(st.latency.p99_ms)
             );
         }
+        if let Some(c) = &self.checks {
+            let _ = writeln!(
+                s,
+                "Checks     {:.2}% passed  ({} passed, {} failed)",
+                c.rate * 100.0,
+                c.passes,
+                c.fails
+            );
+            for ch in &c.list {
+                let _ = writeln!(
+                    s,
+                    "  {} {:<28} {} passed, {} failed",
+                    if ch.fails == 0 { "ok  " } else { "FAIL" },
+                    ch.name,
+                    ch.passes,
+                    ch.fails
+                );
+            }
+        }
         s
+    }
+}
+
+/// passes / (passes + fails); 0 when nothing was evaluated, so a `checks>…` threshold on a
+/// run whose checked steps never ran fails instead of passing vacuously.
+fn pass_rate(passes: u64, fails: u64) -> f64 {
+    match passes + fails {
+        0 => 0.0,
+        total => passes as f64 / total as f64,
     }
 }
 
@@ -502,7 +585,9 @@ pub struct Delta {
 /// Compares `current` with a baseline JSON document (a `scalewise-load/1` report).
 /// Latency metrics regress when they grow by more than `limit` (fraction), throughput when it
 /// drops by more than `limit`, the error rate when it grows by more than `limit` relatively and
-/// by at least 0.1 percentage point.
+/// by at least 0.1 percentage point. When both reports have scenario checks, their pass rate
+/// (`checks`) regresses like the error rate does, read as a failure rate: when `1 − rate` grows
+/// by more than `limit` relatively and by at least 0.1 percentage point.
 ///
 /// # Errors
 /// A message when the baseline lacks the expected fields.
@@ -557,6 +642,29 @@ pub fn compare(
             regression,
         });
     }
+    let rate = |v: &serde_json::Value| {
+        v.pointer("/checks/rate")
+            .and_then(serde_json::Value::as_f64)
+    };
+    if let (Some(b), Some(c)) = (rate(baseline), rate(current)) {
+        let (fb, fc) = (1.0 - b, 1.0 - c);
+        let fail_growth = if fb == 0.0 {
+            if fc == 0.0 {
+                0.0
+            } else {
+                f64::INFINITY
+            }
+        } else {
+            fc / fb - 1.0
+        };
+        out.push(Delta {
+            metric: "checks".into(),
+            baseline: b,
+            current: c,
+            change: if b == 0.0 { 0.0 } else { c / b - 1.0 },
+            regression: fail_growth > limit && fc - fb > 0.001,
+        });
+    }
     Ok(out)
 }
 
@@ -604,5 +712,25 @@ mod tests {
             .iter()
             .all(|d| !d.regression));
         assert!(compare(&base, &serde_json::json!({"x": 1}), 0.1).is_err());
+
+        // Check pass rates compare only when both reports have them; 99.95 % → 99.9 % stays
+        // under the 0.1-point floor, 99.9 % → 98 % regresses.
+        let with = |rate: f64| {
+            let mut v = base.clone();
+            v["checks"] = serde_json::json!({"rate": rate});
+            v
+        };
+        assert_eq!(compare(&with(0.5), &base, 0.1).unwrap().len(), 6);
+        let checks = |cur: f64, old: f64| {
+            compare(&with(cur), &with(old), 0.1)
+                .unwrap()
+                .into_iter()
+                .find(|d| d.metric == "checks")
+                .unwrap()
+                .regression
+        };
+        assert!(!checks(0.9990, 0.9995));
+        assert!(checks(0.98, 0.999));
+        assert!(!checks(1.0, 0.98), "an improvement");
     }
 }

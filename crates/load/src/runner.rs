@@ -565,6 +565,11 @@ pub(crate) async fn execute(plan: Plan) -> Result<Report, LoadError> {
             .as_ref()
             .map(|s| s.report_names())
             .unwrap_or_default(),
+        check_names: plan
+            .scenario
+            .as_ref()
+            .map(|s| s.check_names())
+            .unwrap_or_default(),
         ws_mode: match (plan.proto, plan.ws_mode) {
             (Proto::Ws, WsMode::Echo) => Some("echo".to_string()),
             (Proto::Ws, WsMode::Subscribe) => Some("subscribe".to_string()),

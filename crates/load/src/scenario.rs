@@ -1,7 +1,9 @@
 //! Scenarios: named steps from a TOML or YAML file, with `{{var}}` templates, values extracted
 //! from JSON bodies (`$.a.b[0]`) or headers (`header:Name`), weights, think time and CSV data
 //! rows. A step is an HTTP request (`url`) or a WebSocket session (`ws`) whose `actions` send
-//! messages and wait (`recv`) for matching replies, extracting values from them.
+//! messages and wait (`recv`) for matching replies, extracting values from them. An HTTP step's
+//! `check` table asserts on its responses (status, body substring, JSON paths, headers); each
+//! check is counted pass/fail without failing the request, as k6's `check` is.
 //!
 //! ```
 //! let text = r#"
@@ -20,6 +22,7 @@
 //! name = "profile"
 //! url = "{{base}}/me"
 //! headers = { Authorization = "Bearer {{token}}" }
+//! check = { status = 200, match = { "$.name" = "alice", "header:Content-Type" = "application/json" } }
 //!
 //! [[steps]]
 //! name = "chat"
@@ -36,6 +39,7 @@
 //! "#;
 //! let sc = scalewise_load::Scenario::parse(text, scalewise_load::ScenarioFormat::Toml, None).unwrap();
 //! assert_eq!(sc.step_names(), vec!["login", "profile", "chat"]);
+//! assert!(sc.has_checks());
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
@@ -238,6 +242,57 @@ impl Extractor {
     }
 }
 
+/// Written back in the form [`Extractor::parse`] reads (check names quote their path).
+impl std::fmt::Display for Extractor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Extractor::Header(h) => write!(f, "header:{h}"),
+            Extractor::Json(segs) => {
+                f.write_str("$")?;
+                for s in segs {
+                    match s {
+                        Seg::Key(k) if k.is_empty() || k.contains(['.', '[']) => {
+                            write!(f, "[\"{k}\"]")?;
+                        }
+                        Seg::Key(k) => write!(f, ".{k}")?,
+                        Seg::Index(i) => write!(f, "[{i}]")?,
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Whether `haystack` holds `needle` (a `contains` of a WebSocket `recv` or an HTTP `check`).
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    let needle = needle.as_bytes();
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Whether every path holds its templated value (`match` of a `recv` or a `check`).
+fn all_match(
+    matches: &[(Extractor, Template)],
+    headers: &[(String, String)],
+    json: Option<&serde_json::Value>,
+    vars: &HashMap<String, String>,
+) -> bool {
+    matches
+        .iter()
+        .all(|(path, want)| one_matches(path, want, headers, json, vars))
+}
+
+fn one_matches(
+    path: &Extractor,
+    want: &Template,
+    headers: &[(String, String)],
+    json: Option<&serde_json::Value>,
+    vars: &HashMap<String, String>,
+) -> bool {
+    path.extract(headers, json)
+        .is_some_and(|v| v == want.render(vars))
+}
+
 impl<'de> Deserialize<'de> for Extractor {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
@@ -316,6 +371,70 @@ struct StepFile {
     extract: BTreeMap<String, Extractor>,
     #[serde(default)]
     actions: Vec<Action>,
+    /// HTTP steps: assertions on the response, counted pass/fail (k6's `check`).
+    #[serde(default)]
+    check: Option<CheckFile>,
+}
+
+/// A step's `check` table as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckFile {
+    #[serde(default)]
+    status: Option<Statuses>,
+    #[serde(default)]
+    contains: Option<Template>,
+    #[serde(default, rename = "match")]
+    matches: BTreeMap<Extractor, Template>,
+}
+
+/// `status = 200` or `status = [200, 404]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Statuses(Vec<u16>);
+
+impl<'de> Deserialize<'de> for Statuses {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        const EXPECTING: &str = "`status` as an HTTP status code (100-599) or a list of them";
+        fn code<E: serde::de::Error>(v: i128) -> Result<u16, E> {
+            u16::try_from(v)
+                .ok()
+                .filter(|c| (100..=599).contains(c))
+                .ok_or_else(|| {
+                    E::custom(format!(
+                        "`{v}` is not an HTTP status code; expected {EXPECTING}"
+                    ))
+                })
+        }
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Statuses;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(EXPECTING)
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Statuses, E> {
+                Ok(Statuses(vec![code(i128::from(v))?]))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Statuses, E> {
+                Ok(Statuses(vec![code(i128::from(v))?]))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Statuses, A::Error> {
+                let mut out = Vec::new();
+                while let Some(v) = seq.next_element::<i64>()? {
+                    out.push(code(i128::from(v))?);
+                }
+                if out.is_empty() {
+                    return Err(serde::de::Error::custom(format!(
+                        "an empty list accepts no status; expected {EXPECTING}"
+                    )));
+                }
+                Ok(Statuses(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// One action of a WebSocket step as written: exactly one of `send` or `recv`; the other
@@ -452,9 +571,94 @@ enum StepKind {
         method: String,
         body: Option<Template>,
         extract: Vec<(String, Extractor)>,
+        checks: Checks,
     },
     /// One WebSocket session per run of the step: handshake, the actions in order, close.
     Ws { actions: Vec<Action> },
+}
+
+/// The `check` table of an HTTP step, validated: assertions on every response, each counted
+/// pass/fail on its own report entry. Like k6's `check`, a failing check neither fails the
+/// request nor stops the iteration.
+#[derive(Debug, Clone, Default)]
+struct Checks {
+    /// Index of the first check's entry in the recorder's check counters; the others follow.
+    first: usize,
+    list: Vec<Check>,
+    /// Some check reads the body or the headers (else the engine need not keep them).
+    capture: bool,
+    /// Some check reads a JSON path (else the body is never parsed for checks).
+    json: bool,
+}
+
+#[derive(Debug, Clone)]
+enum Check {
+    /// The status is one of these.
+    Status(Vec<u16>),
+    /// The body holds this (templated) text.
+    Contains(Template),
+    /// A JSON path or header holds this (templated) value.
+    Match(Extractor, Template),
+}
+
+impl Checks {
+    fn new(file: CheckFile, first: usize) -> Checks {
+        let mut list = Vec::new();
+        list.extend(file.status.map(|s| Check::Status(s.0)));
+        list.extend(file.contains.map(Check::Contains));
+        list.extend(file.matches.into_iter().map(|(e, t)| Check::Match(e, t)));
+        let json = list
+            .iter()
+            .any(|c| matches!(c, Check::Match(Extractor::Json(_), _)));
+        let capture = list.iter().any(|c| !matches!(c, Check::Status(_)));
+        Checks {
+            first,
+            list,
+            capture,
+            json,
+        }
+    }
+
+    /// Report names, `step.status`, `step.contains`, `step.$.path`, `step.header:name`.
+    fn names(&self, step: &str) -> Vec<String> {
+        self.list
+            .iter()
+            .map(|c| match c {
+                Check::Status(_) => format!("{step}.status"),
+                Check::Contains(_) => format!("{step}.contains"),
+                Check::Match(e, _) => format!("{step}.{e}"),
+            })
+            .collect()
+    }
+
+    /// Records one pass or fail per check for a response.
+    fn record(
+        &self,
+        status: u16,
+        headers: &[(String, String)],
+        body: &[u8],
+        json: Option<&serde_json::Value>,
+        vars: &HashMap<String, String>,
+        local: &mut Local<'_>,
+    ) {
+        for (i, c) in self.list.iter().enumerate() {
+            let pass = match c {
+                Check::Status(ok) => ok.contains(&status),
+                Check::Contains(t) => contains(body, &t.render(vars)),
+                Check::Match(e, t) => one_matches(e, t, headers, json, vars),
+            };
+            local.check(self.first + i, pass);
+        }
+    }
+
+    /// Records every check as failed: the step got no response to check (k6 likewise fails a
+    /// check on a request that errored), so an outage cannot pass `checks>99%` by checking
+    /// nothing.
+    fn fail_all(&self, local: &mut Local<'_>) {
+        for i in 0..self.list.len() {
+            local.check(self.first + i, false);
+        }
+    }
 }
 
 /// One action of a WebSocket step.
@@ -488,15 +692,11 @@ impl Recv {
         vars: &HashMap<String, String>,
     ) -> bool {
         if let Some(c) = &self.contains {
-            let needle = c.render(vars);
-            if !String::from_utf8_lossy(msg).contains(needle.as_str()) {
+            if !contains(msg, &c.render(vars)) {
                 return false;
             }
         }
-        self.matches.iter().all(|(path, want)| {
-            path.extract(&[], json)
-                .is_some_and(|v| v == want.render(vars))
-        })
+        all_match(&self.matches, &[], json, vars)
     }
 
     /// Whether the message has to be parsed as JSON.
@@ -519,6 +719,8 @@ pub struct Scenario {
     next_row: AtomicU64,
     /// Entry names of the per-step statistics (see [`Scenario::report_names`]).
     report_names: Vec<String>,
+    /// (step, check name) of every check, in counter order.
+    check_names: Vec<(String, String)>,
     /// TLS for HTTP steps.
     tls: TlsOptions,
     /// TLS for WebSocket steps.
@@ -601,6 +803,7 @@ impl Scenario {
         }
         let mut steps = Vec::new();
         let mut report_names: Vec<String> = Vec::new();
+        let mut check_names: Vec<(String, String)> = Vec::new();
         for s in file.steps {
             if report_names.contains(&s.name) {
                 return Err(LoadError::Scenario(format!(
@@ -609,14 +812,19 @@ impl Scenario {
                     s.name
                 )));
             }
-            let step = validate_step(text, s, &known, file.pick, &mut report_names)
-                .map_err(LoadError::Scenario)?;
+            let names = Names {
+                report: &mut report_names,
+                checks: &mut check_names,
+            };
+            let step =
+                validate_step(text, s, &known, file.pick, names).map_err(LoadError::Scenario)?;
             steps.push(step);
         }
         Ok(Scenario {
             name: file.name.unwrap_or_else(|| "scenario".into()),
             steps,
             report_names,
+            check_names,
             vars: file.vars.into_iter().collect(),
             columns,
             rows,
@@ -646,6 +854,17 @@ impl Scenario {
     /// WebSocket step one `step.name` entry per `recv` action.
     pub(crate) fn report_names(&self) -> Vec<String> {
         self.report_names.clone()
+    }
+
+    /// (step, check name) of every `check`, in the order of the recorder's check counters.
+    pub(crate) fn check_names(&self) -> Vec<(String, String)> {
+        self.check_names.clone()
+    }
+
+    /// Whether any step has a `check` table.
+    #[must_use]
+    pub fn has_checks(&self) -> bool {
+        !self.check_names.is_empty()
     }
 
     /// Whether any step is a WebSocket step (the report then counts messages).
@@ -706,14 +925,23 @@ fn literal_scheme(t: &Template) -> Option<&str> {
     }
 }
 
-/// Checks one step and gives it (and its `recv` actions) their report slots.
+/// Report entries handed out so far while validating steps.
+struct Names<'a> {
+    /// Per-step statistics: every step, and every `recv` as `step.name`.
+    report: &'a mut Vec<String>,
+    /// Check counters: (step, check name).
+    checks: &'a mut Vec<(String, String)>,
+}
+
+/// Checks one step and gives it (and its `recv` actions and checks) their report slots.
 fn validate_step(
     text: &str,
     s: StepFile,
     known: &[String],
     pick: Pick,
-    report_names: &mut Vec<String>,
+    names: Names<'_>,
 ) -> Result<Step, String> {
+    let report_names = names.report;
     let name = s.name.clone();
     let err = |field: &str, msg: String| {
         format!(
@@ -745,11 +973,12 @@ fn validate_step(
                 ("method", s.method.is_some()),
                 ("body", s.body.is_some()),
                 ("extract", !s.extract.is_empty()),
+                ("check", s.check.is_some()),
             ] {
                 if set {
                     return Err(err(
                         field,
-                        "does not apply to WebSocket steps (send messages and extract from replies with `actions`)".into(),
+                        "does not apply to WebSocket steps (send messages, and match and extract replies, with `actions`)".into(),
                     ));
                 }
             }
@@ -781,6 +1010,16 @@ fn validate_step(
                 fields.extend(r.contains.iter().map(|t| ("contains", t)));
             }
         }
+    }
+    if let Some(c) = &s.check {
+        if c.status.is_none() && c.contains.is_none() && c.matches.is_empty() {
+            return Err(err(
+                "check",
+                "an empty `check` checks nothing (give `status`, `contains` or `match`)".into(),
+            ));
+        }
+        fields.extend(c.contains.iter().map(|t| ("check.contains", t)));
+        fields.extend(c.matches.values().map(|t| ("check.match", t)));
     }
     for (field, t) in fields {
         for v in t.vars() {
@@ -823,10 +1062,21 @@ fn validate_step(
         }
         StepKind::Ws { actions }
     } else {
+        let checks = match s.check {
+            Some(c) => {
+                let checks = Checks::new(c, names.checks.len());
+                names
+                    .checks
+                    .extend(checks.names(&name).into_iter().map(|n| (name.clone(), n)));
+                checks
+            }
+            None => Checks::default(),
+        };
         StepKind::Http {
             method: s.method.map_or_else(|| "GET".to_string(), |m| m.0),
             body: s.body,
             extract: s.extract.into_iter().collect(),
+            checks,
         }
     };
     Ok(Step {
@@ -1065,11 +1315,27 @@ async fn run_step(
     pool: &mut Pool,
     local: &mut Local<'_>,
 ) {
+    let answered = send_step(run, sc, step, scheduled, vars, pool, local).await;
+    if let (false, StepKind::Http { checks, .. }) = (answered, &step.kind) {
+        checks.fail_all(local);
+    }
+}
+
+/// Runs one step; false when an HTTP step got no response (its checks then count as failed).
+async fn send_step(
+    run: &Run,
+    sc: &Scenario,
+    step: &Step,
+    scheduled: Instant,
+    vars: &mut HashMap<String, String>,
+    pool: &mut Pool,
+    local: &mut Local<'_>,
+) -> bool {
     let idx = step.slot;
     let url_s = step.url.render(vars);
     let Ok(url) = url::Url::parse(&url_s) else {
         local.error(idx, ErrorKind::Protocol, 0);
-        return;
+        return false;
     };
     let (schemes, tls) = match &step.kind {
         StepKind::Http { .. } => (["http", "https"], &sc.tls),
@@ -1077,7 +1343,7 @@ async fn run_step(
     };
     if !schemes.contains(&url.scheme()) {
         local.error(idx, ErrorKind::Protocol, 0);
-        return;
+        return false;
     }
     let headers: Vec<(String, String)> = step
         .headers
@@ -1088,7 +1354,7 @@ async fn run_step(
         Ok((_, target, conn)) => (target, conn),
         Err(kind) => {
             local.error(idx, kind, 0);
-            return;
+            return false;
         }
     };
     match &step.kind {
@@ -1096,6 +1362,7 @@ async fn run_step(
             method,
             body,
             extract,
+            checks,
         } => {
             let req = HttpRequest {
                 method,
@@ -1103,8 +1370,9 @@ async fn run_step(
                 headers: &headers,
                 body: body.as_ref().map(|b| b.render(vars)).unwrap_or_default(),
                 extract,
+                checks,
             };
-            http_step(run, &req, idx, scheduled, target, conn, vars, local).await;
+            http_step(run, &req, idx, scheduled, target, conn, vars, local).await
         }
         StepKind::Ws { actions } => {
             let session = crate::ws::Session {
@@ -1114,6 +1382,7 @@ async fn run_step(
                 timeout: run.plan.timeout,
             };
             ws_step(&session, actions, idx, scheduled, vars, local).await;
+            true
         }
     }
 }
@@ -1125,8 +1394,10 @@ struct HttpRequest<'a> {
     headers: &'a [(String, String)],
     body: String,
     extract: &'a [(String, Extractor)],
+    checks: &'a Checks,
 }
 
+/// One HTTP request of a step; false when no response arrived.
 #[allow(clippy::too_many_arguments)]
 async fn http_step(
     run: &Run,
@@ -1137,7 +1408,7 @@ async fn http_step(
     conn: &mut Option<Link>,
     vars: &mut HashMap<String, String>,
     local: &mut Local<'_>,
-) {
+) -> bool {
     let timeout = run.plan.timeout;
     let sent = Instant::now();
     let h2 = run.plan.http2;
@@ -1146,7 +1417,7 @@ async fn http_step(
             Ok(l) => *conn = Some(l),
             Err(kind) => {
                 local.error(idx, kind, 0);
-                return;
+                return false;
             }
         }
     }
@@ -1155,7 +1426,8 @@ async fn http_step(
         path.push('?');
         path.push_str(q);
     }
-    let capture = !req.extract.is_empty();
+    // Headers and body are kept only for a step that reads them.
+    let capture = !req.extract.is_empty() || req.checks.capture;
     let result = match conn {
         Some(Link::H2(sender)) => {
             let mut builder = http::Request::builder()
@@ -1168,7 +1440,7 @@ async fn http_step(
                 req.body.clone(),
             ))) else {
                 local.error(idx, ErrorKind::Protocol, 0);
-                return;
+                return false;
             };
             tokio::time::timeout(timeout, h2_exchange(sender, request, capture))
                 .await
@@ -1195,30 +1467,53 @@ async fn http_step(
             }
             result
         }
-        None => return,
+        None => return false,
     };
     match result {
         Ok(Ok(resp)) => {
             if resp.close || (!h2 && !run.plan.keepalive) {
                 *conn = None;
             }
-            if capture && resp.status < 400 {
-                let json: Option<serde_json::Value> = serde_json::from_slice(&resp.body).ok();
-                if !extract_into(req.extract, &resp.headers, json.as_ref(), vars) {
-                    // The response lacks what later steps depend on: a failed step.
-                    local.error(idx, ErrorKind::Protocol, resp.bytes);
-                    return;
-                }
+            let extract = resp.status < 400 && !req.extract.is_empty();
+            // Parse the body once, and only when a JSON path will read it.
+            let json: Option<serde_json::Value> = if req.checks.json
+                || (extract
+                    && req
+                        .extract
+                        .iter()
+                        .any(|(_, e)| matches!(e, Extractor::Json(_))))
+            {
+                serde_json::from_slice(&resp.body).ok()
+            } else {
+                None
+            };
+            // Checks see the variables as they were when the request was sent: checking a
+            // value against one extracted from the same response would prove nothing.
+            req.checks.record(
+                resp.status,
+                &resp.headers,
+                &resp.body,
+                json.as_ref(),
+                vars,
+                local,
+            );
+            if extract && !extract_into(req.extract, &resp.headers, json.as_ref(), vars) {
+                // The response lacks what later steps depend on: a failed step.
+                local.error(idx, ErrorKind::Protocol, resp.bytes);
+                return true;
             }
             local.response(idx, scheduled, sent, resp.status, resp.bytes);
+            true
         }
         Ok(Err((kind, _))) => {
             *conn = None;
             local.error(idx, kind, 0);
+            false
         }
         Err(_) => {
             *conn = None;
             local.error(idx, ErrorKind::Timeout, 0);
+            false
         }
     }
 }
@@ -1387,6 +1682,45 @@ mod tests {
             .collect();
         assert_eq!(slots, [2, 3]);
         assert_eq!(sc.steps[2].slot, 4);
+    }
+
+    #[test]
+    fn extractors_print_as_parsed() {
+        for p in [
+            "$.a.b[0].id",
+            "$[\"a.b\"][2]",
+            "header:content-type",
+            "$",
+            "$[\"\"]",
+        ] {
+            let e = Extractor::parse(p).unwrap();
+            assert_eq!(e.to_string(), p);
+            assert_eq!(Extractor::parse(&e.to_string()).unwrap(), e);
+        }
+        assert_eq!(
+            Extractor::parse("$[\"id\"]").unwrap().to_string(),
+            "$.id",
+            "the short form when it reads back the same"
+        );
+    }
+
+    #[test]
+    fn checks_get_names_in_file_order_and_capture_only_when_needed() {
+        let text = "steps:\n  - name: a\n    url: http://x/\n    check: { status: 200 }\n  - name: b\n    url: http://x/\n    check:\n      contains: hi\n      match: { header:X-Id: \"1\", $.ok: \"true\" }\n";
+        let sc = Scenario::parse(text, ScenarioFormat::Yaml, None).unwrap();
+        assert!(sc.has_checks());
+        let names: Vec<String> = sc.check_names().into_iter().map(|(_, n)| n).collect();
+        assert_eq!(names, ["a.status", "b.contains", "b.$.ok", "b.header:x-id"]);
+        let flags: Vec<(usize, bool, bool)> = sc
+            .steps
+            .iter()
+            .map(|s| match &s.kind {
+                StepKind::Http { checks, .. } => (checks.first, checks.capture, checks.json),
+                StepKind::Ws { .. } => panic!("HTTP steps"),
+            })
+            .collect();
+        // A status check reads neither headers nor body: the engine keeps neither.
+        assert_eq!(flags, [(0, false, false), (1, true, true)]);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! Grammar: `METRIC OP VALUE`, where METRIC is one of `p50 p90 p99 p999 max mean` (latency; VALUE
 //! takes `us`, `ms` or `s`, default ms), `error_rate` (VALUE in `%` or as a fraction), `rps`,
-//! `requests`, `errors`; OP is `<`, `<=`, `>`, `>=`.
+//! `requests`, `errors`, `checks` (the pass rate of scenario checks, in `%` or as a fraction);
+//! OP is `<`, `<=`, `>`, `>=`.
 
 use crate::report::Report;
 use crate::LoadError;
@@ -37,7 +38,7 @@ pub struct Threshold {
     pub metric: String,
     /// Operator.
     pub op: Op,
-    /// Limit in the metric's report unit (ms for latency, fraction for error_rate).
+    /// Limit in the metric's report unit (ms for latency, fraction for error_rate and checks).
     pub value: f64,
 }
 
@@ -62,7 +63,7 @@ impl Threshold {
     pub fn parse(expr: &str) -> Result<Threshold, LoadError> {
         let bad = |why: &str| {
             LoadError::Threshold(format!(
-                "`{expr}`: {why} (examples: p99<200ms, error_rate<1%, rps>1000)"
+                "`{expr}`: {why} (examples: p99<200ms, error_rate<1%, rps>1000, checks>99%)"
             ))
         };
         let compact: String = expr.chars().filter(|c| !c.is_whitespace()).collect();
@@ -105,7 +106,7 @@ impl Threshold {
             } else {
                 number(value)?
             }
-        } else if metric == "error_rate" {
+        } else if metric == "error_rate" || metric == "checks" {
             match value.strip_suffix('%') {
                 Some(v) => number(v)? / 100.0,
                 None => number(value)?,
@@ -114,7 +115,7 @@ impl Threshold {
             number(value)?
         } else {
             return Err(bad(&format!(
-                "unknown metric `{metric}` (expected p50, p90, p99, p999, max, mean, error_rate, rps, requests, errors)"
+                "unknown metric `{metric}` (expected p50, p90, p99, p999, max, mean, error_rate, rps, requests, errors, checks)"
             )));
         };
         Ok(Threshold {
@@ -138,6 +139,9 @@ impl Threshold {
             "error_rate" => r.error_rate,
             "rps" => r.rps,
             "requests" => r.requests as f64,
+            // A run without checks has no pass rate: NaN fails every comparison. `load`
+            // rejects such a threshold before the run; this covers reports built elsewhere.
+            "checks" => r.checks.as_ref().map_or(f64::NAN, |c| c.rate),
             _ => r.errors.total as f64,
         }
     }
@@ -195,5 +199,9 @@ mod tests {
         assert!(Threshold::parse("p99=3").is_err());
         assert!(Threshold::parse("latency<3").is_err());
         assert!(Threshold::parse("p99<abc").is_err());
+        let t = Threshold::parse("checks > 99%").unwrap();
+        assert_eq!((t.metric.as_str(), t.op), ("checks", Op::Gt));
+        assert!((t.value - 0.99).abs() < 1e-12);
+        assert!((Threshold::parse("checks>=0.5").unwrap().value - 0.5).abs() < 1e-12);
     }
 }

@@ -138,6 +138,7 @@ async fn json_schema_keys_are_stable_and_html_is_offline() {
             "baseline",
             "bytes",
             "bytes_per_s",
+            "checks",
             "connections",
             "duration_s",
             "error_rate",
@@ -171,6 +172,10 @@ async fn json_schema_keys_are_stable_and_html_is_offline() {
         ]
     );
     assert_eq!(v["schema"], "scalewise-load/1");
+    assert!(
+        v["checks"].is_null(),
+        "only scenarios with checks have them"
+    );
     assert_eq!(v["requests"], 50);
     let mut err_keys: Vec<&str> = v["errors"]
         .as_object()

@@ -1,8 +1,8 @@
-//! Scenario files: HTTP and WebSocket steps, extraction, templating, CSV rows, weights and line-numbered errors.
+//! Scenario files: HTTP and WebSocket steps, extraction, templating, CSV rows, weights, checks and line-numbered errors.
 
 mod common;
 
-use scalewise_load::{load, LoadArgs, Scenario, ScenarioFormat};
+use scalewise_load::{load, run_load, LoadArgs, Scenario, ScenarioFormat};
 use std::sync::atomic::Ordering;
 
 fn scenario_args(path: std::path::PathBuf) -> LoadArgs {
@@ -401,6 +401,212 @@ fn bad_websocket_steps_name_line_and_field() {
             "steps:\n  - name: chat\n    ws: ws://x/\n    actions:\n      - send: hi\n        recv: reply\n".into(),
             ScenarioFormat::Yaml,
             &["line 6", "either `send` or `recv`"],
+        ),
+    ];
+    for (text, format, want) in cases {
+        let e = err_of(&text, format);
+        for w in want {
+            assert!(e.contains(w), "{text}\n→ {e}\n(missing {w})");
+        }
+    }
+}
+
+/// Three checked steps: `flaky` gets `{"ok":false}` on every 5th request (its status and
+/// header checks still pass), `gone` is a 404 its check accepts, `down` never answers.
+fn checks_scenario(addr: std::net::SocketAddr, dead: u16) -> String {
+    format!(
+        r#"
+[vars]
+base = "http://{addr}"
+want = "7"
+
+[[steps]]
+name = "flaky"
+url = "{{{{base}}}}/every/5"
+check = {{ status = 200, contains = '"ok":true', match = {{ "$.ok" = "true", "$.items[0].id" = "{{{{want}}}}", "header:Content-Type" = "application/json" }} }}
+
+[[steps]]
+name = "gone"
+url = "{{{{base}}}}/item/9"
+
+[steps.check]
+status = [200, 404]
+
+[[steps]]
+name = "down"
+url = "http://127.0.0.1:{dead}/"
+check = {{ status = 200 }}
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_are_counted_exactly_and_feed_thresholds() {
+    let (addr, _) = common::server().await;
+    let file = common::temp_path("checks.toml");
+    std::fs::write(&file, checks_scenario(addr, common::dead_port())).unwrap();
+    let json = common::temp_path("checks.json");
+    let html = common::temp_path("checks.html");
+    let mut a = scenario_args(file.clone());
+    a.connections = 1;
+    // 30 turns in sequence: each step runs 10 times; `flaky` fails its body checks on its
+    // 5th and 10th request.
+    a.requests = Some(30);
+    let r = load(&a).await.unwrap();
+    let c = r.checks.as_ref().expect("the scenario has checks");
+    let counts: Vec<(&str, &str, u64, u64)> = c
+        .list
+        .iter()
+        .map(|c| (c.name.as_str(), c.step.as_str(), c.passes, c.fails))
+        .collect();
+    assert_eq!(
+        counts,
+        [
+            ("flaky.status", "flaky", 10, 0),
+            ("flaky.contains", "flaky", 8, 2),
+            ("flaky.$.items[0].id", "flaky", 8, 2),
+            ("flaky.$.ok", "flaky", 8, 2),
+            ("flaky.header:content-type", "flaky", 10, 0),
+            ("gone.status", "gone", 10, 0),
+            // No response is a failed check, as in k6.
+            ("down.status", "down", 0, 10),
+        ]
+    );
+    assert_eq!((c.passes, c.fails), (54, 16));
+    assert!((c.rate - 54.0 / 70.0).abs() < 1e-12, "{}", c.rate);
+    // Checks do not change error accounting: the accepted 404 is still an `http_4xx`, the
+    // failed body checks are not errors.
+    assert_eq!(
+        (r.errors.total, r.errors.http_4xx, r.errors.connect),
+        (20, 10, 10),
+        "{:?}",
+        r.errors
+    );
+    assert!(r
+        .text()
+        .contains("Checks     77.14% passed  (54 passed, 16 failed)"));
+
+    // The same over HTTP/2, whose headers and body come from hyper rather than the raw parser.
+    a.http2 = true;
+    let h2 = load(&a).await.unwrap();
+    assert_eq!(h2.checks.as_ref(), Some(c));
+    a.http2 = false;
+
+    a.thresholds = vec!["checks>99%".into()];
+    a.json = Some(json.clone());
+    a.html = Some(html.clone());
+    assert_eq!(
+        run_load(a.clone()).await.unwrap(),
+        1,
+        "77% of checks passed"
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(doc["checks"]["passes"], 54);
+    assert_eq!(doc["checks"]["fails"], 16);
+    assert!(doc["checks"]["rate"].as_f64().unwrap() < 0.78);
+    assert_eq!(
+        doc["checks"]["list"][1],
+        serde_json::json!({"name": "flaky.contains", "step": "flaky", "passes": 8, "fails": 2})
+    );
+    assert_eq!(doc["thresholds"][0]["pass"], false);
+    // Existing fields are unchanged.
+    assert_eq!(doc["steps"][0]["name"], "flaky");
+    assert_eq!(doc["errors"]["http_4xx"], 10);
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(
+        page.contains("<h2>Checks</h2>") && page.contains("flaky.$.ok"),
+        "HTML has the checks table"
+    );
+
+    a.thresholds = vec!["checks>10%".into()];
+    assert_eq!(run_load(a.clone()).await.unwrap(), 0);
+
+    // A baseline whose checks all passed makes this run a regression. (Its throughput and
+    // latencies are set so that they cannot regress, whatever this machine's speed.)
+    let mut better = doc.clone();
+    better["checks"]["rate"] = serde_json::json!(1.0);
+    better["rps"] = serde_json::json!(0.0);
+    for p in ["p50_ms", "p90_ms", "p99_ms", "p999_ms"] {
+        better[p] = serde_json::json!(1e9);
+    }
+    let base = common::temp_path("checks-base.json");
+    std::fs::write(&base, better.to_string()).unwrap();
+    a.thresholds.clear();
+    a.baseline = Some(base.clone());
+    assert_eq!(run_load(a.clone()).await.unwrap(), 1, "checks 100% → 77%");
+    better["checks"]["rate"] = serde_json::json!(54.0 / 70.0);
+    std::fs::write(&base, better.to_string()).unwrap();
+    assert_eq!(run_load(a).await.unwrap(), 0, "the same pass rate");
+    for f in [file, json, html, base] {
+        let _ = std::fs::remove_file(f);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_threshold_without_checks_is_rejected_before_the_run() {
+    let (addr, state) = common::server().await;
+    let file = common::temp_path("nochecks.yaml");
+    std::fs::write(
+        &file,
+        format!("steps:\n  - name: a\n    url: http://{addr}/\n"),
+    )
+    .unwrap();
+    let mut a = scenario_args(file.clone());
+    a.requests = Some(5);
+    a.thresholds = vec!["checks>99%".into()];
+    let e = run_load(a).await.unwrap_err().to_string();
+    assert!(
+        e.contains("checks>99%") && e.contains("no step of this scenario has a `check` table"),
+        "{e}"
+    );
+    assert_eq!(state.count.load(Ordering::SeqCst), 0, "nothing was sent");
+    let _ = std::fs::remove_file(file);
+}
+
+#[test]
+fn bad_checks_name_line_and_field() {
+    let step = "[[steps]]\nname = \"a\"\nurl = \"http://x/\"\n";
+    let cases: [(String, ScenarioFormat, &[&str]); 8] = [
+        (
+            format!("{step}check = {{ status = \"ok\" }}\n"),
+            ScenarioFormat::Toml,
+            &["line 4", "field `check`", "`status` as an HTTP status code"],
+        ),
+        (
+            format!("{step}\n[steps.check]\nstatus = [200, 99]\n"),
+            ScenarioFormat::Toml,
+            &["line 6", "field `status`", "`99` is not an HTTP status code"],
+        ),
+        (
+            format!("{step}check = {{ bdy = \"x\" }}\n"),
+            ScenarioFormat::Toml,
+            &["line 4", "unknown field `bdy`", "`contains`"],
+        ),
+        (
+            format!("{step}check = {{ match = {{ \"ok\" = \"true\" }} }}\n"),
+            ScenarioFormat::Toml,
+            &["line 4", "field `check`", "not a JSON path"],
+        ),
+        (
+            format!("{step}\ncheck = {{ contains = \"{{{{nope}}}}\" }}\n"),
+            ScenarioFormat::Toml,
+            &["line 5", "field `check.contains`", "unknown variable `nope`"],
+        ),
+        (
+            format!("{step}check = {{}}\n"),
+            ScenarioFormat::Toml,
+            &["line 4", "field `check`", "checks nothing"],
+        ),
+        (
+            "[[steps]]\nname = \"chat\"\nws = \"ws://x/\"\ncheck = { status = 101 }\n".into(),
+            ScenarioFormat::Toml,
+            &["line 4", "field `check`", "WebSocket"],
+        ),
+        (
+            "steps:\n  - name: a\n    url: http://x/\n    check:\n      match: { $.id: \"{{id}}\" }\n      status: 700\n".into(),
+            ScenarioFormat::Yaml,
+            &["line 6", "field `status`", "`700` is not an HTTP status code"],
         ),
     ];
     for (text, format, want) in cases {

@@ -27,6 +27,9 @@ pub struct State {
     /// Signalled (one permit) when request number `notify_at` arrives.
     pub notify_at: AtomicU64,
     pub reached: tokio::sync::Notify,
+    /// Requests seen by `/every/K` (counted apart from the others, so its answers are exact
+    /// whatever else a scenario requests).
+    pub every: AtomicU64,
 }
 
 async fn handle(
@@ -72,6 +75,23 @@ async fn handle(
             resp(200, "ok".into())
         }
         ["status", code] => resp(code.parse().unwrap_or(500), "status".into()),
+        // JSON `{"ok":true,"n":N,"items":[{"id":7}]}`, except that every K-th request to this
+        // route gets `{"ok":false,"n":N}`.
+        ["every", k] => {
+            let k: u64 = k.parse().unwrap_or(1).max(1);
+            let m = st.every.fetch_add(1, Ordering::SeqCst) + 1;
+            let body = if m % k == 0 {
+                serde_json::json!({"ok": false, "n": m})
+            } else {
+                serde_json::json!({"ok": true, "n": m, "items": [{"id": 7}]})
+            };
+            let mut r = resp(200, body.to_string());
+            r.headers_mut().insert(
+                "content-type",
+                hyper::header::HeaderValue::from_static("application/json"),
+            );
+            r
+        }
         ["login"] => {
             let user: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
             let name = user.get("user").and_then(|u| u.as_str()).unwrap_or("anon");
