@@ -117,7 +117,9 @@ fn h2_builder(cfg: &ListenerConfig) -> http2::Builder<TokioExecutor> {
     let mut b = http2::Builder::new(TokioExecutor::new());
     b.timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(256);
+        .max_concurrent_streams(256)
+        // WebSocket over HTTP/2 (RFC 8441), see `proxy::websocket`.
+        .enable_connect_protocol();
     b
 }
 
