@@ -364,13 +364,36 @@ async fn ambiguous_framing_is_refused_before_the_backend() {
     for req in [
         &b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"[..],
         b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
-        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: \"chunked\"\r\n\r\n",
+        b"POST / HTTP/1.0\r\nTransfer-Encoding: gzip\r\n\r\n",
     ] {
         let mut c = Raw::connect(gw.addr).await;
         c.send(req).await;
         let r = c.response().await;
         assert_eq!(r.status, 400);
         assert_eq!(r.header("connection"), Some("close"));
+        assert!(c.closed().await);
+    }
+    assert_eq!(b.hits.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn unsupported_transfer_codings_get_501() {
+    let b = backend("a").await;
+    let gw = gateway(config(&[b.addr])).await;
+    for req in [
+        &b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"[..],
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: compress\r\n\r\n",
+    ] {
+        let mut c = Raw::connect(gw.addr).await;
+        c.send(req).await;
+        let r = c.response().await;
+        assert_eq!(r.status, 501);
+        assert_eq!(r.header("connection"), Some("close"));
+        assert_eq!(r.body, b"501 Not Implemented\n");
+        // The body was not read, so the connection cannot carry another request.
         assert!(c.closed().await);
     }
     assert_eq!(b.hits.load(Ordering::SeqCst), 0);

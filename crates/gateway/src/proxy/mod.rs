@@ -5,6 +5,7 @@
 //! |---|---|
 //! | no route matches | 404 |
 //! | HTTP/1.1 request without `Host`, malformed, or with ambiguous framing | 400 |
+//! | HTTP/1.1 request with a transfer coding other than `chunked` (`gzip, chunked`) | 501 |
 //! | request head larger than `max_header_bytes` | 431 |
 //! | `Content-Length` or streamed body above `max_body_bytes` | 413 |
 //! | no backend may take traffic | 503 + `Retry-After` |

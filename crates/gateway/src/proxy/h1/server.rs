@@ -223,6 +223,7 @@ pub(crate) async fn serve<S: ClientIo>(
                 let status = match e {
                     HeadError::Malformed => StatusCode::BAD_REQUEST,
                     HeadError::TooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    HeadError::UnsupportedCoding => StatusCode::NOT_IMPLEMENTED,
                 };
                 let _ = reply_and_close(&mut c.io, status).await;
                 return;
