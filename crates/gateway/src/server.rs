@@ -753,21 +753,34 @@ impl Gateway {
         self.controller.config().server.shutdown_timeout
     }
 
-    /// Stops accepting, lets in-flight requests finish for up to `deadline`, then closes what
-    /// is left. Returns whether everything finished in time.
+    /// Stops accepting, lets in-flight requests finish for up to `deadline`, then closes the
+    /// connections still open (their clients see them close; their backend requests are
+    /// abandoned). Returns whether everything finished in time.
     pub async fn shutdown(mut self, deadline: Duration) -> bool {
         self.shutdown.cancel();
         if let Some(task) = self.dns_task.take() {
             task.abort();
         }
-        let listening = std::mem::take(&mut self.listening);
+        let mut listening = std::mem::take(&mut self.listening);
         let drained = tokio::time::timeout(deadline, async {
-            for l in listening {
-                let _ = l.join.await;
+            for l in &mut listening {
+                let _ = (&mut l.join).await;
             }
         })
         .await
         .is_ok();
+        if !drained {
+            for l in &listening {
+                l.close_connections();
+            }
+            // Prompt now: every connection task ends at its next poll. (A join that already
+            // completed above is not awaited twice.)
+            for l in listening {
+                if !l.join.is_finished() {
+                    let _ = l.join.await;
+                }
+            }
+        }
         if let Some(task) = self.admin_task.take() {
             task.abort();
         }
