@@ -375,6 +375,68 @@ async fn websocket_over_h2_follows_routes_and_refuses_a_backend_that_does_not_sw
     );
 }
 
+/// A WebSocket tunnel over HTTP/2 ends with its client connection: when the listener
+/// closes its connections (a drain deadline), the backend connection of the tunnel closes
+/// too, instead of being held by a relay nobody can reach.
+#[tokio::test]
+async fn websocket_over_h2_tunnels_close_with_their_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A backend that switches without checking the handshake (the client here sends raw
+    // bytes, not WebSocket frames), reports what it reads and when its connection closes.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0);
+            head.extend_from_slice(&buf[..n]);
+        }
+        let head = String::from_utf8_lossy(&head).to_lowercase();
+        assert!(head.starts_with("get /ws http/1.1\r\n"), "{head}");
+        assert!(head.contains("upgrade: websocket\r\n"), "{head}");
+        assert!(head.contains("sec-websocket-key: "), "{head}");
+        s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+            .await
+            .unwrap();
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => {
+                    let _ = tx.send(Vec::new());
+                    return;
+                }
+                Ok(n) => {
+                    let _ = tx.send(buf[..n].to_vec());
+                }
+            }
+        }
+    });
+    let mut gw = gateway(config(&[addr])).await;
+    let mut tx = h2_client(TcpStream::connect(gw.addr).await.unwrap()).await;
+    let resp = tx
+        .send_request(websocket_connect("http://ws.example.test/ws"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut stream = TokioIo::new(hyper::upgrade::on(resp).await.unwrap());
+    stream.write_all(b"hello").await.unwrap();
+    assert_eq!(events.recv().await.unwrap(), b"hello");
+
+    // Stop accepting (HTTP/2 sends GOAWAY; the open tunnel goes on), then close what is left.
+    gw.cancel.cancel();
+    let listening = gw.listening.take().unwrap();
+    listening.close_connections();
+    listening.join.await.unwrap();
+    // A safety net: a relay that outlived its connection would hang the test otherwise.
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(20), events.recv())
+        .await
+        .expect("the backend connection must close");
+    assert_eq!(closed.unwrap(), b"");
+}
+
 #[tokio::test]
 async fn requests_spread_over_backends() {
     let a = backend("a").await;
