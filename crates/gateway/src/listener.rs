@@ -14,10 +14,14 @@
 //!     AlgorithmName::RoundRobin);
 //! let shared = Shared::new(config.clone(), GatewayMetrics::new())?;
 //! let stop = CancellationToken::new();
-//! let listening = listener::serve(&config.listeners[0], shared, stop.clone())?;
+//! let mut listening = listener::serve(&config.listeners[0], shared, stop.clone())?;
 //! println!("listening on {}", listening.local_addr);
 //! stop.cancel(); // stop accepting; open connections finish their requests
-//! listening.join.await?;
+//! let drain = std::time::Duration::from_secs(30);
+//! if tokio::time::timeout(drain, &mut listening.join).await.is_err() {
+//!     listening.close_connections(); // the deadline passed: close what is left
+//!     listening.join.await?;
+//! }
 //! # Ok(()) }
 //! ```
 use crate::config::ListenerConfig;
@@ -53,6 +57,18 @@ pub struct Listening {
     pub local_addr: SocketAddr,
     /// Completes after cancellation once every connection has closed.
     pub join: tokio::task::JoinHandle<()>,
+    /// Fired by [`Listening::close_connections`].
+    close: CancellationToken,
+}
+
+impl Listening {
+    /// Closes every connection of this listener at once, whatever it is doing (a drain
+    /// deadline passed): each connection's task drops its sockets, so clients see the
+    /// connection close and backend requests in progress are abandoned. Use after
+    /// cancelling the listener's token; `join` then completes promptly.
+    pub fn close_connections(&self) {
+        self.close.cancel();
+    }
 }
 
 fn bind(cfg: &ListenerConfig) -> io::Result<TcpListener> {
@@ -93,7 +109,8 @@ struct Timeouts {
 /// Binds `cfg.addr` and serves it until `cancel` fires, then stops accepting, lets open
 /// connections finish the requests they have (HTTP/1 closes after the current response,
 /// HTTP/2 sends GOAWAY) and completes `join` when all are closed. Callers that want a drain
-/// deadline wrap `join` in a timeout.
+/// deadline wrap `join` in a timeout and, when it passes, call
+/// [`Listening::close_connections`].
 ///
 /// Socket settings come from `cfg`; everything per request (routes, timeouts, body limit,
 /// TLS certificate) comes from the current state in `shared`, looked up by `cfg.name`.
@@ -109,15 +126,22 @@ pub fn serve(
     let listener = bind(cfg)?;
     let local_addr = listener.local_addr()?;
     let cfg = cfg.clone();
-    let join = tokio::spawn(accept_loop(listener, cfg, shared, cancel));
-    Ok(Listening { local_addr, join })
+    let close = CancellationToken::new();
+    let join = tokio::spawn(accept_loop(listener, cfg, shared, cancel, close.clone()));
+    Ok(Listening {
+        local_addr,
+        join,
+        close,
+    })
 }
 
 fn h2_builder(cfg: &ListenerConfig) -> http2::Builder<TokioExecutor> {
     let mut b = http2::Builder::new(TokioExecutor::new());
     b.timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(256);
+        .max_concurrent_streams(256)
+        // WebSocket over HTTP/2 (RFC 8441), see `proxy::websocket`.
+        .enable_connect_protocol();
     b
 }
 
@@ -134,6 +158,7 @@ async fn accept_loop(
     cfg: ListenerConfig,
     shared: Arc<Shared>,
     cancel: CancellationToken,
+    close: CancellationToken,
 ) {
     let limit = Arc::new(Semaphore::new(
         cfg.max_connections.clamp(1, Semaphore::MAX_PERMITS),
@@ -192,9 +217,17 @@ async fn accept_loop(
         let name = name.clone();
         let cancel = cancel.clone();
         let gauge = gauge.clone();
+        let close = close.clone();
         tracker.spawn(async move {
             gauge.inc();
-            serve_connection(stream, peer, shared, name, &builder, cancel).await;
+            // Dropping the connection's future at `close` drops its sockets: the hard stop
+            // at a drain deadline. (HTTP/2 streams and WebSocket relays run on tasks of
+            // their own; they end when the connection they belong to is gone.)
+            close
+                .run_until_cancelled(serve_connection(
+                    stream, peer, shared, name, &builder, cancel,
+                ))
+                .await;
             gauge.dec();
             drop(permit);
         });

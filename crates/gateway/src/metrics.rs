@@ -211,6 +211,7 @@ impl GatewayMetrics {
         RouteMetrics { status, latency }
     }
 
+    /// A backend's handles. Every family here is also in [`Self::forget_backend`].
     pub(crate) fn backend(&self, upstream: &str, backend: &str) -> BackendMetrics {
         let labels = BackendLabels {
             upstream: upstream.to_owned(),
@@ -221,6 +222,17 @@ impl GatewayMetrics {
             tls_handshake_errors: self.tls_handshake_errors.get_or_create(&labels).clone(),
             in_flight: self.backend_in_flight.get_or_create(&labels).clone(),
         }
+    }
+
+    /// Deletes the label sets of a backend that left its upstream.
+    pub(crate) fn forget_backend(&self, upstream: &str, backend: &str) {
+        let labels = BackendLabels {
+            upstream: upstream.to_owned(),
+            backend: backend.to_owned(),
+        };
+        self.connect_errors.remove(&labels);
+        self.tls_handshake_errors.remove(&labels);
+        self.backend_in_flight.remove(&labels);
     }
 
     pub(crate) fn retries(&self, upstream: &str) -> Counter {

@@ -463,19 +463,27 @@ fn unresolved_errors(origin: &str, errs: Vec<dns::Unresolved>) -> LoadErrors {
 
 /// Re-resolves DNS backend names: each upstream that has any, `resolve_interval` after its
 /// previous lookup finished. Sleeps on Tokio's timer, so a paused test clock drives it.
+///
+/// Each upstream's lookups run on their own (concurrently, in this task): a resolver that
+/// is slow for one upstream's names (up to [`dns::LOOKUP_TIMEOUT`]) delays only that
+/// upstream's next round, never another's. A name several upstreams use is looked up for
+/// each of them.
 async fn dns_refresh_loop(
     ctl: Weak<Controller>,
     wake: Arc<tokio::sync::Notify>,
     stop: CancellationToken,
 ) {
+    use futures_util::stream::{FuturesUnordered, StreamExt as _};
     use tokio::time::Instant;
     // Upstream → (next lookup, the interval that was scheduled with).
     let mut due: HashMap<String, (Instant, Duration)> = HashMap::new();
+    // Rounds in progress, each yielding its upstream's name when done.
+    let mut running = FuturesUnordered::new();
+    let mut busy: HashSet<String> = HashSet::new();
     loop {
         let Some(ctl) = ctl.upgrade() else { return };
         let config = ctl.config();
         let now = Instant::now();
-        let mut ready = BTreeSet::new();
         let mut next: Option<Instant> = None;
         let mut live = HashSet::new();
         for (name, u) in &config.upstreams {
@@ -490,27 +498,25 @@ async fn dns_refresh_loop(
             if entry.1 != interval {
                 *entry = (now + interval, interval);
             }
+            if busy.contains(name) {
+                // Rescheduled when its round finishes.
+                continue;
+            }
             if entry.0 <= now {
-                ready.insert(name.clone());
+                busy.insert(name.clone());
+                let (ctl, name) = (ctl.clone(), name.clone());
+                running.push(async move {
+                    let only = BTreeSet::from([name.clone()]);
+                    ctl.refresh_dns(Some(&only)).await;
+                    name
+                });
             } else {
                 next = Some(next.map_or(entry.0, |n: Instant| n.min(entry.0)));
             }
         }
         due.retain(|n, _| live.contains(n.as_str()));
-        if !ready.is_empty() {
-            tokio::select! {
-                biased;
-                () = stop.cancelled() => return,
-                _ = ctl.refresh_dns(Some(&ready)) => {}
-            }
-            let finished = Instant::now();
-            for n in &ready {
-                if let Some(e) = due.get_mut(n) {
-                    e.0 = finished + e.1;
-                }
-            }
-            continue;
-        }
+        // Only the rounds in progress keep the controller alive (each for one bounded lookup).
+        drop(config);
         drop(ctl);
         let sleep = async {
             match next {
@@ -522,6 +528,12 @@ async fn dns_refresh_loop(
             () = stop.cancelled() => return,
             () = wake.notified() => {}
             () = sleep => {}
+            Some(done) = running.next(), if !running.is_empty() => {
+                busy.remove(&done);
+                if let Some(e) = due.get_mut(&done) {
+                    e.0 = Instant::now() + e.1;
+                }
+            }
         }
     }
 }
@@ -741,21 +753,34 @@ impl Gateway {
         self.controller.config().server.shutdown_timeout
     }
 
-    /// Stops accepting, lets in-flight requests finish for up to `deadline`, then closes what
-    /// is left. Returns whether everything finished in time.
+    /// Stops accepting, lets in-flight requests finish for up to `deadline`, then closes the
+    /// connections still open (their clients see them close; their backend requests are
+    /// abandoned). Returns whether everything finished in time.
     pub async fn shutdown(mut self, deadline: Duration) -> bool {
         self.shutdown.cancel();
         if let Some(task) = self.dns_task.take() {
             task.abort();
         }
-        let listening = std::mem::take(&mut self.listening);
+        let mut listening = std::mem::take(&mut self.listening);
         let drained = tokio::time::timeout(deadline, async {
-            for l in listening {
-                let _ = l.join.await;
+            for l in &mut listening {
+                let _ = (&mut l.join).await;
             }
         })
         .await
         .is_ok();
+        if !drained {
+            for l in &listening {
+                l.close_connections();
+            }
+            // Prompt now: every connection task ends at its next poll. (A join that already
+            // completed above is not awaited twice.)
+            for l in listening {
+                if !l.join.is_finished() {
+                    let _ = l.join.await;
+                }
+            }
+        }
         if let Some(task) = self.admin_task.take() {
             task.abort();
         }

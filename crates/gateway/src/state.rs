@@ -637,8 +637,30 @@ impl Shared {
         let current = self.state.load_full();
         let next =
             GatewayState::build_with_clock(&config, Some(&current), &self.metrics, &self.clock)?;
-        self.state.store(Arc::new(next));
+        self.swap(&current, next);
         Ok(())
+    }
+
+    /// Swaps `next` in for `current` and deletes the per-backend metric label sets of the
+    /// backends `next` no longer has (removed from the config, or gone from a DNS answer), so
+    /// a DNS name whose addresses churn does not grow the registry for ever. Requests in
+    /// flight to a removed backend keep their handles; they just are not exported any more.
+    /// Applies are serialised by the caller (the server's reload lock): an apply racing
+    /// another that brings the address back could delete the label sets the other uses.
+    fn swap(&self, current: &GatewayState, next: GatewayState) {
+        let next = Arc::new(next);
+        self.state.store(next.clone());
+        for (name, up) in current.upstreams() {
+            let kept: HashSet<SocketAddr> = next
+                .upstream(name)
+                .map(|u| u.backends().map(|b| b.addr()).collect())
+                .unwrap_or_default();
+            for b in up.backends() {
+                if !kept.contains(&b.addr()) {
+                    self.metrics.forget_backend(name, &b.addr().to_string());
+                }
+            }
+        }
     }
 
     /// [`Shared::apply`] with new DNS answers: what a reload of a config with new names
@@ -655,7 +677,7 @@ impl Shared {
             &self.clock,
             Arc::new(resolved),
         )?;
-        self.state.store(Arc::new(next));
+        self.swap(&current, next);
         Ok(())
     }
 

@@ -380,6 +380,116 @@ async fn names_are_resolved_again_every_resolve_interval() {
     assert_eq!(next().await, ("late.test".into(), 40));
 }
 
+/// A resolver that answers every lookup with 127.0.0.1, except that lookups of `slow.test`
+/// after its first hang (until [`scalewise_gateway::dns::LOOKUP_TIMEOUT`]); every lookup is
+/// reported with its Tokio time.
+struct HangsAfterFirst {
+    lookups: mpsc::UnboundedSender<(String, tokio::time::Instant)>,
+    slow_seen: std::sync::atomic::AtomicBool,
+}
+
+impl Resolve for HangsAfterFirst {
+    fn resolve<'a>(
+        &'a self,
+        host: &'a str,
+        port: u16,
+    ) -> futures_util::future::BoxFuture<'a, io::Result<Vec<SocketAddr>>> {
+        let _ = self
+            .lookups
+            .send((host.to_owned(), tokio::time::Instant::now()));
+        let hang = host == "slow.test"
+            && self
+                .slow_seen
+                .swap(true, std::sync::atomic::Ordering::SeqCst);
+        Box::pin(async move {
+            if hang {
+                std::future::pending::<()>().await;
+            }
+            Ok(vec![loopback(1, port)])
+        })
+    }
+}
+
+/// A lookup that hangs for one upstream holds up neither the other upstream's schedule nor
+/// its own next round beyond the lookup timeout.
+#[tokio::test(start_paused = true)]
+async fn a_slow_lookup_delays_only_its_own_upstream() {
+    let (tx, mut lookups) = mpsc::unbounded_channel();
+    let resolver = Arc::new(HangsAfterFirst {
+        lookups: tx,
+        slow_seen: Default::default(),
+    });
+    let text = format!(
+        "{}\n[upstreams.fast]\nresolve_interval = \"3s\"\nbackends = [{{ addr = \"fast.test:9\" }}]\n",
+        config("{ addr = \"slow.test:9\" }", "resolve_interval = \"1s\"")
+    );
+    let mut config = parse(&text);
+    config.admin.enabled = false;
+    let t0 = tokio::time::Instant::now();
+    let options = StartOptions {
+        resolver: Some(resolver),
+        ..Default::default()
+    };
+    let _gw = Gateway::start(config, options).await.unwrap();
+    let mut next = async || {
+        let (host, at) = lookups.recv().await.unwrap();
+        (host, (at - t0).as_secs())
+    };
+    assert_eq!(next().await, ("fast.test".into(), 0));
+    assert_eq!(next().await, ("slow.test".into(), 0));
+    // slow.test's second lookup hangs from 1s until it times out at 11s...
+    assert_eq!(next().await, ("slow.test".into(), 1));
+    // ...while fast.test keeps its 3s schedule.
+    assert_eq!(next().await, ("fast.test".into(), 3));
+    assert_eq!(next().await, ("fast.test".into(), 6));
+    assert_eq!(next().await, ("fast.test".into(), 9));
+    // The timed-out round is followed by the next one an interval later.
+    let mut at_12 = vec![next().await, next().await];
+    at_12.sort();
+    assert_eq!(at_12, [("fast.test".into(), 12), ("slow.test".into(), 12)]);
+}
+
+/// The per-backend label sets of an address that left a DNS answer are deleted; those of
+/// the addresses that stay are kept.
+#[tokio::test]
+async fn addresses_gone_from_an_answer_leave_the_metrics() {
+    let a = backend_at("a", loopback(1, 0)).await;
+    let port = a.addr.port();
+    let b = backend_at("b", loopback(2, port)).await;
+    let (dns, _lookups) = FakeDns::new();
+    dns.set("svc.test", Ok(vec![a.addr, b.addr]));
+    let text = config(&format!("{{ addr = \"svc.test:{port}\" }}"), "");
+    let (gw, listen, admin) = start(parse(&text), dns.options()).await;
+    names(listen, 4).await;
+    let series = |metrics: &str, addr: SocketAddr| -> Vec<String> {
+        let label = format!("backend=\"{addr}\"");
+        metrics
+            .lines()
+            .filter(|l| !l.starts_with('#') && l.contains(&label))
+            .map(|l| l.split('{').next().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let (_, metrics) = get(admin, "/metrics").await;
+    for addr in [a.addr, b.addr] {
+        let s = series(&metrics, addr);
+        assert!(
+            s.contains(&"gateway_backend_in_flight".into())
+                && s.contains(&"gateway_upstream_connect_errors_total".into()),
+            "{addr}: {s:?}"
+        );
+    }
+
+    dns.set("svc.test", Ok(vec![a.addr]));
+    assert!(gw.controller().refresh_dns(None).await.changed);
+    let (_, metrics) = get(admin, "/metrics").await;
+    assert_eq!(series(&metrics, b.addr), Vec::<String>::new(), "{metrics}");
+    assert!(
+        series(&metrics, a.addr).contains(&"gateway_backend_in_flight".into()),
+        "{metrics}"
+    );
+    assert!(names(listen, 2).await.iter().all(|n| n == "a"));
+}
+
 #[tokio::test]
 async fn an_address_listed_twice_is_one_backend_as_first_listed() {
     let a = backend_at("a", loopback(1, 0)).await;

@@ -315,6 +315,57 @@ async fn expect_100_continue_is_answered_before_the_body() {
 }
 
 #[tokio::test]
+async fn interim_responses_reach_http11_clients_before_the_final_one() {
+    // The backend sends 100 (answers an `Expect` the gateway handles itself: dropped), 103
+    // and 102, then waits until the test says the client has the 103 before it answers.
+    let (go_tx, go_rx) = mpsc::unbounded_channel::<()>();
+    let go_rx = Arc::new(tokio::sync::Mutex::new(go_rx));
+    let (addr, _) = scripted(move |_, mut r| {
+        let go = go_rx.clone();
+        async move {
+            loop {
+                request_head(&mut r).await;
+                r.send(
+                    b"HTTP/1.1 100 Continue\r\n\r\n\
+                      HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\nConnection: x-hop\r\nX-Hop: 1\r\n\r\n\
+                      HTTP/1.1 102 Processing\r\n\r\n",
+                )
+                .await;
+                if go.lock().await.recv().await.is_none() {
+                    return;
+                }
+                r.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+            }
+        }
+    })
+    .await;
+    let gw = gateway(config(&[addr])).await;
+
+    let mut c = Raw::connect(gw.addr).await;
+    for _ in 0..2 {
+        c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        let (status, headers) = c.head().await;
+        assert_eq!(status, 103, "{headers:?}");
+        assert_eq!(
+            headers,
+            [("link".to_owned(), "</style.css>; rel=preload".to_owned())]
+        );
+        // The final response has not been sent yet: the 103 came ahead of it.
+        go_tx.send(()).unwrap();
+        assert_eq!(c.head().await.0, 102);
+        let r = c.response().await;
+        assert_eq!((r.status, &r.body[..]), (200, &b"ok"[..]));
+    }
+
+    // HTTP/1.0 clients never get a 1xx.
+    let mut c = Raw::connect(gw.addr).await;
+    c.send(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").await;
+    go_tx.send(()).unwrap();
+    let r = c.response().await;
+    assert_eq!((r.status, &r.body[..]), (200, &b"ok"[..]));
+}
+
+#[tokio::test]
 async fn http10_clients_get_close_or_asked_for_keep_alive() {
     let b = backend("a").await;
     let gw = gateway(config(&[b.addr])).await;
@@ -364,13 +415,36 @@ async fn ambiguous_framing_is_refused_before_the_backend() {
     for req in [
         &b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"[..],
         b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
-        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: \"chunked\"\r\n\r\n",
+        b"POST / HTTP/1.0\r\nTransfer-Encoding: gzip\r\n\r\n",
     ] {
         let mut c = Raw::connect(gw.addr).await;
         c.send(req).await;
         let r = c.response().await;
         assert_eq!(r.status, 400);
         assert_eq!(r.header("connection"), Some("close"));
+        assert!(c.closed().await);
+    }
+    assert_eq!(b.hits.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn unsupported_transfer_codings_get_501() {
+    let b = backend("a").await;
+    let gw = gateway(config(&[b.addr])).await;
+    for req in [
+        &b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"[..],
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: compress\r\n\r\n",
+    ] {
+        let mut c = Raw::connect(gw.addr).await;
+        c.send(req).await;
+        let r = c.response().await;
+        assert_eq!(r.status, 501);
+        assert_eq!(r.header("connection"), Some("close"));
+        assert_eq!(r.body, b"501 Not Implemented\n");
+        // The body was not read, so the connection cannot carry another request.
         assert!(c.closed().await);
     }
     assert_eq!(b.hits.load(Ordering::SeqCst), 0);

@@ -75,9 +75,90 @@ async fn shutdown_timeout_from_the_config_bounds_the_drain() {
         .await
         .expect("shutdown must complete at its deadline");
     assert!(!drained);
-    // In process the held connection ends with the runtime (the binary's exit cuts it; see
-    // crates/cli/tests/gateway_signals.rs).
-    drop(in_flight);
+    // The connection still open at the deadline was closed: the client's request fails
+    // (it would say "timed out" only after 10s).
+    let r = tokio::time::timeout(GUARD, in_flight)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(&r, Err(e) if e != "timed out"), "{r:?}");
+}
+
+/// A backend that accepts any number of connections, reports each request head and never
+/// answers.
+async fn hanging_backend() -> (SocketAddr, mpsc::UnboundedReceiver<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (arrived_tx, arrived) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let arrived = arrived_tx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = arrived.send(());
+                // Hold the connection without answering until the gateway drops it.
+                while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    (addr, arrived)
+}
+
+#[tokio::test]
+async fn connections_still_open_at_the_shutdown_deadline_are_closed() {
+    use tokio::io::AsyncWriteExt;
+    let (backend, mut arrived) = hanging_backend().await;
+    let text = toml_config(&[backend], "\n[server]\nshutdown_timeout = \"200ms\"\n");
+    let (gw, listen, _admin) = start(parse(&text), StartOptions::default()).await;
+
+    // An HTTP/1.1 client and an HTTP/2 client, each waiting for a response.
+    let mut h1 = tokio::net::TcpStream::connect(listen).await.unwrap();
+    h1.write_all(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::timeout(GUARD, arrived.recv()).await.unwrap();
+    let h2 = tokio::net::TcpStream::connect(listen).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(h2),
+    )
+    .await
+    .unwrap();
+    let h2_conn = tokio::spawn(conn);
+    let h2_req = tokio::spawn(async move {
+        let req = hyper::Request::get("http://x/two")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        tx.send_request(req).await.map(|r| r.status())
+    });
+    tokio::time::timeout(GUARD, arrived.recv()).await.unwrap();
+
+    let deadline = gw.shutdown_timeout();
+    let drained = tokio::time::timeout(GUARD, gw.shutdown(deadline))
+        .await
+        .expect("shutdown must complete at its deadline");
+    assert!(!drained);
+
+    // Both connections were closed at the deadline, without a response.
+    let mut buf = [0u8; 256];
+    let read = tokio::time::timeout(GUARD, h1.read(&mut buf))
+        .await
+        .expect("the HTTP/1 connection must be closed");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    let r = tokio::time::timeout(GUARD, h2_req).await.unwrap().unwrap();
+    assert!(r.is_err(), "{r:?}");
+    tokio::time::timeout(GUARD, h2_conn)
+        .await
+        .expect("the HTTP/2 connection must end")
+        .unwrap()
+        .ok();
 }
 
 #[tokio::test]

@@ -151,36 +151,69 @@ async fn h2_upstream() {
     );
 }
 
+/// A certificate for `localhost` written to a fresh directory: (cert path, key path, dir, DER).
+struct TestCert {
+    dir: std::path::PathBuf,
+    config: scalewise_gateway::config::TlsConfig,
+    der: rustls::pki_types::CertificateDer<'static>,
+}
+
+impl TestCert {
+    fn new(tag: &str) -> Self {
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let dir = std::env::temp_dir().join(format!("scalewise-tls-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, ck.cert.pem()).unwrap();
+        std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+        Self {
+            dir,
+            config: scalewise_gateway::config::TlsConfig { cert, key },
+            der: ck.cert.der().clone(),
+        }
+    }
+
+    /// A TLS connection to `addr` offering h2 and http/1.1; asserts h2 was chosen.
+    async fn connect_h2(
+        &self,
+        addr: std::net::SocketAddr,
+    ) -> tokio_rustls::client::TlsStream<TcpStream> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.der.clone()).unwrap();
+        let mut client = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        client.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client));
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let tls = connector
+            .connect("localhost".try_into().unwrap(), tcp)
+            .await
+            .unwrap();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        tls
+    }
+}
+
+impl Drop for TestCert {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 #[tokio::test]
 async fn tls_with_alpn_h2() {
     let b = backend("a").await;
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let dir = std::env::temp_dir().join(format!("scalewise-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert, ck.cert.pem()).unwrap();
-    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    let cert = TestCert::new("alpn");
     let mut cfg = config(&[b.addr]);
-    cfg.listeners[0].tls = Some(scalewise_gateway::config::TlsConfig { cert, key });
+    cfg.listeners[0].tls = Some(cert.config.clone());
     let gw = gateway(cfg).await;
 
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ck.cert.der().clone()).unwrap();
-    let mut client = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    client.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client));
-    let tcp = TcpStream::connect(gw.addr).await.unwrap();
-    let tls = connector
-        .connect("localhost".try_into().unwrap(), tcp)
-        .await
-        .unwrap();
-    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let tls = cert.connect_h2(gw.addr).await;
     let (mut tx, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
             .await
@@ -198,7 +231,6 @@ async fn tls_with_alpn_h2() {
     let (status, _, text) = read(resp).await;
     assert_eq!(status, 200);
     assert!(text.contains("xfp=https\n"), "{text}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
@@ -222,6 +254,187 @@ async fn websocket_echo_through_gateway() {
     let echoed: Vec<u8> = ws.next().await.unwrap().unwrap().into_data().to_vec();
     assert_eq!(echoed, big);
     ws.close(None).await.unwrap();
+}
+
+/// An HTTP/2 client connection (prior knowledge or TLS with ALPN h2).
+async fn h2_client<I>(io: I) -> hyper::client::conn::http2::SendRequest<Body>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    tx
+}
+
+/// An RFC 8441 extended CONNECT for a WebSocket at `uri`.
+fn websocket_connect(uri: &str) -> Request<Body> {
+    let mut req = Request::connect(uri)
+        .header("sec-websocket-version", "13")
+        .body(body(""))
+        .unwrap();
+    req.extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    req
+}
+
+/// Opens a WebSocket over HTTP/2 at `uri` and checks that text and a large binary message
+/// come back from the echo backend.
+async fn h2_websocket_echo(tx: &mut hyper::client::conn::http2::SendRequest<Body>, uri: &str) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{protocol::Role, Message};
+    let resp = tx.send_request(websocket_connect(uri)).await.unwrap();
+    assert_eq!(resp.status(), 200, "{resp:?}");
+    assert!(resp.headers().get("sec-websocket-accept").is_none());
+    let stream = hyper::upgrade::on(resp).await.unwrap();
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        TokioIo::new(stream),
+        Role::Client,
+        None,
+    )
+    .await;
+    for i in 0..10 {
+        ws.send(Message::text(format!("hello {i}"))).await.unwrap();
+        let got = ws.next().await.unwrap().unwrap();
+        assert_eq!(got.into_text().unwrap().as_str(), format!("hello {i}"));
+    }
+    let big = vec![7u8; 256 * 1024];
+    ws.send(Message::binary(big.clone())).await.unwrap();
+    let echoed: Vec<u8> = ws.next().await.unwrap().unwrap().into_data().to_vec();
+    assert_eq!(echoed, big);
+    ws.close(None).await.unwrap();
+}
+
+#[tokio::test]
+async fn websocket_over_h2c_extended_connect() {
+    let (ws_addr, _task) = ws_backend().await;
+    let gw = gateway(config(&[ws_addr])).await;
+    let mut tx = h2_client(TcpStream::connect(gw.addr).await.unwrap()).await;
+    // Two WebSockets at once on one connection, each on its own stream.
+    let mut tx2 = tx.clone();
+    tokio::join!(
+        h2_websocket_echo(&mut tx, "http://ws.example.test/ws"),
+        h2_websocket_echo(&mut tx2, "http://ws.example.test/other"),
+    );
+}
+
+#[tokio::test]
+async fn websocket_over_h2_with_tls_alpn() {
+    let (ws_addr, _task) = ws_backend().await;
+    let cert = TestCert::new("ws");
+    let mut cfg = config(&[ws_addr]);
+    cfg.listeners[0].tls = Some(cert.config.clone());
+    let gw = gateway(cfg).await;
+    let mut tx = h2_client(cert.connect_h2(gw.addr).await).await;
+    h2_websocket_echo(&mut tx, "https://localhost/ws").await;
+}
+
+#[tokio::test]
+async fn websocket_over_h2_follows_routes_and_refuses_a_backend_that_does_not_switch() {
+    // `/ws` goes to the echo backend, `/plain` to one that answers 200 without switching,
+    // anything else has no route.
+    let (ws_addr, _task) = ws_backend().await;
+    let plain = backend("plain").await;
+    let text = format!(
+        "[[listeners]]\naddr = \"127.0.0.1:0\"\n\
+         [[routes]]\npath_prefix = \"/ws\"\nupstream = \"ws\"\n\
+         [[routes]]\npath_prefix = \"/plain\"\nupstream = \"plain\"\n\
+         [upstreams.ws]\nbackends = [{{ addr = \"{ws_addr}\" }}]\n\
+         [upstreams.plain]\nbackends = [{{ addr = \"{}\" }}]\n",
+        plain.addr
+    );
+    let cfg = scalewise_gateway::config_file::parse_config(
+        &text,
+        scalewise_gateway::config_file::Format::Toml,
+        "test.toml",
+        [],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let gw = gateway(cfg).await;
+    let mut tx = h2_client(TcpStream::connect(gw.addr).await.unwrap()).await;
+    h2_websocket_echo(&mut tx, "http://ws.example.test/ws").await;
+
+    let resp = tx
+        .send_request(websocket_connect("http://ws.example.test/plain"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    // The backend saw the HTTP/1.1 opening handshake.
+    assert_eq!(plain.hits.load(Ordering::SeqCst), 1);
+
+    let resp = tx
+        .send_request(websocket_connect("http://ws.example.test/nowhere"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let metrics = gw.shared.metrics.encode();
+    assert!(
+        metrics.contains("gateway_local_replies_total{listener=\"default\",kind=\"no_route\"} 1"),
+        "{metrics}"
+    );
+}
+
+/// A WebSocket tunnel over HTTP/2 ends with its client connection: when the listener
+/// closes its connections (a drain deadline), the backend connection of the tunnel closes
+/// too, instead of being held by a relay nobody can reach.
+#[tokio::test]
+async fn websocket_over_h2_tunnels_close_with_their_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A backend that switches without checking the handshake (the client here sends raw
+    // bytes, not WebSocket frames), reports what it reads and when its connection closes.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0);
+            head.extend_from_slice(&buf[..n]);
+        }
+        let head = String::from_utf8_lossy(&head).to_lowercase();
+        assert!(head.starts_with("get /ws http/1.1\r\n"), "{head}");
+        assert!(head.contains("upgrade: websocket\r\n"), "{head}");
+        assert!(head.contains("sec-websocket-key: "), "{head}");
+        s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+            .await
+            .unwrap();
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => {
+                    let _ = tx.send(Vec::new());
+                    return;
+                }
+                Ok(n) => {
+                    let _ = tx.send(buf[..n].to_vec());
+                }
+            }
+        }
+    });
+    let mut gw = gateway(config(&[addr])).await;
+    let mut tx = h2_client(TcpStream::connect(gw.addr).await.unwrap()).await;
+    let resp = tx
+        .send_request(websocket_connect("http://ws.example.test/ws"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut stream = TokioIo::new(hyper::upgrade::on(resp).await.unwrap());
+    stream.write_all(b"hello").await.unwrap();
+    assert_eq!(events.recv().await.unwrap(), b"hello");
+
+    // Stop accepting (HTTP/2 sends GOAWAY; the open tunnel goes on), then close what is left.
+    gw.cancel.cancel();
+    let listening = gw.listening.take().unwrap();
+    listening.close_connections();
+    listening.join.await.unwrap();
+    // A safety net: a relay that outlived its connection would hang the test otherwise.
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(20), events.recv())
+        .await
+        .expect("the backend connection must close");
+    assert_eq!(closed.unwrap(), b"");
 }
 
 #[tokio::test]

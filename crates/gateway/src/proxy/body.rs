@@ -32,6 +32,17 @@ pub struct BodyTooLarge;
 pub(crate) trait ForwardBody: Body<Data = Bytes, Error = BoxError> + Unpin + Send {
     /// This body as an owned one, leaving an empty body behind; `None` if it borrows.
     fn take_owned(&mut self) -> Option<OwnedBody>;
+
+    /// Passes an interim (1xx) response head from the backend on to the client, ahead of
+    /// the final response. The body is what holds the client connection while the request
+    /// is forwarded, so it is the one that can write there. By default the head is dropped
+    /// (hyper's HTTP/2 server has no way to send one).
+    fn interim(
+        &mut self,
+        _head: http::response::Parts,
+    ) -> Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 /// A request body from hyper's server (HTTP/2 clients).
@@ -133,6 +144,13 @@ impl<B: ForwardBody> ForwardBody for Limited<B> {
             remaining: self.remaining,
             failed: self.failed,
         }))
+    }
+
+    fn interim(
+        &mut self,
+        head: http::response::Parts,
+    ) -> Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        self.inner.interim(head)
     }
 }
 

@@ -5,6 +5,7 @@
 //! |---|---|
 //! | no route matches | 404 |
 //! | HTTP/1.1 request without `Host`, malformed, or with ambiguous framing | 400 |
+//! | HTTP/1.1 request with a transfer coding other than `chunked` (`gzip, chunked`) | 501 |
 //! | request head larger than `max_header_bytes` | 431 |
 //! | `Content-Length` or streamed body above `max_body_bytes` | 413 |
 //! | no backend may take traffic | 503 + `Retry-After` |
@@ -26,6 +27,7 @@ pub mod connect;
 pub(crate) mod h1;
 pub(crate) mod headers;
 pub mod pool;
+pub(crate) mod websocket;
 
 use crate::route::request_host;
 use crate::state::Shared;
@@ -103,7 +105,7 @@ pub(crate) fn cookie<'a>(h: &'a http::HeaderMap, name: &str) -> Option<&'a [u8]>
 }
 
 /// Handles one request from hyper's server (HTTP/2 clients). Never fails: every error
-/// becomes a response.
+/// becomes a response. Extended CONNECTs for WebSocket (RFC 8441) go to [`websocket`].
 ///
 /// The future is boxed because hyper reserves room for the service future in every
 /// stream; boxed, it holds a pointer instead of the full request state machine.
@@ -111,6 +113,9 @@ pub(crate) fn handle(
     req: Request<Incoming>,
     ci: &ConnInfo,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<ResponseBody>> + Send + '_>> {
+    if websocket::is_extended_connect(&req) {
+        return Box::pin(websocket::forward(req, ci));
+    }
     let (parts, incoming) = req.into_parts();
     let has_body = !incoming.is_end_stream();
     Box::pin(forward(

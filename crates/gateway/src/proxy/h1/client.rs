@@ -206,8 +206,10 @@ impl Conn {
         self.io.looks_closed()
     }
 
-    /// Writes the request (head, then the body as it arrives) and reads the response head,
-    /// skipping interim 1xx answers other than 101.
+    /// Writes the request (head, then the body as it arrives) and reads the response head.
+    /// Interim 1xx answers other than 101 are handed to `body` to pass on to the client
+    /// (103 Early Hints, 102 Processing); `100 Continue` is dropped, since the gateway
+    /// answers `Expect` itself and does not forward it.
     async fn exchange<B: ForwardBody>(
         &mut self,
         head: &mut Vec<u8>,
@@ -231,9 +233,12 @@ impl Conn {
                 let parsed = codec::parse_response(&mut self.rbuf, MAX_RESPONSE_HEAD, head_request)
                     .map_err(|e| ExchangeError::Other(Box::new(e)))?;
                 if let Some(h) = parsed {
-                    if h.parts.status.is_informational()
-                        && h.parts.status != http::StatusCode::SWITCHING_PROTOCOLS
+                    let status = h.parts.status;
+                    if status.is_informational() && status != http::StatusCode::SWITCHING_PROTOCOLS
                     {
+                        if status != http::StatusCode::CONTINUE {
+                            body.interim(h.parts).await;
+                        }
                         continue;
                     }
                     return Ok(h);

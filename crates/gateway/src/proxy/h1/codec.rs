@@ -45,6 +45,10 @@ pub(crate) enum HeadError {
     /// Head larger than allowed, or too many headers: 431.
     #[error("message head too large")]
     TooLarge,
+    /// A well-formed request with a transfer coding the gateway does not implement (any but
+    /// a single, final `chunked`): 501 (RFC 9112 §6.1).
+    #[error("unsupported transfer coding")]
+    UnsupportedCoding,
 }
 
 /// A parsed request head.
@@ -77,13 +81,25 @@ struct Framers {
     length: Option<u64>,
     te: bool,
     te_chunked_last: bool,
-    te_only_chunked: bool,
+    /// `chunked` listed more than once, or before another coding.
+    te_chunked_misplaced: bool,
+    /// A coding other than `chunked` (well-formed, but not implemented).
+    te_other: bool,
+    /// A list element that is not a coding token (with optional parameters).
+    te_malformed: bool,
+    /// Codings listed.
+    te_codings: u32,
     expect_continue: bool,
     hosts: u32,
 }
 
 fn trim(v: &[u8]) -> &[u8] {
     v.trim_ascii()
+}
+
+/// A `tchar` of RFC 9110 §5.6.2 (the characters of a token).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 fn parse_length(v: &[u8]) -> Option<u64> {
@@ -110,21 +126,35 @@ impl Framers {
                 }
             }
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            if !self.te {
-                self.te_only_chunked = true;
-            }
             self.te = true;
-            for coding in value.split(|&b| b == b',') {
-                let coding = trim(coding);
-                if coding.is_empty() {
+            // `transfer-coding = token *( OWS ";" OWS transfer-parameter )`; empty list
+            // elements are allowed (RFC 9110 §5.6.1).
+            for element in value.split(|&b| b == b',') {
+                let element = trim(element);
+                if element.is_empty() {
                     continue;
                 }
-                // A coding after `chunked` makes `chunked` not the last one.
+                let (coding, params) = match element.iter().position(|&b| b == b';') {
+                    Some(i) => (trim(&element[..i]), Some(&element[i + 1..])),
+                    None => (element, None),
+                };
+                if coding.is_empty() || !coding.iter().all(|&b| is_tchar(b)) {
+                    self.te_malformed = true;
+                }
                 let chunked = coding.eq_ignore_ascii_case(b"chunked");
-                if !chunked || self.te_chunked_last {
-                    self.te_only_chunked = false;
+                // `chunked` has no parameters; one with them is not the chunked we know.
+                if chunked && params.is_some() {
+                    self.te_malformed = true;
+                }
+                // A coding after `chunked` makes `chunked` not the last one.
+                if self.te_chunked_last {
+                    self.te_chunked_misplaced = true;
+                }
+                if !chunked {
+                    self.te_other = true;
                 }
                 self.te_chunked_last = chunked;
+                self.te_codings += 1;
             }
         } else if name.eq_ignore_ascii_case("connection") {
             for t in value.split(|&b| b == b',') {
@@ -182,8 +212,12 @@ fn map_parse_error(e: httparse::Error) -> HeadError {
 /// Parses a request head from the start of `buf`. `Ok(None)`: incomplete, read more.
 ///
 /// Refused (400): unparsable heads, `Content-Length` together with `Transfer-Encoding`,
-/// invalid or differing lengths, any transfer coding but a single `chunked`, codings on an
-/// HTTP/1.0 request, more than one `Host`. Refused (431): a head over `max` bytes.
+/// invalid or differing lengths, a `Transfer-Encoding` that is empty, not a list of coding
+/// tokens, or lists `chunked` twice or before another coding (the shapes request smuggling
+/// uses), codings on an HTTP/1.0 request, more than one `Host`. Refused (501): a
+/// well-formed `Transfer-Encoding` with a coding other than `chunked` (`gzip, chunked`,
+/// `compress`), which the gateway does not implement. Refused (431): a head over `max`
+/// bytes.
 pub(crate) fn parse_request(buf: &[u8], max: usize) -> Result<Option<RequestHead>, HeadError> {
     // Uninitialised: zeroing 128 headers (4 KiB) per parse costs more than parsing a
     // typical head.
@@ -211,9 +245,17 @@ pub(crate) fn parse_request(buf: &[u8], max: usize) -> Result<Option<RequestHead
     }
     let framing = match (f.te, f.length) {
         (true, Some(_)) => return Err(HeadError::Malformed),
-        (true, None) if !f.te_only_chunked || version == Version::HTTP_10 => {
+        (true, None)
+            if version == Version::HTTP_10
+                || f.te_malformed
+                || f.te_codings == 0
+                || f.te_chunked_misplaced =>
+        {
             return Err(HeadError::Malformed)
         }
+        // Only after every malformed shape was refused: a 501 closes the connection too,
+        // but the status tells the client the message was understood and not supported.
+        (true, None) if f.te_other => return Err(HeadError::UnsupportedCoding),
         (true, None) => Framing::Chunked,
         (false, Some(0)) | (false, None) => Framing::Empty,
         (false, Some(n)) => Framing::Length(n),
@@ -754,8 +796,16 @@ mod tests {
             "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +3\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n",
-            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked, gzip\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\nContent-Length: 3\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked;x=1\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: \"chunked\"\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chu nked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: ,\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: \r\n\r\n",
+            "POST / HTTP/1.0\r\nTransfer-Encoding: gzip\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
             "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
@@ -769,6 +819,26 @@ mod tests {
         assert_eq!(h.unwrap().unwrap().framing, Framing::Length(3));
         let h = req("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n");
         assert_eq!(h.unwrap().unwrap().framing, Framing::Chunked);
+        // Empty list elements are allowed.
+        let h = req("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: , chunked,\r\n\r\n");
+        assert_eq!(h.unwrap().unwrap().framing, Framing::Chunked);
+    }
+
+    #[test]
+    fn well_formed_codings_other_than_chunked_are_not_implemented() {
+        for unsupported in [
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: compress\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip;level=9, chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n",
+        ] {
+            assert_eq!(
+                req(unsupported).unwrap_err(),
+                HeadError::UnsupportedCoding,
+                "{unsupported:?}"
+            );
+        }
     }
 
     #[test]

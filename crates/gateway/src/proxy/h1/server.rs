@@ -223,6 +223,7 @@ pub(crate) async fn serve<S: ClientIo>(
                 let status = match e {
                     HeadError::Malformed => StatusCode::BAD_REQUEST,
                     HeadError::TooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    HeadError::UnsupportedCoding => StatusCode::NOT_IMPLEMENTED,
                 };
                 let _ = reply_and_close(&mut c.io, status).await;
                 return;
@@ -325,6 +326,7 @@ async fn exchange<S: ClientIo>(
             decoder: &mut decoder,
             // HTTP/1.0 clients do not know interim responses.
             cont: (expect_continue && version == Version::HTTP_11).then_some(0),
+            interim: version == Version::HTTP_11,
         };
         boxed_forward(parts, body, has_body, ci, timer).await
     };
@@ -550,6 +552,9 @@ struct ClientBody<'a, S> {
     decoder: &'a mut BodyDecoder,
     /// Bytes of `100 Continue` written so far, while one is owed.
     cont: Option<usize>,
+    /// Whether the client may get interim (1xx) responses: HTTP/1.1 clients only (RFC 9110
+    /// §15.2: never to an HTTP/1.0 client).
+    interim: bool,
 }
 
 impl<S: ClientIo> Body for ClientBody<'_, S> {
@@ -598,5 +603,27 @@ impl<S: ClientIo> Body for ClientBody<'_, S> {
 impl<S: ClientIo> ForwardBody for ClientBody<'_, S> {
     fn take_owned(&mut self) -> Option<OwnedBody> {
         None
+    }
+
+    /// Writes the interim response (hop-by-hop headers removed) to an HTTP/1.1 client at
+    /// once. A failed write is only logged: the client is gone, and the final response's
+    /// write will find that out and close the connection.
+    fn interim(
+        &mut self,
+        mut head: http::response::Parts,
+    ) -> Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        if !self.interim {
+            return Box::pin(std::future::ready(()));
+        }
+        Box::pin(async move {
+            crate::proxy::headers::strip_hop_by_hop(&mut head.headers, false);
+            let mut out = Vec::with_capacity(256);
+            put_status_line(&mut out, head.status);
+            codec::put_headers(&mut out, &head.headers);
+            out.extend_from_slice(b"\r\n");
+            if let Err(e) = self.io.write_all(&out).await {
+                tracing::debug!(error = %e, status = %head.status, "interim response not written");
+            }
+        })
     }
 }
