@@ -163,7 +163,7 @@ pub(crate) async fn connect(
     if target.scheme.tls() {
         Ok(Stream::Tls(Box::new(target.connect_tls(timeout).await?)))
     } else {
-        Ok(Stream::Tcp(target.connect_tcp(timeout).await?))
+        Ok(Stream::Plain(target.connect_tcp(timeout).await?))
     }
 }
 

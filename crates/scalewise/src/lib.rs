@@ -16,6 +16,7 @@
 //! | [`concurrency`] | adaptive concurrency limits (AIMD, gradient) |
 //! | [`shed`] | load shedding when saturated |
 //! | [`clock`] | the injectable clock every time-dependent primitive takes |
+//! | `tls` | (feature `tls`) the plain-or-TLS client stream and the `--insecure` certificate verifier |
 #![forbid(unsafe_code)]
 
 pub mod balance;
@@ -29,3 +30,5 @@ pub mod ratelimit;
 pub mod retry;
 pub mod shed;
 pub mod timeout;
+#[cfg(feature = "tls")]
+pub mod tls;

@@ -294,7 +294,7 @@ impl std::fmt::Debug for ResponseBody {
 /// A backend connection switched to another protocol (101), with everything the response
 /// held: the splice keeps them until it ends.
 pub(crate) struct Upgraded {
-    pub(crate) io: super::connect::BackendStream,
+    pub(crate) io: super::connect::ClientStream,
     /// Bytes the backend sent after its 101 head.
     pub(crate) leftover: bytes::BytesMut,
     pub(crate) guard: Box<Upstreamed>,

@@ -1,52 +1,18 @@
 //! Connections to backends: TCP, then a TLS handshake for TLS upstreams, within one
 //! `connect_timeout`. Both HTTP/1 and HTTP/2 clients and the active health checks connect
 //! through [`connect`], so a check sees a backend the way requests do.
-//!
-//! [`BackendStream`] is an enum rather than a boxed trait object or a type parameter of the
-//! pool: a plain connection costs one branch per read or write, no allocation and no dynamic
-//! dispatch, and one pool type holds either kind. The TLS variant is boxed because a rustls
-//! connection is large and would otherwise make every plain `Conn` as big.
+//! The stream is the library's [`ClientStream`] (plain TCP or TLS), shared with the load
+//! generator.
 use crate::tls::BackendTls;
 use arc_swap::ArcSwap;
+pub use scalewise::tls::ClientStream;
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-
-/// A connected backend stream: plain TCP or TLS over TCP.
-#[derive(Debug)]
-pub enum BackendStream {
-    /// Clear text.
-    Plain(TcpStream),
-    /// TLS (handshake done).
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-impl BackendStream {
-    /// The TCP socket underneath.
-    pub fn tcp(&self) -> &TcpStream {
-        match self {
-            Self::Plain(s) => s,
-            Self::Tls(s) => s.get_ref().0,
-        }
-    }
-
-    /// Whether the backend has closed (or written to) this idle connection: one `recv`
-    /// that would block. Peeks rather than reads so that TLS records stay in the socket.
-    pub(crate) fn looks_closed(&self) -> bool {
-        let mut probe = [0u8; 1];
-        let mut buf = ReadBuf::new(&mut probe);
-        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
-        // Pending means nothing to read: the connection is idle and open.
-        !self.tcp().poll_peek(&mut cx, &mut buf).is_pending()
-    }
-}
 
 /// Where and how to connect to one backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,7 +30,7 @@ impl Target {
     ///
     /// # Errors
     /// As [`connect`].
-    pub async fn connect(&self) -> io::Result<BackendStream> {
+    pub async fn connect(&self) -> io::Result<ClientStream> {
         connect(self.addr, self.timeout, self.tls.as_ref()).await
     }
 }
@@ -78,13 +44,13 @@ pub async fn connect(
     addr: SocketAddr,
     timeout: Duration,
     tls: Option<&BackendTls>,
-) -> io::Result<BackendStream> {
+) -> io::Result<ClientStream> {
     let connecting = async {
         let tcp = TcpStream::connect(addr).await?;
         tcp.set_nodelay(true)?;
         match tls {
-            None => Ok(BackendStream::Plain(tcp)),
-            Some(t) => Ok(BackendStream::Tls(Box::new(t.handshake(tcp, addr).await?))),
+            None => Ok(ClientStream::Plain(tcp)),
+            Some(t) => Ok(ClientStream::Tls(Box::new(t.handshake(tcp, addr).await?))),
         }
     };
     tokio::time::timeout(timeout, connecting)
@@ -112,79 +78,11 @@ impl CheckTargets {
 }
 
 impl scalewise::health::CheckTransport for CheckTargets {
-    type Stream = BackendStream;
+    type Stream = ClientStream;
 
-    fn connect(&self, addr: SocketAddr) -> impl Future<Output = io::Result<BackendStream>> + Send {
+    fn connect(&self, addr: SocketAddr) -> impl Future<Output = io::Result<ClientStream>> + Send {
         let tls = self.0.load().get(&addr).cloned();
         // The check's own timeout bounds the whole probe, handshake included.
         async move { connect(addr, crate::config::MAX_DURATION, tls.as_ref()).await }
-    }
-}
-
-impl AsyncRead for BackendStream {
-    #[inline]
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for BackendStream {
-    #[inline]
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    #[inline]
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Self::Plain(s) => s.is_write_vectored(),
-            Self::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    #[inline]
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_flush(cx),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
-
-impl hyper_util::client::legacy::connect::Connection for BackendStream {
-    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
-        hyper_util::client::legacy::connect::Connected::new()
     }
 }

@@ -6,7 +6,7 @@
 //! (always safe to retry) from a failed request (which may have reached the backend). A
 //! failed TLS handshake is a failed connect: nothing of the request was sent.
 use super::body::{BoxError, ChannelBody, ForwardBody, OwnedBody, UpstreamBody};
-use super::connect::{BackendStream, Target};
+use super::connect::{ClientStream, Target};
 use super::h1::client as h1;
 use crate::config::{UpstreamConfig, UpstreamProtocol};
 use crate::metrics::BackendMetrics;
@@ -108,10 +108,10 @@ struct Connector {
 }
 
 impl tower::Service<http::Uri> for Connector {
-    type Response = TokioIo<BackendStream>;
+    type Response = TokioIo<ClientStream>;
     type Error = std::io::Error;
     type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = std::io::Result<TokioIo<BackendStream>>> + Send>,
+        Box<dyn std::future::Future<Output = std::io::Result<TokioIo<ClientStream>>> + Send>,
     >;
 
     fn poll_ready(

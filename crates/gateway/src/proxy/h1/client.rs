@@ -11,7 +11,7 @@
 //! per side per request, as nginx does.
 use super::codec::{self, BodyDecoder, Framing, ResponseHead};
 use crate::proxy::body::{BoxError, ForwardBody};
-use crate::proxy::connect::{BackendStream, Target};
+use crate::proxy::connect::{ClientStream, Target};
 use crate::proxy::headers::{self, Forwarding};
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt as _;
@@ -35,7 +35,7 @@ const WRITE_BATCH: usize = 64 * 1024;
 /// response only if the backend misbehaves; such connections are not reused).
 #[derive(Debug)]
 pub(crate) struct Conn {
-    io: BackendStream,
+    io: ClientStream,
     rbuf: BytesMut,
 }
 
@@ -418,7 +418,7 @@ impl H1Body {
     }
 
     /// The connection of a 101 answer and what the backend sent after the head.
-    pub(crate) fn into_upgraded(mut self) -> Option<(BackendStream, BytesMut)> {
+    pub(crate) fn into_upgraded(mut self) -> Option<(ClientStream, BytesMut)> {
         if !self.upgraded {
             return None;
         }
