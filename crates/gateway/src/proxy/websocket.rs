@@ -32,26 +32,10 @@ pub(crate) fn is_extended_connect(req: &Request<Incoming>) -> bool {
 /// A fresh `Sec-WebSocket-Key`: 16 random bytes in base64 (RFC 6455 §4.1). The HTTP/2
 /// client sends none (RFC 8441 §5), but an HTTP/1.1 server requires one.
 fn websocket_key() -> HeaderValue {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let bytes: [u8; 16] = rand::random();
-    let mut out = Vec::with_capacity(24);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]);
-            } else {
-                out.push(b'=');
-            }
-        }
-    }
+    use base64::Engine as _;
+    let key = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 16]>());
     // Base64 is always a valid header value.
-    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static(""))
+    HeaderValue::from_str(&key).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// Answers an extended CONNECT from an HTTP/2 client: forwards it as an HTTP/1.1 WebSocket
