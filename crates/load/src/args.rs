@@ -182,7 +182,10 @@ pub struct BenchArgs {
     /// Largest tolerated regression against --baseline.
     #[arg(long, default_value = "10%")]
     pub max_regression: String,
-    /// Do not print progress lines.
+    /// Do not print a line as each phase starts (the report is still printed).
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Print nothing: no progress lines and no report (use --json/--html and the exit code).
     #[arg(long)]
     pub quiet: bool,
 }
@@ -207,6 +210,7 @@ impl BenchArgs {
             html: None,
             baseline: None,
             max_regression: "10%".into(),
+            no_progress: false,
             quiet: true,
         }
     }

@@ -347,7 +347,7 @@ pub async fn suite(args: &BenchArgs) -> Result<BenchReport, LoadError> {
         url: args.url.clone(),
         timeout: args.timeout.clone(),
         insecure: args.insecure,
-        quiet: args.quiet,
+        quiet: args.quiet || args.no_progress,
         pid: args.pid,
         rss_peak: 0,
     };
