@@ -235,25 +235,14 @@ async fn tls_with_alpn_h2() {
 
 #[tokio::test]
 async fn websocket_echo_through_gateway() {
-    use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::Message;
     let (ws_addr, _task) = ws_backend().await;
     let gw = gateway(config(&[ws_addr])).await;
     let tcp = TcpStream::connect(gw.addr).await.unwrap();
-    let (mut ws, resp) = tokio_tungstenite::client_async("ws://localhost/ws", tcp)
+    let (ws, resp) = tokio_tungstenite::client_async("ws://localhost/ws", tcp)
         .await
         .unwrap();
     assert_eq!(resp.status(), 101);
-    for i in 0..10 {
-        ws.send(Message::text(format!("hello {i}"))).await.unwrap();
-        let got = ws.next().await.unwrap().unwrap();
-        assert_eq!(got.into_text().unwrap().as_str(), format!("hello {i}"));
-    }
-    let big = vec![7u8; 256 * 1024];
-    ws.send(Message::binary(big.clone())).await.unwrap();
-    let echoed: Vec<u8> = ws.next().await.unwrap().unwrap().into_data().to_vec();
-    assert_eq!(echoed, big);
-    ws.close(None).await.unwrap();
+    assert_echoes(ws).await;
 }
 
 /// An HTTP/2 client connection (prior knowledge or TLS with ALPN h2).
@@ -279,21 +268,13 @@ fn websocket_connect(uri: &str) -> Request<Body> {
     req
 }
 
-/// Opens a WebSocket over HTTP/2 at `uri` and checks that text and a large binary message
-/// come back from the echo backend.
-async fn h2_websocket_echo(tx: &mut hyper::client::conn::http2::SendRequest<Body>, uri: &str) {
+/// Sends text messages and a large binary one over `ws` and checks each comes back, then closes.
+async fn assert_echoes<S>(mut ws: tokio_tungstenite::WebSocketStream<S>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::{protocol::Role, Message};
-    let resp = tx.send_request(websocket_connect(uri)).await.unwrap();
-    assert_eq!(resp.status(), 200, "{resp:?}");
-    assert!(resp.headers().get("sec-websocket-accept").is_none());
-    let stream = hyper::upgrade::on(resp).await.unwrap();
-    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
-        TokioIo::new(stream),
-        Role::Client,
-        None,
-    )
-    .await;
+    use tokio_tungstenite::tungstenite::Message;
     for i in 0..10 {
         ws.send(Message::text(format!("hello {i}"))).await.unwrap();
         let got = ws.next().await.unwrap().unwrap();
@@ -304,6 +285,23 @@ async fn h2_websocket_echo(tx: &mut hyper::client::conn::http2::SendRequest<Body
     let echoed: Vec<u8> = ws.next().await.unwrap().unwrap().into_data().to_vec();
     assert_eq!(echoed, big);
     ws.close(None).await.unwrap();
+}
+
+/// Opens a WebSocket over HTTP/2 at `uri` and checks that text and a large binary message
+/// come back from the echo backend.
+async fn h2_websocket_echo(tx: &mut hyper::client::conn::http2::SendRequest<Body>, uri: &str) {
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    let resp = tx.send_request(websocket_connect(uri)).await.unwrap();
+    assert_eq!(resp.status(), 200, "{resp:?}");
+    assert!(resp.headers().get("sec-websocket-accept").is_none());
+    let stream = hyper::upgrade::on(resp).await.unwrap();
+    let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        TokioIo::new(stream),
+        Role::Client,
+        None,
+    )
+    .await;
+    assert_echoes(ws).await;
 }
 
 #[tokio::test]
