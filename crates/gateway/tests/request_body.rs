@@ -252,3 +252,101 @@ async fn non_idempotent_requests_are_retried_only_when_configured() {
     assert_eq!(got.len(), 5);
     assert!(got.iter().all(|b| *b == data));
 }
+
+/// A backend that answers `POST /upload` with 413 as soon as it has the head, without
+/// reading the body, and then leaves that connection alone (open, unread). Other requests
+/// get 200 with the number of the connection they came on.
+async fn early_answerer() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut n = 0;
+        let mut parked = Vec::new();
+        while let Ok((mut s, _)) = listener.accept().await {
+            n += 1;
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; 4096];
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => got.extend_from_slice(&buf[..k]),
+                }
+            }
+            use tokio::io::AsyncWriteExt as _;
+            if got.starts_with(b"POST /upload ") {
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 9\r\n\r\ntoo large",
+                    )
+                    .await;
+                // Kept open and unread: a gateway that reused it would wait forever.
+                parked.push(s);
+            } else {
+                let text = format!("conn={n}");
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{text}",
+                    text.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+                parked.push(s);
+            }
+        }
+    });
+    (addr, task)
+}
+
+/// A backend's early answer reaches the client while the client is still uploading.
+///
+/// Ordering, not time, shows it: the client declares 8 MiB but sends only 4 MiB (64 KiB at a
+/// time) and then waits for the answer without ever finishing. A gateway that sent the body
+/// whole before reading the response could only answer 504 when the route timeout ran out.
+#[tokio::test]
+async fn early_answer_reaches_the_client_before_the_upload_ends() {
+    use tokio::io::AsyncWriteExt as _;
+    let (addr, _task) = early_answerer().await;
+    let mut cfg = config(&[addr]);
+    cfg.routes[0].timeout = Some(Duration::from_secs(30));
+    let gw = gateway(cfg).await;
+
+    let s = TcpStream::connect(gw.addr).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let declared = 8 * 1024 * 1024;
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nhost: example.test\r\ncontent-length: {declared}\r\n\r\n"
+    );
+    let (answered_tx, answered_rx) = tokio::sync::oneshot::channel::<()>();
+    let writer = tokio::spawn(async move {
+        wr.write_all(head.as_bytes()).await.unwrap();
+        let chunk = vec![b'u'; 64 * 1024];
+        for _ in 0..(declared / 2) / chunk.len() {
+            // The gateway may stop reading once it has the answer: a blocked or failed
+            // write ends the upload.
+            if wr.write_all(&chunk).await.is_err() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        // Never the rest: hold the connection until the answer is in.
+        let _ = answered_rx.await;
+    });
+
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = rd.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the gateway closed without an answer");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let _ = answered_tx.send(());
+    let head = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 413 "), "{head}");
+    // The unread rest of the upload is still on the client connection: it closes.
+    assert!(head.contains("connection: close\r\n"), "{head}");
+    writer.await.unwrap();
+
+    // The backend connection that answered early is not reused: the next request goes on
+    // a new one (the old one is never read again, so reusing it would end in 504).
+    let (status, _, text) = send(gw.addr, get("/after")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(text, "conn=2");
+}
