@@ -11,8 +11,9 @@
 //! per side per request, as nginx does.
 //!
 //! A request body is sent full duplex: the response is watched for while the body goes out,
-//! so a backend that answers early (413 to an upload) is heard at once; its connection is
-//! then not reused, since the unsent rest of the body would precede the next request.
+//! so a backend that answers early with an error (413 to an upload) is heard at once; its
+//! connection is then not reused, since the unsent rest of the body would precede the next
+//! request.
 use super::codec::{self, BodyDecoder, Framing, ResponseHead};
 use crate::proxy::body::{BoxError, ForwardBody};
 use crate::proxy::connect::{ClientStream, Target};
@@ -305,13 +306,14 @@ impl Conn {
             body_done: false,
             trailers: None,
             write_failed: false,
+            answered: None,
         };
         loop {
             let step =
                 std::future::poll_fn(|cx| self.poll_send(cx, out, body, &mut w, head_request))
                     .await?;
             match step {
-                Step::Sent => return Ok(None),
+                Step::Sent => return Ok(w.answered.take().map(|h| (h, true))),
                 Step::Answer(Answer::Final(h)) => {
                     let whole = w.body_done && w.written == out.len() && w.big.is_none();
                     return Ok(Some((h, whole)));
@@ -334,9 +336,29 @@ impl Conn {
         head_request: bool,
     ) -> Poll<Result<Step, ExchangeError>> {
         loop {
-            // The response side first: an answer ends the upload.
-            if let Some(a) = self.parse_head(head_request)? {
-                return Poll::Ready(Ok(Step::Answer(a)));
+            // The response side first. An error answer ends the upload (RFC 9112 §9.5: the
+            // server does not want the rest). A success that comes early is a backend that
+            // streams its answer while it reads (an echo): the body must go out whole, so
+            // the head is put aside and the socket not read further until it has.
+            while w.answered.is_none() {
+                match self.parse_head(head_request)? {
+                    Some(Answer::Final(h)) if h.parts.status.as_u16() < 400 => {
+                        w.answered = Some(h);
+                    }
+                    Some(a) => return Poll::Ready(Ok(Step::Answer(a))),
+                    None => break,
+                }
+            }
+            if let Some(h) = w.answered.take_if(|_| w.write_failed) {
+                // The answer is all there is now; the request did not go out whole.
+                return Poll::Ready(Ok(Step::Answer(Answer::Final(h))));
+            }
+            if w.answered.is_some() {
+                // Response bytes stay in the socket for the response body to read.
+                if let Some(step) = std::task::ready!(self.poll_write_body(cx, out, body, w)) {
+                    return Poll::Ready(step);
+                }
+                continue;
             }
             if self.rbuf.capacity() - self.rbuf.len() < 1024 {
                 self.rbuf.reserve(codec::READ_CHUNK);
@@ -357,82 +379,102 @@ impl Conn {
                 return Poll::Pending;
             }
 
-            // The request side: gather what the body has ready, up to a batch.
-            while !w.body_done && w.big.is_none() && out.len() < WRITE_BATCH {
-                match Pin::new(&mut *body).poll_frame(cx) {
-                    Poll::Ready(None) => {
-                        w.body_done = true;
-                        if w.chunked {
-                            codec::put_chunked_end(out, w.trailers.as_ref());
-                        }
-                    }
-                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(ExchangeError::Other(e))),
-                    Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                        Ok(data) if data.is_empty() => {}
-                        Ok(data) => {
-                            if w.chunked {
-                                codec::put_chunk_size(out, data.len());
-                            }
-                            if data.len() >= WRITE_BATCH {
-                                // Written from where it is rather than copied into `out`.
-                                w.big = Some((data, 0));
-                            } else {
-                                out.extend_from_slice(&data);
-                                if w.chunked {
-                                    out.extend_from_slice(b"\r\n");
-                                }
-                            }
-                        }
-                        Err(frame) => {
-                            if let Ok(t) = frame.into_trailers() {
-                                w.trailers = Some(t);
-                            }
-                        }
-                    },
-                    Poll::Pending => break,
-                }
+            match std::task::ready!(self.poll_write_body(cx, out, body, w)) {
+                Some(step) => return Poll::Ready(step),
+                None => continue,
             }
+        }
+    }
 
-            // Then write it.
-            let pending: &[u8] = if w.written < out.len() {
-                &out[w.written..]
-            } else if let Some((data, at)) = &w.big {
-                &data[*at..]
-            } else if w.body_done {
-                return match Pin::new(&mut self.io).poll_flush(cx) {
-                    Poll::Ready(Ok(())) => Poll::Ready(Ok(Step::Sent)),
-                    Poll::Ready(Err(_)) => {
-                        w.write_failed = true;
-                        continue;
+    /// The request side of [`poll_send`](Self::poll_send): gathers what the body has ready
+    /// (up to a batch) and writes some of it. `Ready(None)`: progress was made, go round
+    /// again; `Ready(Some(_))`: the body is sent, or failed; `Pending`: the socket is full
+    /// or the body has nothing ready (a wake-up is registered).
+    fn poll_write_body<B: ForwardBody>(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut Vec<u8>,
+        body: &mut B,
+        w: &mut BodyWriter,
+    ) -> Poll<Option<Result<Step, ExchangeError>>> {
+        // The request side: gather what the body has ready, up to a batch.
+        while !w.body_done && w.big.is_none() && out.len() < WRITE_BATCH {
+            match Pin::new(&mut *body).poll_frame(cx) {
+                Poll::Ready(None) => {
+                    w.body_done = true;
+                    if w.chunked {
+                        codec::put_chunked_end(out, w.trailers.as_ref());
                     }
-                    Poll::Pending => Poll::Pending,
-                };
-            } else {
-                // Everything gathered is written and the body has nothing ready.
-                return Poll::Pending;
-            };
-            match Pin::new(&mut self.io).poll_write(cx, pending) {
-                Poll::Ready(Ok(n)) if n > 0 => {
-                    if w.written < out.len() {
-                        w.written += n;
-                        if w.written == out.len() {
-                            out.clear();
-                            w.written = 0;
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    return Poll::Ready(Some(Err(ExchangeError::Other(e))))
+                }
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) if data.is_empty() => {}
+                    Ok(data) => {
+                        if w.chunked {
+                            codec::put_chunk_size(out, data.len());
                         }
-                    } else if let Some((data, at)) = &mut w.big {
-                        *at += n;
-                        if *at == data.len() {
-                            w.big = None;
+                        if data.len() >= WRITE_BATCH {
+                            // Written from where it is rather than copied into `out`.
+                            w.big = Some((data, 0));
+                        } else {
+                            out.extend_from_slice(&data);
                             if w.chunked {
                                 out.extend_from_slice(b"\r\n");
                             }
                         }
                     }
-                }
-                Poll::Ready(_) => w.write_failed = true,
-                Poll::Pending => return Poll::Pending,
+                    Err(frame) => {
+                        if let Ok(t) = frame.into_trailers() {
+                            w.trailers = Some(t);
+                        }
+                    }
+                },
+                Poll::Pending => break,
             }
         }
+
+        // Then write it.
+        let pending: &[u8] = if w.written < out.len() {
+            &out[w.written..]
+        } else if let Some((data, at)) = &w.big {
+            &data[*at..]
+        } else if w.body_done {
+            return match Pin::new(&mut self.io).poll_flush(cx) {
+                Poll::Ready(Ok(())) => Poll::Ready(Some(Ok(Step::Sent))),
+                Poll::Ready(Err(_)) => {
+                    w.write_failed = true;
+                    Poll::Ready(None)
+                }
+                Poll::Pending => Poll::Pending,
+            };
+        } else {
+            // Everything gathered is written and the body has nothing ready.
+            return Poll::Pending;
+        };
+        match Pin::new(&mut self.io).poll_write(cx, pending) {
+            Poll::Ready(Ok(n)) if n > 0 => {
+                if w.written < out.len() {
+                    w.written += n;
+                    if w.written == out.len() {
+                        out.clear();
+                        w.written = 0;
+                    }
+                } else if let Some((data, at)) = &mut w.big {
+                    *at += n;
+                    if *at == data.len() {
+                        w.big = None;
+                        if w.chunked {
+                            out.extend_from_slice(b"\r\n");
+                        }
+                    }
+                }
+            }
+            Poll::Ready(_) => w.write_failed = true,
+            Poll::Pending => return Poll::Pending,
+        }
+        Poll::Ready(None)
     }
 }
 
@@ -459,6 +501,8 @@ struct BodyWriter {
     trailers: Option<http::HeaderMap>,
     /// A write failed: only the answer (or the close) is awaited now.
     write_failed: bool,
+    /// A success answer that came before the body was all sent.
+    answered: Option<ResponseHead>,
 }
 
 /// The backend closed the connection before a complete response head; `got_any`: after
