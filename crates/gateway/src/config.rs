@@ -199,6 +199,17 @@ pub struct RouteConfig {
     /// `retry_budget` allows (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<u32>,
+    /// Request body bytes kept while a request streams to its first backend, so that the
+    /// request can be retried with its body (default 65536; 0 keeps none). A body with a
+    /// larger `Content-Length`, or a chunked one that grows past it, streams as before and
+    /// is not retried. See docs/gateway-policies.md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_buffer_bytes: Option<u64>,
+    /// Retry non-idempotent requests (`POST`, `PATCH`, ...) too, like nginx's
+    /// `proxy_next_upstream non_idempotent`: only for backends known to tolerate a request
+    /// that may have reached them twice.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retry_non_idempotent: bool,
     /// Concurrency limit of the route (a bulkhead: `max_concurrent`, `max_waiting`,
     /// `max_wait`); beyond it, 503.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -227,6 +238,8 @@ impl RouteConfig {
             timeout: None,
             rate_limit: None,
             retries: None,
+            retry_buffer_bytes: None,
+            retry_non_idempotent: false,
             concurrency: None,
             shed: None,
             adaptive_concurrency: None,
@@ -748,12 +761,17 @@ pub struct ServerConfig {
     /// are closed and the process exits. `--shutdown-timeout` overrides it.
     #[serde(default = "defaults::shutdown_timeout", with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// Request body bytes all requests together may keep for retries
+    /// (`routes[].retry_buffer_bytes`); a body that would go over it streams unkept.
+    #[serde(default = "defaults::retry_buffer_total_bytes")]
+    pub retry_buffer_total_bytes: u64,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             shutdown_timeout: defaults::shutdown_timeout(),
+            retry_buffer_total_bytes: defaults::retry_buffer_total_bytes(),
         }
     }
 }
@@ -1366,6 +1384,9 @@ mod defaults {
     }
     pub fn shutdown_timeout() -> Duration {
         Duration::from_secs(30)
+    }
+    pub fn retry_buffer_total_bytes() -> u64 {
+        64 * 1024 * 1024
     }
     pub fn log_level() -> String {
         "info".into()

@@ -568,6 +568,9 @@ pub struct Shared {
     /// Data-path metrics.
     pub metrics: GatewayMetrics,
     clock: Arc<dyn Clock>,
+    /// Request body bytes kept for retries by all requests in flight, held under
+    /// `server.retry_buffer_total_bytes`.
+    pub(crate) retry_buffered: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Shared {
@@ -580,6 +583,12 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
+    /// Request body bytes that requests in flight keep for retries now.
+    pub fn retry_buffered_bytes(&self) -> u64 {
+        self.retry_buffered
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Builds the first state, on the default monotonic clock.
     ///
     /// # Errors
@@ -618,6 +627,7 @@ impl Shared {
             state: ArcSwap::from_pointee(state),
             metrics,
             clock,
+            retry_buffered: std::sync::atomic::AtomicU64::new(0),
         }))
     }
 

@@ -299,6 +299,16 @@ pub(crate) fn validate(c: &Config, errs: &mut Vec<ConfigError>) {
         if r.retries.is_some_and(|n| n > 10) {
             e(k("retries"), &r.retries.unwrap_or_default(), "0 to 10");
         }
+        if let Some(n) = r.retry_buffer_bytes {
+            let total = c.server.retry_buffer_total_bytes;
+            if n > total {
+                e(
+                    k("retry_buffer_bytes"),
+                    &n,
+                    &format!("at most server.retry_buffer_total_bytes ({total})"),
+                );
+            }
+        }
         if let Some(b) = &r.concurrency {
             if b.max_concurrent == 0 {
                 e(k("concurrency.max_concurrent"), &0, "at least 1");
@@ -409,11 +419,13 @@ mod tests {
         );
         let mut c = config("[rate_limits.rl]\nrate = \"10/s\"");
         c.routes[0].retries = Some(11);
+        c.routes[0].retry_buffer_bytes = Some(c.server.retry_buffer_total_bytes + 1);
         c.upstreams.get_mut("api").unwrap().retry_budget.retry_ratio = -1.0;
         assert_eq!(
             keys(&c),
             [
                 "routes[0].retries",
+                "routes[0].retry_buffer_bytes",
                 "upstreams.api.retry_budget.retry_ratio"
             ]
         );

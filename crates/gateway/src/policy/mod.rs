@@ -73,6 +73,10 @@ use std::sync::Arc;
 /// one retry on another backend).
 pub const DEFAULT_RETRIES: u32 = 1;
 
+/// Request body bytes kept for retries when a route does not say (`retry_buffer_bytes`):
+/// enough for typical API bodies (JSON, forms), small enough to keep for many requests.
+pub const DEFAULT_RETRY_BUFFER_BYTES: u64 = 64 * 1024;
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DecisionLabels {
     route: String,
@@ -178,6 +182,10 @@ pub struct RoutePolicy {
     adaptive: Option<(AdaptiveSpec, AdaptiveLimiter)>,
     /// Retries after the first attempt (before any budget check).
     pub retries: u32,
+    /// Request body bytes kept for a retry (`retry_buffer_bytes`); 0: bodies are not kept.
+    pub retry_buffer_bytes: u64,
+    /// Whether non-idempotent requests may be retried too (`retry_non_idempotent`).
+    pub retry_non_idempotent: bool,
     counters: RouteCounters,
 }
 
@@ -232,6 +240,8 @@ impl RoutePolicy {
             concurrency,
             shed,
             retries: cfg.retries.unwrap_or(DEFAULT_RETRIES),
+            retry_buffer_bytes: cfg.retry_buffer_bytes.unwrap_or(DEFAULT_RETRY_BUFFER_BYTES),
+            retry_non_idempotent: cfg.retry_non_idempotent,
         }
     }
 
@@ -315,6 +325,8 @@ impl RoutePolicy {
         serde_json::json!({
             "rate_limit": self.limiter.as_ref().map(|l| l.name.clone()),
             "retries": self.retries,
+            "retry_buffer_bytes": self.retry_buffer_bytes,
+            "retry_non_idempotent": self.retry_non_idempotent,
             "concurrency": self.concurrency.as_ref().map(|(c, b)| serde_json::json!({
                 "config": c,
                 "stats": b.stats(),

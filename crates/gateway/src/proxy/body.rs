@@ -1,13 +1,14 @@
 //! Streaming bodies in both directions. Neither is ever collected: frames pass through as
 //! they arrive, so memory per request is bounded by the connections' buffers, not by body
-//! size.
+//! size — except the copy a request body keeps for retries ([`Replay`]), bounded per request
+//! by `routes[].retry_buffer_bytes` and for the process by `server.retry_buffer_total_bytes`.
 use super::h1::client::H1Body;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use scalewise::balance::{Outcome, Selection};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use tokio::sync::OwnedSemaphorePermit;
@@ -144,6 +145,202 @@ impl<B: ForwardBody> ForwardBody for Limited<B> {
             remaining: self.remaining,
             failed: self.failed,
         }))
+    }
+
+    fn interim(
+        &mut self,
+        head: http::response::Parts,
+    ) -> Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        self.inner.interim(head)
+    }
+}
+
+/// A request body that keeps a copy of what it passed on, up to a limit, so that a failed
+/// attempt can be sent again to another backend (nginx's `proxy_next_upstream` with a
+/// buffered body, Envoy's retry buffer).
+///
+/// Frames are copied as they stream to the first backend (copies, not the `Bytes` the
+/// engine hands out: those share the connection's read buffer, whose whole allocation
+/// would stay pinned). A body that goes over the limit, or over the process-wide cap
+/// `global`, drops its copy at once and streams on unkept; it can then be sent again only
+/// if none of it was read yet (a connect failure). A body never polled costs nothing: a
+/// bodiless request builds this with `limit` 0 and never allocates.
+pub(crate) struct Replay<'a, B> {
+    inner: B,
+    /// Copies of the data frames read from `inner`, in order, while `keeping`.
+    kept: Vec<Bytes>,
+    kept_bytes: u64,
+    trailers: Option<http::HeaderMap>,
+    limit: u64,
+    keeping: bool,
+    /// Something was read from `inner` (or it was handed over whole).
+    consumed: bool,
+    /// `inner` ended (`None`), or failed.
+    ended: bool,
+    failed: bool,
+    /// During a replay: the next kept frame to send, and whether the trailers are still due.
+    next: usize,
+    trailers_due: bool,
+    global: Option<(&'a AtomicU64, u64)>,
+}
+
+impl<'a, B> Replay<'a, B> {
+    /// Keeps up to `limit` bytes of `inner` (0: nothing), charged to `global` = (bytes kept
+    /// by all requests, cap). `declared`: the body's `Content-Length`, if known; a body
+    /// declared larger than `limit` is not kept at all.
+    pub(crate) fn new(
+        inner: B,
+        limit: u64,
+        declared: Option<u64>,
+        global: Option<(&'a AtomicU64, u64)>,
+    ) -> Self {
+        Self {
+            inner,
+            kept: Vec::new(),
+            kept_bytes: 0,
+            trailers: None,
+            limit,
+            keeping: limit > 0 && declared.is_none_or(|n| n <= limit),
+            consumed: false,
+            ended: false,
+            failed: false,
+            next: 0,
+            trailers_due: false,
+            global,
+        }
+    }
+
+    /// Prepares the body to be sent again from its start. `false` if it cannot be: part of
+    /// it was read and not kept, or reading it failed.
+    pub(crate) fn rewind(&mut self) -> bool {
+        if !self.consumed {
+            return true;
+        }
+        if !self.keeping || self.failed {
+            return false;
+        }
+        self.next = 0;
+        self.trailers_due = self.ended && self.trailers.is_some();
+        true
+    }
+
+    fn stop_keeping(&mut self) {
+        self.keeping = false;
+        self.release();
+        self.kept = Vec::new();
+        self.trailers = None;
+    }
+
+    fn release(&mut self) {
+        if let Some((used, _)) = self.global {
+            used.fetch_sub(self.kept_bytes, Ordering::AcqRel);
+        }
+        self.kept_bytes = 0;
+    }
+
+    fn keep(&mut self, data: &Bytes) {
+        let len = data.len() as u64;
+        if self.kept_bytes + len > self.limit {
+            return self.stop_keeping();
+        }
+        if let Some((used, cap)) = self.global {
+            if used.fetch_add(len, Ordering::AcqRel) + len > cap {
+                used.fetch_sub(len, Ordering::AcqRel);
+                return self.stop_keeping();
+            }
+        }
+        self.kept_bytes += len;
+        self.kept.push(Bytes::copy_from_slice(data));
+    }
+
+    fn replaying(&self) -> bool {
+        self.next < self.kept.len() || self.trailers_due
+    }
+}
+
+impl<B> Drop for Replay<'_, B> {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+impl<B: Body<Data = Bytes, Error = BoxError> + Unpin> Body for Replay<'_, B> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if let Some(b) = this.kept.get(this.next) {
+            this.next += 1;
+            return Poll::Ready(Some(Ok(Frame::data(b.clone()))));
+        }
+        if this.ended {
+            if this.trailers_due {
+                this.trailers_due = false;
+                if let Some(t) = this.trailers.clone() {
+                    return Poll::Ready(Some(Ok(Frame::trailers(t))));
+                }
+            }
+            return Poll::Ready(None);
+        }
+        this.consumed = true;
+        let r = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        match &r {
+            Some(Ok(frame)) if this.keeping => {
+                if let Some(data) = frame.data_ref() {
+                    this.keep(data);
+                } else if let Some(t) = frame.trailers_ref() {
+                    this.trailers = Some(t.clone());
+                }
+            }
+            Some(Ok(_)) => {}
+            Some(Err(_)) => {
+                this.failed = true;
+                this.ended = true;
+                this.stop_keeping();
+            }
+            None => this.ended = true,
+        }
+        // Kept frames replayed so far are all sent: the cursor follows the end.
+        this.next = this.kept.len();
+        Poll::Ready(r)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        !self.replaying() && (self.ended || self.inner.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let inner = if self.ended {
+            SizeHint::with_exact(0)
+        } else {
+            self.inner.size_hint()
+        };
+        let kept: u64 = self.kept[self.next.min(self.kept.len())..]
+            .iter()
+            .map(|b| b.len() as u64)
+            .sum();
+        let mut h = SizeHint::new();
+        h.set_lower(inner.lower() + kept);
+        if let Some(u) = inner.upper() {
+            h.set_upper(u + kept);
+        }
+        h
+    }
+}
+
+impl<B: ForwardBody> ForwardBody for Replay<'_, B> {
+    /// While it keeps a copy the body must pass through `poll_frame` here, so it is not
+    /// handed over (the HTTP/2 client pumps it instead).
+    fn take_owned(&mut self) -> Option<OwnedBody> {
+        if self.keeping || self.replaying() {
+            return None;
+        }
+        self.consumed = true;
+        self.inner.take_owned()
     }
 
     fn interim(
@@ -392,5 +589,111 @@ impl Body for ResponseBody {
             Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Upstream(b, _) => b.size_hint(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt as _, StreamBody};
+
+    type Frames = StreamBody<futures_util::stream::Iter<std::vec::IntoIter<FrameResult>>>;
+    type FrameResult = Result<Frame<Bytes>, BoxError>;
+
+    fn frames(parts: &[&'static str], trailers: bool) -> Frames {
+        let mut v: Vec<FrameResult> = parts
+            .iter()
+            .map(|p| Ok(Frame::data(Bytes::from_static(p.as_bytes()))))
+            .collect();
+        if trailers {
+            let mut t = http::HeaderMap::new();
+            t.insert("x-sum", http::HeaderValue::from_static("1"));
+            v.push(Ok(Frame::trailers(t)));
+        }
+        StreamBody::new(futures_util::stream::iter(v))
+    }
+
+    /// Reads `n` frames (all if `None`): the data joined, and whether trailers came.
+    async fn take<B: Body<Data = Bytes, Error = BoxError> + Unpin>(
+        b: &mut B,
+        n: Option<usize>,
+    ) -> (String, bool) {
+        let (mut data, mut trailers) = (String::new(), false);
+        let mut left = n.unwrap_or(usize::MAX);
+        while left > 0 {
+            let Some(f) = b.frame().await else { break };
+            let f = f.unwrap();
+            match f.into_data() {
+                Ok(d) => data.push_str(std::str::from_utf8(&d).unwrap()),
+                Err(f) => trailers |= f.is_trailers(),
+            }
+            left -= 1;
+        }
+        (data, trailers)
+    }
+
+    #[tokio::test]
+    async fn a_kept_body_replays_whole_even_after_a_partial_attempt() {
+        let used = AtomicU64::new(0);
+        let mut b = Replay::new(
+            frames(&["ab", "cd", "ef"], true),
+            64,
+            None,
+            Some((&used, 1024)),
+        );
+        assert!(b.rewind(), "nothing read yet");
+        // The first attempt fails after two frames.
+        assert_eq!(take(&mut b, Some(2)).await, ("abcd".into(), false));
+        assert_eq!(used.load(Ordering::SeqCst), 4);
+        assert!(b.rewind());
+        assert!(!b.is_end_stream());
+        // The second reads the kept frames, then the rest from the client, and fails too.
+        assert_eq!(take(&mut b, None).await, ("abcdef".into(), true));
+        assert!(b.rewind());
+        assert_eq!(b.size_hint().exact(), Some(6));
+        assert_eq!(take(&mut b, None).await, ("abcdef".into(), true));
+        assert!(b.is_end_stream());
+        drop(b);
+        assert_eq!(used.load(Ordering::SeqCst), 0, "released with the body");
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_or_the_global_cap_is_not_kept() {
+        let used = AtomicU64::new(0);
+        // Chunked past the limit: the copy is dropped as soon as it would not fit.
+        let mut b = Replay::new(frames(&["abc", "def"], false), 4, None, Some((&used, 1024)));
+        assert_eq!(take(&mut b, None).await.0, "abcdef");
+        assert!(!b.rewind());
+        assert_eq!(used.load(Ordering::SeqCst), 0);
+        // Declared larger than the limit: never kept.
+        let mut b = Replay::new(frames(&["ab"], false), 4, Some(5), Some((&used, 1024)));
+        take(&mut b, None).await;
+        assert!(!b.rewind());
+        // Over the process-wide cap (another request holds most of it).
+        used.store(1020, Ordering::SeqCst);
+        let mut b = Replay::new(frames(&["abcdef"], false), 64, None, Some((&used, 1024)));
+        take(&mut b, None).await;
+        assert!(!b.rewind());
+        assert_eq!(used.load(Ordering::SeqCst), 1020);
+        // Limit 0 (bodiless requests): nothing kept, nothing allocated.
+        let b = Replay::new(frames(&[], false), 0, None, None);
+        assert_eq!(b.kept.capacity(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_failed_client_body_is_not_replayed() {
+        let v: Vec<FrameResult> = vec![
+            Ok(Frame::data(Bytes::from_static(b"ab"))),
+            Err(Box::new(std::io::Error::other("client went away"))),
+        ];
+        let mut b = Replay::new(
+            StreamBody::new(futures_util::stream::iter(v)),
+            64,
+            None,
+            None,
+        );
+        assert!(b.frame().await.unwrap().is_ok());
+        assert!(b.frame().await.unwrap().is_err());
+        assert!(!b.rewind());
     }
 }

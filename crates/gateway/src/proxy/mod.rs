@@ -13,7 +13,7 @@
 //! | route rate limit exceeded | 429 + `Retry-After` + `RateLimit-*` |
 //! | route concurrency limit full / load shed | 503 + `Retry-After` |
 //! | every backend's circuit breaker open | 503 + `Retry-After` |
-//! | connect refused / reset before a response | retry (route `retries`, default 1; under the upstream's retry budget) on another backend if the request is idempotent and bodiless, else 502 |
+//! | connect refused / reset before a response | retry (route `retries`, default 1; under the upstream's retry budget) on another backend if the request is idempotent (or the route has `retry_non_idempotent`) and its body, if any, was kept (`retry_buffer_bytes`) or not read yet, else 502 |
 //! | no response head within the route's timeout | 504 |
 //!
 //! Error bodies are the status text and nothing else.
@@ -32,8 +32,8 @@ pub(crate) mod websocket;
 use crate::route::request_host;
 use crate::state::Shared;
 use body::{
-    is_body_too_large, ActiveGuard, Activity, ForwardBody, HyperBody, Limited, ResponseBody,
-    Upstreamed,
+    is_body_too_large, ActiveGuard, Activity, ForwardBody, HyperBody, Limited, Replay,
+    ResponseBody, Upstreamed,
 };
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
@@ -128,7 +128,7 @@ pub(crate) fn handle(
 }
 
 /// The request pipeline: answers one request, from a local reply or a backend. `has_body`
-/// says whether `body` may yield data (a bodiless request can be retried). `timer`: the
+/// says whether `body` may yield data (a body is kept for retries only then). `timer`: the
 /// connection's timer for the response deadline (see [`scalewise::timeout::timeout_on`]);
 /// `None` for one of the request's own (HTTP/2, where requests on a connection run
 /// concurrently).
@@ -165,12 +165,16 @@ pub(crate) async fn forward<B: ForwardBody>(
         return local(StatusCode::NOT_FOUND, Some(active));
     };
 
-    if let Some(max) = listener.max_body_bytes {
-        let declared = parts
+    let declared = if has_body || listener.max_body_bytes.is_some() {
+        parts
             .headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
+            .and_then(|v| v.parse::<u64>().ok())
+    } else {
+        None
+    };
+    if let Some(max) = listener.max_body_bytes {
         if declared.is_some_and(|n| n > max) {
             shared.metrics.local_reply(&ci.listener, "body_too_large");
             route.metrics.count(413);
@@ -180,7 +184,8 @@ pub(crate) async fn forward<B: ForwardBody>(
 
     let upgrade = parts.version == Version::HTTP_11 && headers::wants_upgrade(&parts.headers);
     let request_id = headers::request_id(&parts.headers);
-    let may_retry = !has_body && !upgrade && is_idempotent(&parts.method);
+    // Whether the method allows a retry; the body decides too (`Replay::rewind`).
+    let may_retry = !upgrade && (route.policy.retry_non_idempotent || is_idempotent(&parts.method));
 
     // The client behind trusted proxies (`listeners[].trusted_proxies`), else the peer: the
     // key for rate limits and `client_ip` hashing.
@@ -200,7 +205,21 @@ pub(crate) async fn forward<B: ForwardBody>(
         }
     };
     let mut route_guard = Some(admitted.guard);
-    let mut body = Limited::new(body, listener.max_body_bytes);
+    // A bodiless request keeps nothing (limit 0): no allocation on that path.
+    let keep = if has_body {
+        route.policy.retry_buffer_bytes
+    } else {
+        0
+    };
+    let mut body = Replay::new(
+        Limited::new(body, listener.max_body_bytes),
+        keep,
+        declared,
+        Some((
+            &shared.retry_buffered,
+            state.config().server.retry_buffer_total_bytes,
+        )),
+    );
 
     let upstream = &route.upstream;
     let timeout = route.timeout.unwrap_or(listener.request_timeout);
@@ -364,6 +383,7 @@ pub(crate) async fn forward<B: ForwardBody>(
                 tracing::debug!(upstream = %upstream.name, backend = %backend.addr(), error = %e, "upstream request failed");
                 if may_retry
                     && attempts <= route.policy.retries
+                    && body.rewind()
                     && upstream.policy.budget().withdraw()
                 {
                     attempts += 1;

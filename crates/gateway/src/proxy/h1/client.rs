@@ -9,22 +9,25 @@
 //! own; each backend connection also wants a dispatcher. Writing the head from the parsed
 //! request and reading the answer in the task that forwards it does one read and one write
 //! per side per request, as nginx does.
+//!
+//! A request body is sent full duplex: the response is watched for while the body goes out,
+//! so a backend that answers early with an error (413 to an upload) is heard at once; its
+//! connection is then not reused, since the unsent rest of the body would precede the next
+//! request.
 use super::codec::{self, BodyDecoder, Framing, ResponseHead};
 use crate::proxy::body::{BoxError, ForwardBody};
 use crate::proxy::connect::{ClientStream, Target};
 use crate::proxy::headers::{self, Forwarding};
 use bytes::{Bytes, BytesMut};
-use futures_util::FutureExt as _;
 use http::header::{self, HeaderValue};
 use http::Method;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::BodyExt as _;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
 /// Largest response head accepted from a backend.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -210,56 +213,46 @@ impl Conn {
     /// Interim 1xx answers other than 101 are handed to `body` to pass on to the client
     /// (103 Early Hints, 102 Processing); `100 Continue` is dropped, since the gateway
     /// answers `Expect` itself and does not forward it.
+    ///
+    /// Returns the head and whether the whole request was sent: a backend may answer before
+    /// it has read the body (a 413 or 401 to an upload), and then the rest of the body is
+    /// not sent and the connection must not be reused.
     async fn exchange<B: ForwardBody>(
         &mut self,
         head: &mut Vec<u8>,
         body: &mut B,
         framing: Framing,
         head_request: bool,
-    ) -> Result<ResponseHead, ExchangeError> {
+    ) -> Result<(ResponseHead, bool), ExchangeError> {
         let stale = |e: io::Error| ExchangeError::Stale(e);
         let head_len = head.len();
         if framing == Framing::Empty {
             self.io.write_all(head).await.map_err(stale)?;
         } else {
-            let r = self.send_body(head, body, framing).await;
+            let r = self.send_body(head, body, framing, head_request).await;
             head.truncate(head_len);
-            r?;
+            if let Some(answer) = r? {
+                return Ok(answer);
+            }
         }
         let mut got_any = false;
         loop {
             if !self.rbuf.is_empty() {
                 got_any = true;
-                let parsed = codec::parse_response(&mut self.rbuf, MAX_RESPONSE_HEAD, head_request)
-                    .map_err(|e| ExchangeError::Other(Box::new(e)))?;
-                if let Some(h) = parsed {
-                    let status = h.parts.status;
-                    if status.is_informational() && status != http::StatusCode::SWITCHING_PROTOCOLS
-                    {
-                        if status != http::StatusCode::CONTINUE {
-                            body.interim(h.parts).await;
-                        }
+                match self.parse_head(head_request)? {
+                    Some(Answer::Final(h)) => return Ok((h, true)),
+                    Some(Answer::Interim(parts)) => {
+                        body.interim(parts).await;
                         continue;
                     }
-                    return Ok(h);
+                    None => {}
                 }
             }
             if self.rbuf.capacity() - self.rbuf.len() < 1024 {
                 self.rbuf.reserve(codec::READ_CHUNK);
             }
             match self.io.read_buf(&mut self.rbuf).await {
-                Ok(0) if !got_any => {
-                    return Err(stale(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "backend closed the connection",
-                    )))
-                }
-                Ok(0) => {
-                    return Err(ExchangeError::Other(Box::new(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "backend closed the connection in a response head",
-                    ))))
-                }
+                Ok(0) => return Err(closed(got_any)),
                 Ok(_) => {}
                 Err(e) if !got_any => return Err(stale(e)),
                 Err(e) => return Err(ExchangeError::Other(Box::new(e))),
@@ -267,71 +260,264 @@ impl Conn {
         }
     }
 
-    /// Streams the request body after `out` (the head): frames are gathered up to a batch
-    /// and written when the body has nothing more ready, so a streaming upload is not held
-    /// back and a small one goes out with its head in one write.
+    /// Parses what `rbuf` holds: a final head, an interim one to pass on, or not enough yet.
+    /// `100 Continue` is skipped here.
+    fn parse_head(&mut self, head_request: bool) -> Result<Option<Answer>, ExchangeError> {
+        loop {
+            if self.rbuf.is_empty() {
+                return Ok(None);
+            }
+            let parsed = codec::parse_response(&mut self.rbuf, MAX_RESPONSE_HEAD, head_request)
+                .map_err(|e| ExchangeError::Other(Box::new(e)))?;
+            let Some(h) = parsed else {
+                return Ok(None);
+            };
+            let status = h.parts.status;
+            if !status.is_informational() || status == http::StatusCode::SWITCHING_PROTOCOLS {
+                return Ok(Some(Answer::Final(h)));
+            }
+            if status != http::StatusCode::CONTINUE {
+                return Ok(Some(Answer::Interim(h.parts)));
+            }
+        }
+    }
+
+    /// Streams the request body after `out` (the head) while watching for the response:
+    /// full duplex, so a backend that answers without reading the body (413, 401) is heard
+    /// at once instead of after the route timeout. Returns the final response head if it
+    /// came while the body was going out, with whether the body had been written whole (if
+    /// not, the rest is not sent); `None` when the body was sent and no answer came yet.
+    ///
+    /// Frames are gathered up to a batch and written when the body has nothing more ready,
+    /// so a streaming upload is not held back and a small one goes out with its head in one
+    /// write. Watching the response costs nothing while the backend is silent: a socket
+    /// that has not been readable answers the read poll without a system call.
     async fn send_body<B: ForwardBody>(
         &mut self,
         out: &mut Vec<u8>,
         body: &mut B,
         framing: Framing,
-    ) -> Result<(), ExchangeError> {
-        let chunked = framing == Framing::Chunked;
-        let io_err = |e: io::Error| ExchangeError::Other(Box::new(e));
-        let mut trailers = None;
+        head_request: bool,
+    ) -> Result<Option<(ResponseHead, bool)>, ExchangeError> {
+        let mut w = BodyWriter {
+            chunked: framing == Framing::Chunked,
+            written: 0,
+            big: None,
+            body_done: false,
+            trailers: None,
+            write_failed: false,
+            answered: None,
+        };
         loop {
-            let next = match body.frame().now_or_never() {
-                Some(f) => f,
-                None => {
-                    if !out.is_empty() {
-                        self.io.write_all(out).await.map_err(io_err)?;
-                        out.clear();
-                    }
-                    body.frame().await
+            let step =
+                std::future::poll_fn(|cx| self.poll_send(cx, out, body, &mut w, head_request))
+                    .await?;
+            match step {
+                Step::Sent => return Ok(w.answered.take().map(|h| (h, true))),
+                Step::Answer(Answer::Final(h)) => {
+                    let whole = w.body_done && w.written == out.len() && w.big.is_none();
+                    return Ok(Some((h, whole)));
                 }
-            };
-            let frame = match next {
-                None => break,
-                Some(Err(e)) => return Err(ExchangeError::Other(e)),
-                Some(Ok(f)) => f,
-            };
-            match frame.into_data() {
-                Ok(data) => {
-                    if data.is_empty() {
-                        continue;
+                Step::Answer(Answer::Interim(parts)) => body.interim(parts).await,
+            }
+        }
+    }
+
+    /// One turn of [`send_body`](Self::send_body): reads and parses what the backend sent,
+    /// gathers ready body frames, writes. Pending only when the socket cannot take more,
+    /// the body has nothing ready and the backend has said nothing (each has registered a
+    /// wake-up).
+    fn poll_send<B: ForwardBody>(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut Vec<u8>,
+        body: &mut B,
+        w: &mut BodyWriter,
+        head_request: bool,
+    ) -> Poll<Result<Step, ExchangeError>> {
+        loop {
+            // The response side first. An error answer ends the upload (RFC 9112 §9.5: the
+            // server does not want the rest). A success that comes early is a backend that
+            // streams its answer while it reads (an echo): the body must go out whole, so
+            // the head is put aside and the socket not read further until it has.
+            while w.answered.is_none() {
+                match self.parse_head(head_request)? {
+                    Some(Answer::Final(h)) if h.parts.status.as_u16() < 400 => {
+                        w.answered = Some(h);
                     }
-                    if chunked {
-                        codec::put_chunk_size(out, data.len());
-                    }
-                    if data.len() >= WRITE_BATCH {
-                        self.io.write_all(out).await.map_err(io_err)?;
-                        out.clear();
-                        self.io.write_all(&data).await.map_err(io_err)?;
-                    } else {
-                        out.extend_from_slice(&data);
-                    }
-                    if chunked {
-                        out.extend_from_slice(b"\r\n");
-                    }
-                    if out.len() >= WRITE_BATCH {
-                        self.io.write_all(out).await.map_err(io_err)?;
-                        out.clear();
+                    Some(a) => return Poll::Ready(Ok(Step::Answer(a))),
+                    None => break,
+                }
+            }
+            if let Some(h) = w.answered.take_if(|_| w.write_failed) {
+                // The answer is all there is now; the request did not go out whole.
+                return Poll::Ready(Ok(Step::Answer(Answer::Final(h))));
+            }
+            if w.answered.is_some() {
+                // Response bytes stay in the socket for the response body to read.
+                if let Some(step) = std::task::ready!(self.poll_write_body(cx, out, body, w)) {
+                    return Poll::Ready(step);
+                }
+                continue;
+            }
+            if self.rbuf.capacity() - self.rbuf.len() < 1024 {
+                self.rbuf.reserve(codec::READ_CHUNK);
+            }
+            let had = !self.rbuf.is_empty();
+            match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(closed(had))),
+                Poll::Ready(Ok(_)) => continue,
+                Poll::Ready(Err(e)) if had => {
+                    return Poll::Ready(Err(ExchangeError::Other(Box::new(e))))
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(ExchangeError::Stale(e))),
+                Poll::Pending => {}
+            }
+            if w.write_failed {
+                // The backend stopped taking the body; it may still have answered (a 413
+                // and a close): wait for the answer or the close on the read side.
+                return Poll::Pending;
+            }
+
+            match std::task::ready!(self.poll_write_body(cx, out, body, w)) {
+                Some(step) => return Poll::Ready(step),
+                None => continue,
+            }
+        }
+    }
+
+    /// The request side of [`poll_send`](Self::poll_send): gathers what the body has ready
+    /// (up to a batch) and writes some of it. `Ready(None)`: progress was made, go round
+    /// again; `Ready(Some(_))`: the body is sent, or failed; `Pending`: the socket is full
+    /// or the body has nothing ready (a wake-up is registered).
+    fn poll_write_body<B: ForwardBody>(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut Vec<u8>,
+        body: &mut B,
+        w: &mut BodyWriter,
+    ) -> Poll<Option<Result<Step, ExchangeError>>> {
+        // The request side: gather what the body has ready, up to a batch.
+        while !w.body_done && w.big.is_none() && out.len() < WRITE_BATCH {
+            match Pin::new(&mut *body).poll_frame(cx) {
+                Poll::Ready(None) => {
+                    w.body_done = true;
+                    if w.chunked {
+                        codec::put_chunked_end(out, w.trailers.as_ref());
                     }
                 }
-                Err(frame) => {
-                    if let Ok(t) = frame.into_trailers() {
-                        trailers = Some(t);
+                Poll::Ready(Some(Err(e))) => {
+                    return Poll::Ready(Some(Err(ExchangeError::Other(e))))
+                }
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) if data.is_empty() => {}
+                    Ok(data) => {
+                        if w.chunked {
+                            codec::put_chunk_size(out, data.len());
+                        }
+                        if data.len() >= WRITE_BATCH {
+                            // Written from where it is rather than copied into `out`.
+                            w.big = Some((data, 0));
+                        } else {
+                            out.extend_from_slice(&data);
+                            if w.chunked {
+                                out.extend_from_slice(b"\r\n");
+                            }
+                        }
+                    }
+                    Err(frame) => {
+                        if let Ok(t) = frame.into_trailers() {
+                            w.trailers = Some(t);
+                        }
+                    }
+                },
+                Poll::Pending => break,
+            }
+        }
+
+        // Then write it.
+        let pending: &[u8] = if w.written < out.len() {
+            &out[w.written..]
+        } else if let Some((data, at)) = &w.big {
+            &data[*at..]
+        } else if w.body_done {
+            return match Pin::new(&mut self.io).poll_flush(cx) {
+                Poll::Ready(Ok(())) => Poll::Ready(Some(Ok(Step::Sent))),
+                Poll::Ready(Err(_)) => {
+                    w.write_failed = true;
+                    Poll::Ready(None)
+                }
+                Poll::Pending => Poll::Pending,
+            };
+        } else {
+            // Everything gathered is written and the body has nothing ready.
+            return Poll::Pending;
+        };
+        match Pin::new(&mut self.io).poll_write(cx, pending) {
+            Poll::Ready(Ok(n)) if n > 0 => {
+                if w.written < out.len() {
+                    w.written += n;
+                    if w.written == out.len() {
+                        out.clear();
+                        w.written = 0;
+                    }
+                } else if let Some((data, at)) = &mut w.big {
+                    *at += n;
+                    if *at == data.len() {
+                        w.big = None;
+                        if w.chunked {
+                            out.extend_from_slice(b"\r\n");
+                        }
                     }
                 }
             }
+            Poll::Ready(_) => w.write_failed = true,
+            Poll::Pending => return Poll::Pending,
         }
-        if chunked {
-            codec::put_chunked_end(out, trailers.as_ref());
-        }
-        if !out.is_empty() {
-            self.io.write_all(out).await.map_err(io_err)?;
-        }
-        Ok(())
+        Poll::Ready(None)
+    }
+}
+
+/// What the backend sent back while the body was going out.
+enum Answer {
+    Final(ResponseHead),
+    Interim(http::response::Parts),
+}
+
+enum Step {
+    /// The whole body was written.
+    Sent,
+    Answer(Answer),
+}
+
+/// Where [`Conn::send_body`] stands.
+struct BodyWriter {
+    chunked: bool,
+    /// Bytes of `out` already written.
+    written: usize,
+    /// A large frame being written as it is, after `out`, and how much of it is written.
+    big: Option<(Bytes, usize)>,
+    body_done: bool,
+    trailers: Option<http::HeaderMap>,
+    /// A write failed: only the answer (or the close) is awaited now.
+    write_failed: bool,
+    /// A success answer that came before the body was all sent.
+    answered: Option<ResponseHead>,
+}
+
+/// The backend closed the connection before a complete response head; `got_any`: after
+/// some of one.
+fn closed(got_any: bool) -> ExchangeError {
+    if got_any {
+        ExchangeError::Other(Box::new(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "backend closed the connection in a response head",
+        )))
+    } else {
+        ExchangeError::Stale(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "backend closed the connection",
+        ))
     }
 }
 
@@ -364,8 +550,10 @@ pub(crate) async fn send<B: ForwardBody>(
             None => Conn::connect(target).await.map_err(Ok)?,
         };
         match conn.exchange(&mut head, body, framing, head_request).await {
-            Ok(h) => {
-                let body = H1Body::new(conn, &h, pool, now);
+            Ok((h, whole)) => {
+                // Unsent request bytes would be taken for the next request's: when the
+                // backend answered early, the connection ends with the response.
+                let body = H1Body::new(conn, &h, pool, now, whole);
                 return Ok((h, body));
             }
             Err(ExchangeError::Stale(_)) if reused && !has_body => fresh_only = true,
@@ -386,7 +574,15 @@ pub(crate) struct H1Body {
 }
 
 impl H1Body {
-    fn new(conn: Conn, head: &ResponseHead, pool: &Arc<Pool>, started: Instant) -> Self {
+    /// `reusable`: whether the request went out whole, so the connection may be pooled
+    /// after the response if the backend keeps it alive.
+    fn new(
+        conn: Conn,
+        head: &ResponseHead,
+        pool: &Arc<Pool>,
+        started: Instant,
+        reusable: bool,
+    ) -> Self {
         let upgraded = head.parts.status == http::StatusCode::SWITCHING_PROTOCOLS;
         let mut this = Self {
             conn: Some(conn),
@@ -395,7 +591,7 @@ impl H1Body {
             } else {
                 BodyDecoder::new(head.framing)
             },
-            keep_alive: head.keep_alive,
+            keep_alive: head.keep_alive && reusable,
             upgraded,
             pool: Arc::downgrade(pool),
             started,
@@ -471,6 +667,7 @@ impl Body for H1Body {
 mod tests {
     use super::*;
     use http::Request;
+    use http_body_util::BodyExt as _;
 
     fn outgoing_head(req: Request<()>, upgrade: bool) -> String {
         let (parts, ()) = req.into_parts();
