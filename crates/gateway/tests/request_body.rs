@@ -350,3 +350,35 @@ async fn early_answer_reaches_the_client_before_the_upload_ends() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(text, "conn=2");
 }
+
+#[tokio::test]
+async fn a_client_that_sends_its_whole_body_before_reading_still_gets_the_early_answer() {
+    use tokio::io::AsyncWriteExt as _;
+    let (addr, _task) = early_answerer().await;
+    let mut cfg = config(&[addr]);
+    cfg.routes[0].timeout = Some(Duration::from_secs(30));
+    let gw = gateway(cfg).await;
+
+    // A naive client: writes the whole upload, and only then reads. More than the socket
+    // buffers hold arrives after the gateway has answered; closing at once would reset the
+    // connection and lose the answer (lingering close keeps reading until the client is done).
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    let declared = 16 * 1024 * 1024;
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nhost: example.test\r\ncontent-length: {declared}\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let chunk = vec![b'u'; 64 * 1024];
+    for _ in 0..declared / chunk.len() {
+        s.write_all(&chunk)
+            .await
+            .expect("the gateway keeps reading until the upload ends");
+    }
+    s.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got)
+        .await
+        .expect("the answer is read, not reset");
+    let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 413 "), "{text}");
+}

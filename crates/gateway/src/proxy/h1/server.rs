@@ -225,13 +225,16 @@ pub(crate) async fn serve<S: ClientIo>(
                     HeadError::TooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                     HeadError::UnsupportedCoding => StatusCode::NOT_IMPLEMENTED,
                 };
-                let _ = reply_and_close(&mut c.io, status).await;
+                if reply(&mut c.io, status).await.is_ok() {
+                    linger_close(&mut c.io).await;
+                }
                 return;
             }
         };
         first = false;
         if !exchange(&mut c, head, &ci, &listener.draining, idle_timer.as_mut()).await {
-            let _ = c.io.shutdown().await;
+            c.release();
+            linger_close(&mut c.io).await;
             return;
         }
         if c.rbuf.is_empty() {
@@ -523,8 +526,38 @@ async fn splice<S: ClientIo>(c: &mut Client<S>, up: crate::proxy::body::Upgraded
     drop(up.active);
 }
 
-/// Answers an unreadable request and closes.
-async fn reply_and_close<S: ClientIo>(io: &mut S, status: StatusCode) -> io::Result<()> {
+/// How long a closing connection goes on reading what the client still sends: at most
+/// this long between reads, and at most `LINGER_TOTAL` in all (nginx's `lingering_timeout`
+/// and `lingering_time`).
+const LINGER_IDLE: Duration = Duration::from_secs(5);
+const LINGER_TOTAL: Duration = Duration::from_secs(30);
+
+/// Closes a connection whose client may still be sending (an answer given before the request
+/// body was read: 413, an early backend answer, a malformed request). Closing a socket the
+/// peer is still writing to makes the kernel answer with a reset, and a reset can destroy the
+/// answer in the client's receive buffer before the client has read it: a client that sends
+/// its whole body before reading would see "connection reset" instead of the 413. So, like
+/// nginx's lingering close: half-close (the client sees the answer end), then read and
+/// discard until the client closes too, within `LINGER_IDLE`/`LINGER_TOTAL`. The discard
+/// buffer is allocated here, only while lingering, so it costs idle connections nothing.
+async fn linger_close<S: ClientIo>(io: &mut S) {
+    if io.shutdown().await.is_err() {
+        return;
+    }
+    let end = Instant::now() + LINGER_TOTAL;
+    let mut sink = vec![0u8; READ_CHUNK];
+    loop {
+        let wait = LINGER_IDLE.min(end.saturating_duration_since(Instant::now()));
+        match tokio::time::timeout(wait, io.read(&mut sink)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            // The client closed (or failed), or kept quiet too long.
+            _ => return,
+        }
+    }
+}
+
+/// Answers an unreadable request (the caller then closes).
+async fn reply<S: ClientIo>(io: &mut S, status: StatusCode) -> io::Result<()> {
     let text = format!(
         "{} {}\n",
         status.as_u16(),
@@ -537,8 +570,7 @@ async fn reply_and_close<S: ClientIo>(io: &mut S, status: StatusCode) -> io::Res
     codec::put_u64(&mut out, text.len() as u64);
     out.extend_from_slice(b"\r\nconnection: close\r\n\r\n");
     out.extend_from_slice(text.as_bytes());
-    io.write_all(&out).await?;
-    io.shutdown().await
+    io.write_all(&out).await
 }
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
