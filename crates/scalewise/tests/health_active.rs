@@ -222,3 +222,70 @@ async fn spawned_checks_mark_down_and_up() {
     .await
     .expect("checker stopped");
 }
+
+/// Answers 200 to requests whose `Host` is `api.internal` and 421 (misdirected) to others,
+/// like a name-based virtual host behind TLS.
+async fn virtual_host() -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mut head = Vec::new();
+            let mut chunk = [0u8; 512];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match sock.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+            let status = if text.contains("\r\nhost: api.internal\r\n") {
+                200
+            } else {
+                421
+            };
+            let resp = format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n");
+            let _ = sock.write_all(resp.as_bytes()).await;
+        }
+    });
+    addr
+}
+
+/// Plain TCP that names the backend the way a TLS transport names the server it verifies.
+struct Named;
+
+impl scalewise::health::CheckTransport for Named {
+    type Stream = tokio::net::TcpStream;
+
+    fn connect(
+        &self,
+        addr: SocketAddr,
+    ) -> impl std::future::Future<Output = std::io::Result<Self::Stream>> + Send {
+        tokio::net::TcpStream::connect(addr)
+    }
+
+    fn host(&self, _: SocketAddr) -> Option<String> {
+        Some("api.internal".into())
+    }
+}
+
+#[tokio::test]
+async fn http_check_host_comes_from_the_config_then_the_transport_then_the_address() {
+    use scalewise::health::probe_with;
+    let addr = virtual_host().await;
+    let cfg = http_cfg();
+    probe_with(&Named, addr, &cfg).await.unwrap();
+    assert!(matches!(
+        probe(addr, &cfg).await,
+        Err(CheckError::Status(421))
+    ));
+    let overridden = ActiveCheckConfig {
+        host: Some("www.example".into()),
+        ..http_cfg()
+    };
+    assert!(matches!(
+        probe_with(&Named, addr, &overridden).await,
+        Err(CheckError::Status(421))
+    ));
+}

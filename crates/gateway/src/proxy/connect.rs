@@ -85,4 +85,8 @@ impl scalewise::health::CheckTransport for CheckTargets {
         // The check's own timeout bounds the whole probe, handshake included.
         async move { connect(addr, crate::config::MAX_DURATION, tls.as_ref()).await }
     }
+
+    fn host(&self, addr: SocketAddr) -> Option<String> {
+        self.get(addr).map(|t| t.server_name())
+    }
 }

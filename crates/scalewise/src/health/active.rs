@@ -21,6 +21,14 @@ pub trait CheckTransport: Send + Sync + 'static {
 
     /// Connects to `addr`; an error counts as [`CheckError::Connect`].
     fn connect(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+
+    /// The `Host` of HTTP checks to `addr` when the check config sets none; `None` (the
+    /// default) means the address itself. A TLS transport returns the name it verifies, so
+    /// a name-based virtual host answers the check as it answers requests.
+    fn host(&self, addr: SocketAddr) -> Option<String> {
+        let _ = addr;
+        None
+    }
 }
 
 /// Checks over plain TCP.
@@ -93,7 +101,12 @@ async fn probe_inner<T: CheckTransport>(
     }
     // Control characters would let a config value inject header lines.
     let clean = |s: &str| s.chars().filter(|c| !c.is_control()).collect::<String>();
-    let host = clean(&cfg.host.clone().unwrap_or_else(|| addr.to_string()));
+    let host = cfg
+        .host
+        .clone()
+        .or_else(|| transport.host(addr))
+        .unwrap_or_else(|| addr.to_string());
+    let host = clean(&host);
     let path = clean(&cfg.path);
     let path = if path.starts_with('/') {
         path

@@ -53,7 +53,8 @@ pub struct ActiveCheckConfig {
     pub kind: CheckKind,
     /// Path requested by HTTP checks (default `/health`).
     pub path: String,
-    /// `Host` header of HTTP checks (default: the backend address).
+    /// `Host` header of HTTP checks (default: the name a TLS transport verifies, else the
+    /// backend address).
     pub host: Option<String>,
     /// Status codes that count as healthy (default `200-399`).
     pub expected_status: StatusRange,
