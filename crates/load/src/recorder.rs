@@ -370,6 +370,7 @@ pub struct Local<'a> {
 impl Local<'_> {
     /// Records a finished response. `scheduled` is the intended start (open model) or the actual
     /// start (closed model); `sent` is when the request was actually started.
+    #[inline]
     pub fn response(
         &mut self,
         step: u16,
@@ -378,20 +379,35 @@ impl Local<'_> {
         status: u16,
         bytes: u64,
     ) {
+        self.response_as(step, scheduled, sent, status, bytes, false);
+    }
+
+    /// [`response`](Self::response), where `expected` says the status is not an error even
+    /// if it is ≥ 400 (a scenario step's `expected_status`).
+    pub fn response_as(
+        &mut self,
+        step: u16,
+        scheduled: Instant,
+        sent: Instant,
+        status: u16,
+        bytes: u64,
+        expected: bool,
+    ) {
         let now = Instant::now();
         self.counts.requests += 1;
         self.counts.bytes += bytes;
-        let error = match status {
-            400..=499 => {
-                self.counts.errors[ErrorKind::Http4xx.index()] += 1;
-                true
-            }
-            500..=599 => {
-                self.counts.errors[ErrorKind::Http5xx.index()] += 1;
-                true
-            }
-            _ => false,
-        };
+        let error = !expected
+            && match status {
+                400..=499 => {
+                    self.counts.errors[ErrorKind::Http4xx.index()] += 1;
+                    true
+                }
+                500..=599 => {
+                    self.counts.errors[ErrorKind::Http5xx.index()] += 1;
+                    true
+                }
+                _ => false,
+            };
         // Status 0: a WebSocket message, which has no HTTP status.
         if status != 0 {
             match self.statuses.iter_mut().find(|(c, _)| *c == status) {

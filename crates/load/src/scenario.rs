@@ -374,6 +374,10 @@ struct StepFile {
     /// HTTP steps: assertions on the response, counted pass/fail (k6's `check`).
     #[serde(default)]
     check: Option<CheckFile>,
+    /// HTTP steps: statuses that are not errors although ≥ 400 (k6's `expectedStatuses`),
+    /// e.g. a 404 from a lookup that may miss.
+    #[serde(default)]
+    expected_status: Option<Statuses>,
 }
 
 /// A step's `check` table as written.
@@ -572,6 +576,8 @@ enum StepKind {
         body: Option<Template>,
         extract: Vec<(String, Extractor)>,
         checks: Checks,
+        /// Statuses ≥ 400 that do not count as errors (`expected_status`).
+        expected: Vec<u16>,
     },
     /// One WebSocket session per run of the step: handshake, the actions in order, close.
     Ws { actions: Vec<Action> },
@@ -974,6 +980,7 @@ fn validate_step(
                 ("body", s.body.is_some()),
                 ("extract", !s.extract.is_empty()),
                 ("check", s.check.is_some()),
+                ("expected_status", s.expected_status.is_some()),
             ] {
                 if set {
                     return Err(err(
@@ -1077,6 +1084,7 @@ fn validate_step(
             body: s.body,
             extract: s.extract.into_iter().collect(),
             checks,
+            expected: s.expected_status.map_or_else(Vec::new, |e| e.0),
         }
     };
     Ok(Step {
@@ -1363,6 +1371,7 @@ async fn send_step(
             body,
             extract,
             checks,
+            expected,
         } => {
             let req = HttpRequest {
                 method,
@@ -1371,6 +1380,7 @@ async fn send_step(
                 body: body.as_ref().map(|b| b.render(vars)).unwrap_or_default(),
                 extract,
                 checks,
+                expected,
             };
             http_step(run, &req, idx, scheduled, target, conn, vars, local).await
         }
@@ -1395,6 +1405,7 @@ struct HttpRequest<'a> {
     body: String,
     extract: &'a [(String, Extractor)],
     checks: &'a Checks,
+    expected: &'a [u16],
 }
 
 /// One HTTP request of a step; false when no response arrived.
@@ -1502,7 +1513,8 @@ async fn http_step(
                 local.error(idx, ErrorKind::Protocol, resp.bytes);
                 return true;
             }
-            local.response(idx, scheduled, sent, resp.status, resp.bytes);
+            let expected = req.expected.contains(&resp.status);
+            local.response_as(idx, scheduled, sent, resp.status, resp.bytes, expected);
             true
         }
         Ok(Err((kind, _))) => {

@@ -616,3 +616,45 @@ fn bad_checks_name_line_and_field() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expected_status_is_not_an_error() {
+    let (addr, _) = common::server().await;
+    let file = common::temp_path("expected.toml");
+    let scenario = |expected: &str| {
+        format!(
+            "[[steps]]\nname = \"gone\"\nurl = \"http://{addr}/item/9\"\n{expected}\n\n[[steps]]\nname = \"other\"\nurl = \"http://{addr}/item/8\"\n"
+        )
+    };
+    let mut a = scenario_args(file.clone());
+    a.connections = 1;
+    a.requests = Some(20);
+    // Both steps answer 404: an error by default...
+    std::fs::write(&file, scenario("")).unwrap();
+    let r = load(&a).await.unwrap();
+    assert_eq!(
+        (r.errors.total, r.errors.http_4xx),
+        (20, 20),
+        "{:?}",
+        r.errors
+    );
+    // ...but not for the step that expects it; the other step's 404s still are.
+    std::fs::write(&file, scenario("expected_status = [200, 404]")).unwrap();
+    let r = load(&a).await.unwrap();
+    assert_eq!(
+        (r.errors.total, r.errors.http_4xx),
+        (10, 10),
+        "{:?}",
+        r.errors
+    );
+    assert_eq!(r.statuses.get("404"), Some(&20), "{:?}", r.statuses);
+
+    let ws = "[[steps]]\nname = \"w\"\nws = \"ws://x/\"\nexpected_status = 404\n[[steps.actions]]\nsend = \"hi\"\n";
+    let err = Scenario::parse(ws, ScenarioFormat::Toml, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("field `expected_status`") && err.contains("does not apply to WebSocket"),
+        "{err}"
+    );
+}
