@@ -378,6 +378,10 @@ struct StepFile {
     /// e.g. a 404 from a lookup that may miss.
     #[serde(default)]
     expected_status: Option<Statuses>,
+    /// WebSocket steps: keep the session open from one run of the step to the next (one
+    /// connection per user, as a chat client holds it) instead of one session per run.
+    #[serde(default)]
+    persistent: bool,
 }
 
 /// A step's `check` table as written.
@@ -580,7 +584,11 @@ enum StepKind {
         expected: Vec<u16>,
     },
     /// One WebSocket session per run of the step: handshake, the actions in order, close.
-    Ws { actions: Vec<Action> },
+    Ws {
+        actions: Vec<Action>,
+        /// The session stays open across runs of the step (`persistent`).
+        persistent: bool,
+    },
 }
 
 /// The `check` table of an HTTP step, validated: assertions on every response, each counted
@@ -969,6 +977,12 @@ fn validate_step(
                     "only WebSocket steps (`ws = \"ws://...\"`) have actions".into(),
                 ));
             }
+            if s.persistent {
+                return Err(err(
+                    "persistent",
+                    "only WebSocket steps (`ws = \"ws://...\"`) keep a session open".into(),
+                ));
+            }
             (u, false)
         }
         (None, Some(w)) => {
@@ -1067,7 +1081,10 @@ fn validate_step(
                 report_names.push(entry);
             }
         }
-        StepKind::Ws { actions }
+        StepKind::Ws {
+            actions,
+            persistent: s.persistent,
+        }
     } else {
         let checks = match s.check {
             Some(c) => {
@@ -1183,6 +1200,8 @@ fn read_csv(path: &Path) -> Result<Csv, String> {
 /// its own connection.
 struct Pool {
     entries: Vec<(String, Target, Option<Link>)>,
+    /// Open sessions of persistent WebSocket steps: (step slot, rendered URL, session).
+    ws: Vec<(u16, String, crate::ws::Ws)>,
 }
 
 impl Pool {
@@ -1250,6 +1269,7 @@ pub(crate) async fn scenario_vu(run: Arc<Run>, vu: usize) {
     vars.insert("vu".into(), vu.to_string());
     let mut pool = Pool {
         entries: Vec::new(),
+        ws: Vec::new(),
     };
     let total_weight: u64 = sc
         .steps
@@ -1302,6 +1322,10 @@ pub(crate) async fn scenario_vu(run: Arc<Run>, vu: usize) {
         }
         for i in plan {
             let Some(scheduled) = run.turn(vu, &mut local).await else {
+                // The run is over: say goodbye on the sessions persistent steps kept open.
+                for (_, _, mut ws) in pool.ws.drain(..) {
+                    crate::ws::close(&mut ws).await;
+                }
                 return;
             };
             vars.insert("random".into(), rand::thread_rng().gen::<u32>().to_string());
@@ -1358,6 +1382,15 @@ async fn send_step(
         .iter()
         .map(|(k, v)| (k.clone(), v.render(vars)))
         .collect();
+    // A persistent WebSocket step reuses its session while the rendered URL stays the same.
+    let kept = match pool
+        .ws
+        .iter()
+        .position(|(slot, u, _)| *slot == idx && *u == url_s)
+    {
+        Some(i) => Some(pool.ws.swap_remove(i).2),
+        None => None,
+    };
     let (target, conn) = match pool.entry(&url, tls).await {
         Ok((_, target, conn)) => (target, conn),
         Err(kind) => {
@@ -1384,14 +1417,23 @@ async fn send_step(
             };
             http_step(run, &req, idx, scheduled, target, conn, vars, local).await
         }
-        StepKind::Ws { actions } => {
+        StepKind::Ws {
+            actions,
+            persistent,
+        } => {
             let session = crate::ws::Session {
                 target,
                 url: url.as_str(),
                 headers: &headers,
                 timeout: run.plan.timeout,
             };
-            ws_step(&session, actions, idx, scheduled, vars, local).await;
+            let mut ws = kept;
+            let ok = ws_step(&session, &mut ws, actions, idx, scheduled, vars, local).await;
+            match ws {
+                Some(ws) if ok && *persistent => pool.ws.push((idx, url_s, ws)),
+                Some(mut ws) => crate::ws::close(&mut ws).await,
+                None => {}
+            }
             true
         }
     }
@@ -1548,26 +1590,38 @@ fn extract_into(
     true
 }
 
-/// A WebSocket step: one session per run, like k6's `ws.connect` — handshake (recorded as the
-/// step, status 101), the actions in order, then a close. A failed action ends the session and
-/// skips the rest.
+/// A WebSocket step: the actions in order over `slot`'s session, opened first when there is
+/// none (the handshake is recorded as the step, status 101). True when every action
+/// succeeded; the caller then keeps a persistent step's session for the next run and closes
+/// any other (one session per run, like k6's `ws.connect`). A failed action skips the rest,
+/// and its session is closed.
+#[allow(clippy::too_many_arguments)]
 async fn ws_step(
     session: &crate::ws::Session<'_>,
+    slot: &mut Option<crate::ws::Ws>,
     actions: &[Action],
     idx: u16,
     scheduled: Instant,
     vars: &mut HashMap<String, String>,
     local: &mut Local<'_>,
-) {
-    let opened = Instant::now();
-    let mut ws = match session.open().await {
-        Ok(ws) => ws,
-        Err(kind) => {
-            local.error(idx, kind, 0);
-            return;
+) -> bool {
+    let ws = match slot {
+        // A persistent session from an earlier run: no handshake to record.
+        Some(ws) => ws,
+        None => {
+            let opened = Instant::now();
+            match session.open().await {
+                Ok(ws) => {
+                    local.response(idx, scheduled, opened, 101, 0);
+                    slot.insert(ws)
+                }
+                Err(kind) => {
+                    local.error(idx, kind, 0);
+                    return false;
+                }
+            }
         }
     };
-    local.response(idx, scheduled, opened, 101, 0);
     // A `recv` is timed from the latest `send` before it, or from the end of the handshake
     // when nothing was sent yet (a greeting the server pushes).
     let mut since = Instant::now();
@@ -1576,17 +1630,15 @@ async fn ws_step(
             Action::Send(t) => {
                 let msg = t.render(vars);
                 since = Instant::now();
-                match tokio::time::timeout(session.timeout, crate::ws::send_text(&mut ws, msg))
-                    .await
-                {
+                match tokio::time::timeout(session.timeout, crate::ws::send_text(ws, msg)).await {
                     Ok(Ok(())) => local.ws(1, 0),
                     Ok(Err(kind)) => {
                         local.error(idx, kind, 0);
-                        return;
+                        return false;
                     }
                     Err(_) => {
                         local.error(idx, ErrorKind::Timeout, 0);
-                        break;
+                        return false;
                     }
                 }
             }
@@ -1594,7 +1646,7 @@ async fn ws_step(
                 let mut bytes = 0u64;
                 let wait = async {
                     loop {
-                        let msg = crate::ws::next_data(&mut ws).await?;
+                        let msg = crate::ws::next_data(ws).await?;
                         local.ws(0, 1);
                         bytes += msg.len() as u64;
                         let json: Option<serde_json::Value> = if r.needs_json() {
@@ -1612,23 +1664,23 @@ async fn ws_step(
                     Ok(Ok(json)) => {
                         if !extract_into(&r.extract, &[], json.as_ref(), vars) {
                             local.error(r.slot, ErrorKind::Protocol, bytes);
-                            break;
+                            return false;
                         }
                         local.response(r.slot, since, since, 0, bytes);
                     }
                     Ok(Err(kind)) => {
                         local.error(r.slot, kind, bytes);
-                        return;
+                        return false;
                     }
                     Err(_) => {
                         local.error(r.slot, ErrorKind::Timeout, bytes);
-                        break;
+                        return false;
                     }
                 }
             }
         }
     }
-    crate::ws::close(&mut ws).await;
+    true
 }
 
 #[cfg(test)]
@@ -1682,7 +1734,7 @@ mod tests {
             ["login", "chat", "chat.ack", "chat.reply", "after"]
         );
         assert!(sc.has_ws());
-        let StepKind::Ws { actions } = &sc.steps[1].kind else {
+        let StepKind::Ws { actions, .. } = &sc.steps[1].kind else {
             panic!("chat is a WebSocket step");
         };
         let slots: Vec<u16> = actions

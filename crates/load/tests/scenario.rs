@@ -658,3 +658,39 @@ async fn expected_status_is_not_an_error() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_websocket_step_keeps_one_session_per_user() {
+    let (addr, opened) = common::chat_server_counting().await;
+    let file = common::temp_path("persistent.toml");
+    let scenario = |persistent: bool| {
+        format!(
+            "[[steps]]\nname = \"chat\"\nws = \"ws://{addr}/chat?token=tok-1\"\npersistent = {persistent}\n\n[[steps.actions]]\nsend = '{{\"say\":\"hi {{{{iteration}}}}\"}}'\n\n[[steps.actions]]\nrecv = \"reply\"\nmatch = {{ \"$.type\" = \"said\" }}\n"
+        )
+    };
+    let mut a = scenario_args(file.clone());
+    // One user, so which user gets which of the 10 runs cannot change the count.
+    a.connections = 1;
+    a.requests = Some(10);
+    for (persistent, sessions) in [(true, 1), (false, 10)] {
+        opened.store(0, Ordering::SeqCst);
+        std::fs::write(&file, scenario(persistent)).unwrap();
+        let r = load(&a).await.unwrap();
+        assert_eq!(r.errors.total, 0, "{:?}", r.errors);
+        let reply = r.steps.iter().find(|s| s.name == "chat.reply").unwrap();
+        assert_eq!(reply.requests, 10, "persistent = {persistent}");
+        // One handshake for the user's whole run, or one per run of the step.
+        assert_eq!(
+            opened.load(Ordering::SeqCst),
+            sessions,
+            "persistent = {persistent}"
+        );
+        assert_eq!(r.statuses.get("101"), Some(&(sessions as u64)));
+    }
+
+    let http = "[[steps]]\nname = \"h\"\nurl = \"http://x/\"\npersistent = true\n";
+    let err = Scenario::parse(http, ScenarioFormat::Toml, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("field `persistent`"), "{err}");
+}

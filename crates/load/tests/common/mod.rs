@@ -184,16 +184,24 @@ pub async fn ws_server() -> SocketAddr {
 /// `{"type":"said","id":7,"from":TOKEN,"text":TEXT}` — except `{"say":"silence"}`, which gets
 /// no answer at all.
 pub async fn chat_server() -> SocketAddr {
+    chat_server_counting().await.0
+}
+
+/// [`chat_server`], also counting the WebSocket connections it accepted.
+pub async fn chat_server_counting() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
     use tokio_tungstenite::tungstenite::Message;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = count.clone();
     tokio::spawn(async move {
         loop {
             let Ok((s, _)) = listener.accept().await else {
                 continue;
             };
+            let opened = counted.clone();
             tokio::spawn(async move {
                 let mut token = String::new();
                 // The callback type is tungstenite's; its error response is large by design.
@@ -219,6 +227,7 @@ pub async fn chat_server() -> SocketAddr {
                 let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(s, check).await else {
                     return;
                 };
+                opened.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let hello = serde_json::json!({"type": "welcome"}).to_string();
                 if ws.send(Message::Text(hello)).await.is_err() {
                     return;
@@ -239,7 +248,7 @@ pub async fn chat_server() -> SocketAddr {
             });
         }
     });
-    addr
+    (addr, count)
 }
 
 /// A self-signed certificate for 127.0.0.1 (PEM) and a TLS acceptor offering `alpn`.
