@@ -4,7 +4,7 @@ mod common;
 use common::*;
 use http::{Request, Version};
 use http_body_util::BodyExt;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use std::sync::atomic::Ordering;
 use tokio::net::TcpStream;
 
@@ -111,12 +111,7 @@ async fn keep_alive_reuses_client_and_backend_connections() {
 async fn h2c_prior_knowledge_client() {
     let b = backend("a").await;
     let gw = gateway(config(&[b.addr])).await;
-    let stream = TcpStream::connect(gw.addr).await.unwrap();
-    let (mut tx, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut tx = h2_client(TcpStream::connect(gw.addr).await.unwrap()).await;
     for _ in 0..3 {
         let req = Request::get("http://h2.example.test/x")
             .body(body(""))
@@ -213,12 +208,7 @@ async fn tls_with_alpn_h2() {
     cfg.listeners[0].tls = Some(cert.config.clone());
     let gw = gateway(cfg).await;
 
-    let tls = cert.connect_h2(gw.addr).await;
-    let (mut tx, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut tx = h2_client(cert.connect_h2(gw.addr).await).await;
     let resp = tx
         .send_request(
             Request::get("https://localhost/secure")
@@ -243,18 +233,6 @@ async fn websocket_echo_through_gateway() {
         .unwrap();
     assert_eq!(resp.status(), 101);
     assert_echoes(ws).await;
-}
-
-/// An HTTP/2 client connection (prior knowledge or TLS with ALPN h2).
-async fn h2_client<I>(io: I) -> hyper::client::conn::http2::SendRequest<Body>
-where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (tx, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    tx
 }
 
 /// An RFC 8441 extended CONNECT for a WebSocket at `uri`.

@@ -11,7 +11,6 @@ use common::*;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt as _, StreamBody};
 use hyper::body::Frame;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -174,12 +173,7 @@ async fn h2_client_body_is_replayed_too() {
     let mut cfg = config(&[bad.addr, good.addr]);
     cfg.routes[0].retry_non_idempotent = true;
     let gw = gateway(cfg).await;
-    let stream = TcpStream::connect(gw.addr).await.unwrap();
-    let (mut tx, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut tx = h2_client(TcpStream::connect(gw.addr).await.unwrap()).await;
     let data = payload(10 * 1024);
     for i in 0..2 {
         let req = Request::post("http://h2.example.test/echo")

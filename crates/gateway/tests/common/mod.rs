@@ -280,6 +280,18 @@ pub fn get(path: &str) -> Request<Body> {
 }
 
 /// Sends `req` on a fresh connection and returns status and body text.
+/// An HTTP/2 client connection (prior knowledge or TLS with ALPN h2).
+pub async fn h2_client<I>(io: I) -> hyper::client::conn::http2::SendRequest<Body>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    tx
+}
+
 pub async fn send(addr: SocketAddr, req: Request<Body>) -> (StatusCode, http::HeaderMap, String) {
     let mut tx = h1(addr).await;
     let resp = tx.send_request(req).await.unwrap();
