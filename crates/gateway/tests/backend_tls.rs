@@ -116,6 +116,11 @@ fn server_leaf(ca: &Ca) -> (String, String) {
     )
 }
 
+/// An HTTP/1.1 backend `name` serving TLS with a certificate from `ca`.
+async fn tls_backend(name: &'static str, ca: &Ca) -> Backend {
+    backend_with(name, Some(acceptor(&server_leaf(ca), &["http/1.1"], None))).await
+}
+
 /// A gateway config with TLS `tls` to `backends`.
 fn tls_config(backends: &[SocketAddr], tls: UpstreamTlsConfig) -> Config {
     let mut cfg = config(backends);
@@ -136,11 +141,7 @@ async fn http1_backend_over_tls_verified_with_a_ca_file_and_pooled() {
     let dir = Dir::new("h1");
     let ca = Ca::new("test ca");
     let ca_file = dir.write("ca.pem", &ca.cert.pem());
-    let b = backend_with(
-        "tls",
-        Some(acceptor(&server_leaf(&ca), &["http/1.1"], None)),
-    )
-    .await;
+    let b = tls_backend("tls", &ca).await;
     let gw = gateway(tls_config(&[b.addr], verified(ca_file))).await;
 
     let mut tx = h1(gw.addr).await;
@@ -163,11 +164,7 @@ async fn a_failed_verification_is_a_502_and_no_request_reaches_the_backend() {
     let dir = Dir::new("verify");
     let ca = Ca::new("the backend's ca");
     let other = Ca::new("some other ca");
-    let b = backend_with(
-        "tls",
-        Some(acceptor(&server_leaf(&ca), &["http/1.1"], None)),
-    )
-    .await;
+    let b = tls_backend("tls", &ca).await;
 
     // Wrong CA.
     let wrong_ca = dir.write("other.pem", &other.cert.pem());
@@ -205,11 +202,7 @@ async fn a_failed_verification_is_a_502_and_no_request_reaches_the_backend() {
 #[tokio::test]
 async fn insecure_skip_verify_accepts_an_unknown_certificate_on_an_ip_backend() {
     let ca = Ca::new("nobody trusts this");
-    let b = backend_with(
-        "tls",
-        Some(acceptor(&server_leaf(&ca), &["http/1.1"], None)),
-    )
-    .await;
+    let b = tls_backend("tls", &ca).await;
     let gw = gateway(tls_config(
         &[b.addr],
         UpstreamTlsConfig {
@@ -285,11 +278,7 @@ async fn an_http2_upstream_refuses_a_backend_that_only_speaks_http1() {
     let ca = Ca::new("test ca");
     let ca_file = dir.write("ca.pem", &ca.cert.pem());
     // The backend offers only http/1.1; rustls fails the handshake on no common protocol.
-    let b = backend_with(
-        "h1only",
-        Some(acceptor(&server_leaf(&ca), &["http/1.1"], None)),
-    )
-    .await;
+    let b = tls_backend("h1only", &ca).await;
     let mut cfg = tls_config(&[b.addr], verified(ca_file));
     cfg.upstreams.get_mut("default").unwrap().protocol = UpstreamProtocol::Http2;
     let gw = gateway(cfg).await;
@@ -338,11 +327,7 @@ async fn active_http_checks_go_over_tls() {
     let dir = Dir::new("checks");
     let ca = Ca::new("test ca");
     let other = Ca::new("other ca");
-    let b = backend_with(
-        "tls",
-        Some(acceptor(&server_leaf(&ca), &["http/1.1"], None)),
-    )
-    .await;
+    let b = tls_backend("tls", &ca).await;
     let health: scalewise_gateway::config::HealthConfig =
         toml::from_str("[active]\npath = \"/status/200\"\ninterval = \"1h\"\nrise = 1\nfall = 1\n")
             .unwrap();
@@ -375,11 +360,7 @@ async fn a_reload_applies_new_tls_settings() {
     let dir = Dir::new("reload");
     let ca = Ca::new("test ca");
     let other = Ca::new("other ca");
-    let b = backend_with(
-        "tls",
-        Some(acceptor(&server_leaf(&ca), &["http/1.1"], None)),
-    )
-    .await;
+    let b = tls_backend("tls", &ca).await;
     let wrong = dir.write("other.pem", &other.cert.pem());
     let right = dir.write("ca.pem", &ca.cert.pem());
     let cfg = tls_config(&[b.addr], verified(wrong));
@@ -550,11 +531,7 @@ async fn a_failed_handshake_is_a_connect_error_retried_on_another_backend() {
     // One backend's certificate is for another name: every handshake with it fails.
     let bad_leaf = ca.issue(&["elsewhere.internal"], ExtendedKeyUsagePurpose::ServerAuth);
     let bad = backend_with("bad", Some(acceptor(&bad_leaf, &["http/1.1"], None))).await;
-    let good = backend_with(
-        "good",
-        Some(acceptor(&server_leaf(&ca), &["http/1.1"], None)),
-    )
-    .await;
+    let good = tls_backend("good", &ca).await;
     let gw = gateway(tls_config(&[bad.addr, good.addr], verified(ca_file))).await;
     for _ in 0..4 {
         let (status, _, text) = send(gw.addr, get("/")).await;
