@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +30,48 @@ pub struct State {
     /// Requests seen by `/every/K` (counted apart from the others, so its answers are exact
     /// whatever else a scenario requests).
     pub every: AtomicU64,
+    /// `/hold` requests wait until [`State::release`]; afterwards `/hold` answers at once.
+    released: AtomicBool,
+    release: tokio::sync::Notify,
+    /// `/hold` requests that had to wait (answered 202; those that did not, 200).
+    pub held: AtomicU64,
+    held_more: tokio::sync::Notify,
+}
+
+impl State {
+    /// Waits until `n` `/hold` requests are being held.
+    pub async fn held(&self, n: u64) {
+        while self.held.load(Ordering::SeqCst) < n {
+            // `notify_one` keeps a permit when nobody waits, so an increment between the check
+            // and this wait still wakes it.
+            self.held_more.notified().await;
+        }
+    }
+
+    /// Answers every held `/hold` request, and every later one at once.
+    pub fn release(&self) {
+        self.released.store(true, Ordering::SeqCst);
+        self.release.notify_waiters();
+    }
+
+    async fn hold(&self) -> bool {
+        let mut waited = false;
+        loop {
+            // Register before checking the flag, so a release in between is not missed.
+            let notified = self.release.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.released.load(Ordering::SeqCst) {
+                return waited;
+            }
+            if !waited {
+                waited = true;
+                self.held.fetch_add(1, Ordering::SeqCst);
+                self.held_more.notify_one();
+            }
+            notified.await;
+        }
+    }
 }
 
 async fn handle(
@@ -75,6 +117,10 @@ async fn handle(
             resp(200, "ok".into())
         }
         ["status", code] => resp(code.parse().unwrap_or(500), "status".into()),
+        ["hold"] => {
+            let waited = st.hold().await;
+            resp(if waited { 202 } else { 200 }, "held".into())
+        }
         // JSON `{"ok":true,"n":N,"items":[{"id":7}]}`, except that every K-th request to this
         // route gets `{"ok":false,"n":N}`.
         ["every", k] => {
