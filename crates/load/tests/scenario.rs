@@ -2,7 +2,7 @@
 
 mod common;
 
-use scalewise_load::{load, run_load, LoadArgs, Scenario, ScenarioFormat};
+use scalewise_load::{load, load_until, run_load, LoadArgs, Scenario, ScenarioFormat, Stop};
 use std::sync::atomic::Ordering;
 
 fn scenario_args(path: std::path::PathBuf) -> LoadArgs {
@@ -712,7 +712,8 @@ async fn expected_status_is_not_an_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn persistent_websocket_step_keeps_one_session_per_user() {
-    let (addr, opened) = common::chat_server_counting().await;
+    let (addr, chat) = common::chat_server_counting().await;
+    let opened = &chat.opened;
     let file = common::temp_path("persistent.toml");
     let scenario = |persistent: bool| {
         format!(
@@ -852,5 +853,43 @@ contains_hex = "bb"
         r.errors
     );
     assert_eq!(r.websocket.unwrap().messages_sent, 2);
+    let _ = std::fs::remove_file(file);
+}
+
+/// Two users each wait in a `recv` for a reply the server never sends (60 s timeout) when the
+/// run is stopped: the default graceful stop (500 ms) runs out, and each waiting `recv` counts
+/// as one interrupted request, while the handshakes before it were recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_recv_still_waiting_at_the_end_is_interrupted() {
+    let (addr, chat) = common::chat_server_counting().await;
+    let file = common::temp_path("waiting.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[steps]]\nname = \"chat\"\nws = \"ws://{addr}/chat?token=tok-1\"\n\n[[steps.actions]]\nsend = '{{\"say\":\"silence\"}}'\n\n[[steps.actions]]\nrecv = \"reply\"\nmatch = {{ \"$.type\" = \"said\" }}\ntimeout = \"60s\"\n"
+        ),
+    )
+    .unwrap();
+    let mut a = scenario_args(file.clone());
+    a.connections = 2;
+    a.duration = Some("10m".into());
+    let stop = Stop::new();
+    let run = tokio::spawn({
+        let stop = stop.clone();
+        async move { load_until(&a, &stop).await }
+    });
+    tokio::time::timeout(std::time::Duration::from_secs(30), chat.silences(2))
+        .await
+        .expect("both users sent their message");
+    stop.stop();
+    let r = run.await.unwrap().unwrap();
+    let counts: Vec<(&str, u64, u64)> = r
+        .steps
+        .iter()
+        .map(|s| (s.name.as_str(), s.requests, s.errors))
+        .collect();
+    assert_eq!(counts, [("chat", 2, 0), ("chat.reply", 0, 0)]);
+    assert_eq!(r.interrupted_requests, 2);
+    assert_eq!(r.graceful_stop_s, 0.5);
     let _ = std::fs::remove_file(file);
 }

@@ -233,14 +233,35 @@ pub async fn chat_server() -> SocketAddr {
     chat_server_counting().await.0
 }
 
-/// [`chat_server`], also counting the WebSocket connections it accepted.
-pub async fn chat_server_counting() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+/// What a [`chat_server_counting`] saw.
+#[derive(Debug, Default)]
+pub struct Chat {
+    /// WebSocket connections accepted.
+    pub opened: std::sync::atomic::AtomicUsize,
+    /// `{"say":"silence"}` messages received (they get no answer).
+    pub silences: AtomicU64,
+    silenced: tokio::sync::Notify,
+}
+
+impl Chat {
+    /// Waits until `n` `silence` messages have arrived.
+    pub async fn silences(&self, n: u64) {
+        while self.silences.load(Ordering::SeqCst) < n {
+            // `notify_one` keeps a permit when nobody waits: an arrival between the check and
+            // this wait still wakes it.
+            self.silenced.notified().await;
+        }
+    }
+}
+
+/// [`chat_server`], also counting what it saw.
+pub async fn chat_server_counting() -> (SocketAddr, Arc<Chat>) {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
     use tokio_tungstenite::tungstenite::Message;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = Arc::new(Chat::default());
     let counted = count.clone();
     tokio::spawn(async move {
         loop {
@@ -273,7 +294,7 @@ pub async fn chat_server_counting() -> (SocketAddr, Arc<std::sync::atomic::Atomi
                 let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(s, check).await else {
                     return;
                 };
-                opened.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                opened.opened.fetch_add(1, Ordering::SeqCst);
                 let hello = serde_json::json!({"type": "welcome"}).to_string();
                 if ws.send(Message::Text(hello)).await.is_err() {
                     return;
@@ -283,6 +304,8 @@ pub async fn chat_server_counting() -> (SocketAddr, Arc<std::sync::atomic::Atomi
                     let v: serde_json::Value = serde_json::from_str(&t).unwrap_or_default();
                     let say = v.get("say").and_then(|s| s.as_str()).unwrap_or_default();
                     if say == "silence" {
+                        opened.silences.fetch_add(1, Ordering::SeqCst);
+                        opened.silenced.notify_one();
                         continue;
                     }
                     let reply =
