@@ -53,6 +53,10 @@ pub struct LoadArgs {
     /// Closed model: pause between a response and the user's next request.
     #[arg(long)]
     pub think_time: Option<String>,
+    /// How long requests in flight at the end of the run get to finish (k6's gracefulStop);
+    /// those still running then are abandoned and counted as interrupted. `0s`: none.
+    #[arg(long, default_value = "500ms")]
+    pub graceful_stop: String,
     /// Load shape: `constant`, `ramp[:FROM]`, `step[:N]`, `spike[:FACTOR]`, `wave[:PERIOD]`. Shapes the rate
     /// with --rate, else the number of active users.
     #[arg(long, default_value = "constant")]
@@ -120,6 +124,7 @@ impl LoadArgs {
             no_keepalive: false,
             timeout: "30s".into(),
             think_time: None,
+            graceful_stop: "500ms".into(),
             shape: "constant".into(),
             stages: None,
             insecure: false,

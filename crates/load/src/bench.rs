@@ -400,7 +400,7 @@ pub async fn suite(args: &BenchArgs) -> Result<BenchReport, LoadError> {
         plan.hold = true;
         plan.probe = false;
         let rss0 = args.pid.map(|p| family_kib(p, "VmRSS:"));
-        let r = crate::runner::execute(plan).await?;
+        let r = crate::runner::execute(plan, &crate::Stop::new()).await?;
         ctx.sample_rss();
         if r.interrupted {
             return Err(LoadError::Interrupted);

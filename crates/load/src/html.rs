@@ -190,6 +190,18 @@ pub(crate) fn load_report(r: &Report, outcomes: &[Outcome], deltas: &[Delta]) ->
         d = r.duration_s,
         i = if r.interrupted { " (interrupted: partial results)" } else { "" }
     );
+    if r.interrupted_requests > 0 {
+        let _ = write!(
+            s,
+            "<p>Interrupted: {} requests in flight at the end were abandoned ({}) and are not recorded.</p>",
+            r.interrupted_requests,
+            if r.interrupted {
+                "at Ctrl-C".to_string()
+            } else {
+                format!("graceful stop {}s", r.graceful_stop_s)
+            }
+        );
+    }
     let _ = write!(
         s,
         "<table><tr><th>Requests</th><th>req/s</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th><th>Errors</th><th>Bytes</th></tr>\

@@ -40,6 +40,7 @@ use std::time::Duration;
 
 pub use args::{BenchArgs, LoadArgs};
 pub use report::Report;
+pub use runner::Stop;
 pub use scenario::{Scenario, ScenarioFormat};
 pub use threshold::Threshold;
 
@@ -102,6 +103,7 @@ async fn plan(args: &LoadArgs) -> Result<Plan, LoadError> {
     if timeout.is_zero() {
         return Err(LoadError::Config("--timeout must be > 0".into()));
     }
+    let graceful_stop = config("--graceful-stop", parse_duration(&args.graceful_stop))?;
     let think = args
         .think_time
         .as_deref()
@@ -297,6 +299,7 @@ async fn plan(args: &LoadArgs) -> Result<Plan, LoadError> {
         hold: false,
         h2_connections: args.h2_connections,
         http2: args.http2,
+        graceful_stop,
     })
 }
 
@@ -305,8 +308,17 @@ async fn plan(args: &LoadArgs) -> Result<Plan, LoadError> {
 /// # Errors
 /// Invalid options, an unreadable scenario, or an unreachable target.
 pub async fn load(args: &LoadArgs) -> Result<Report, LoadError> {
+    load_until(args, &Stop::new()).await
+}
+
+/// [`load`], which also ends (as at the end of its duration: in-flight requests get the
+/// graceful stop) when `stop` is stopped.
+///
+/// # Errors
+/// Invalid options, an unreadable scenario, or an unreachable target.
+pub async fn load_until(args: &LoadArgs, stop: &Stop) -> Result<Report, LoadError> {
     let plan = plan(args).await?;
-    runner::execute(plan).await
+    runner::execute(plan, stop).await
 }
 
 /// Parses every `--threshold` (so a typo fails before the run, not after).

@@ -110,6 +110,9 @@ pub struct Counts {
     pub ws_sent: u64,
     /// WebSocket: messages received.
     pub ws_received: u64,
+    /// Requests still in flight when the run abandoned them (after the graceful stop, or at
+    /// once on Ctrl-C); they are not in `requests`.
+    pub interrupted: u64,
 }
 
 impl Counts {
@@ -122,6 +125,7 @@ impl Counts {
         self.late += other.late;
         self.ws_sent += other.ws_sent;
         self.ws_received += other.ws_received;
+        self.interrupted += other.interrupted;
     }
 
     /// Sum of all error categories.
@@ -296,6 +300,7 @@ impl Recorder {
             statuses: Vec::new(),
             checks: Vec::new(),
             checks_pending: false,
+            in_flight: false,
             last_flush: Instant::now(),
         }
     }
@@ -364,10 +369,26 @@ pub struct Local<'a> {
     /// Scenario checks (passes, fails) by check number; empty outside scenarios with checks.
     checks: Vec<(u64, u64)>,
     checks_pending: bool,
+    /// A request of this user has started and its result is not recorded yet: if the buffer
+    /// is dropped in this state (the run aborted the user's task), it counts as interrupted.
+    in_flight: bool,
     last_flush: Instant,
 }
 
 impl Local<'_> {
+    /// Marks the start of a request (or of one run of a scenario step, or one WebSocket
+    /// action): until its result is recorded, or [`settle`](Self::settle) is called, dropping
+    /// this buffer counts it as interrupted. The runner calls it whenever a user gets its turn.
+    pub fn start_request(&mut self) {
+        self.in_flight = true;
+    }
+
+    /// Ends a request that records nothing on success (a WebSocket `send`, a subscription that
+    /// is established), so that a later abort of the idle user is not counted as interrupted.
+    pub fn settle(&mut self) {
+        self.in_flight = false;
+    }
+
     /// Records a finished response. `scheduled` is the intended start (open model) or the actual
     /// start (closed model); `sent` is when the request was actually started.
     #[inline]
@@ -394,6 +415,7 @@ impl Local<'_> {
         expected: bool,
     ) {
         let now = Instant::now();
+        self.in_flight = false;
         self.counts.requests += 1;
         self.counts.bytes += bytes;
         let error = !expected
@@ -426,6 +448,7 @@ impl Local<'_> {
 
     /// Records a failed attempt (no latency sample: a failure has no meaningful response time).
     pub fn error(&mut self, step: u16, kind: ErrorKind, bytes: u64) {
+        self.in_flight = false;
         self.counts.requests += 1;
         self.counts.bytes += bytes;
         self.counts.errors[kind.index()] += 1;
@@ -467,6 +490,7 @@ impl Local<'_> {
     /// Records a received WebSocket message whose latency is known from its timestamp.
     pub fn message_latency(&mut self, latency: Duration, bytes: u64) {
         let us = micros(latency);
+        self.in_flight = false;
         self.counts.requests += 1;
         self.counts.bytes += bytes;
         self.samples.push(Sample {
@@ -480,6 +504,7 @@ impl Local<'_> {
 
     /// Records a received WebSocket message without a latency.
     pub fn message(&mut self, bytes: u64) {
+        self.in_flight = false;
         self.counts.requests += 1;
         self.counts.bytes += bytes;
         self.maybe_flush(Instant::now());
@@ -503,6 +528,7 @@ impl Local<'_> {
             && self.counts.late == 0
             && self.counts.ws_sent == 0
             && self.counts.ws_received == 0
+            && self.counts.interrupted == 0
             && !self.checks_pending
         {
             return;
@@ -547,6 +573,12 @@ impl Local<'_> {
 
 impl Drop for Local<'_> {
     fn drop(&mut self) {
+        // The runner aborts the tasks of users still busy after the graceful stop; the abort
+        // drops this buffer mid-request, which is how such a request gets counted.
+        if self.in_flight {
+            self.in_flight = false;
+            self.counts.interrupted += 1;
+        }
         self.flush();
     }
 }
@@ -599,6 +631,27 @@ mod tests {
             a.check(1, true);
         }
         assert_eq!(rec.totals().checks, [(2, 1), (1, 0), (0, 1)]);
+    }
+
+    #[test]
+    fn a_buffer_dropped_mid_request_counts_it_as_interrupted() {
+        let rec = Recorder::new(1);
+        {
+            let mut done = rec.local(0);
+            let t0 = Instant::now();
+            done.start_request();
+            done.response(0, t0, t0, 200, 1);
+            let mut failed = rec.local(1);
+            failed.start_request();
+            failed.error(0, ErrorKind::Reset, 0);
+            let mut settled = rec.local(2);
+            settled.start_request();
+            settled.settle();
+            let mut abandoned = rec.local(3);
+            abandoned.start_request();
+        }
+        let t = rec.totals();
+        assert_eq!((t.counts.requests, t.counts.interrupted), (2, 1));
     }
 
     #[test]

@@ -187,6 +187,13 @@ pub struct Report {
     pub duration_s: f64,
     /// The run was stopped by Ctrl-C.
     pub interrupted: bool,
+    /// Requests still in flight at the end that were abandoned, after the graceful stop (at
+    /// once on Ctrl-C); not counted in `requests` (k6's interrupted iterations).
+    #[serde(default)]
+    pub interrupted_requests: u64,
+    /// `--graceful-stop`: how long in-flight requests got to finish after the end, seconds.
+    #[serde(default)]
+    pub graceful_stop_s: f64,
     /// Finished requests (responses of any status and failed attempts).
     pub requests: u64,
     /// Requests that got a non-error response (1xx–3xx).
@@ -247,6 +254,7 @@ pub(crate) struct Meta {
     pub connections: usize,
     pub duration_s: f64,
     pub interrupted: bool,
+    pub graceful_stop_s: f64,
     pub target_rps: Option<f64>,
     pub missed: u64,
     pub step_names: Vec<String>,
@@ -344,6 +352,8 @@ impl Report {
             connections: meta.connections,
             duration_s: meta.duration_s,
             interrupted: meta.interrupted,
+            interrupted_requests: c.interrupted,
+            graceful_stop_s: meta.graceful_stop_s,
             requests: c.requests,
             ok: c.requests.saturating_sub(errors.total),
             rps: c.requests as f64 / dur,
@@ -410,6 +420,23 @@ impl Report {
             "Requests   {}  ({} ok)  {:.1} req/s",
             self.requests, self.ok, self.rps
         );
+        if self.interrupted_requests > 0 {
+            let when = if self.interrupted {
+                "at Ctrl-C".to_string()
+            } else {
+                let grace = std::time::Duration::try_from_secs_f64(self.graceful_stop_s)
+                    .unwrap_or_default();
+                format!(
+                    "after the graceful stop ({})",
+                    humantime::format_duration(grace)
+                )
+            };
+            let _ = writeln!(
+                s,
+                "Interrupted {} requests in flight at the end, abandoned {when} and not recorded",
+                self.interrupted_requests
+            );
+        }
         if let Some(t) = self.target_rps {
             let _ = writeln!(
                 s,

@@ -26,8 +26,67 @@ const LATE_AFTER: Duration = Duration::from_millis(2);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// Most virtual users in one run (each costs a task and, when active, a connection).
 pub(crate) const MAX_USERS: usize = 1_000_000;
-/// In-flight requests get this long to finish after the end of the run.
-const DRAIN: Duration = Duration::from_millis(500);
+/// Ends a run from code, as reaching its duration would: no user starts another request, and
+/// requests in flight get the graceful stop to finish (those that do not are counted as
+/// interrupted). A handle stays stopped: every run it is passed to afterwards stops at once;
+/// the end of a run does not stop the handle.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), scalewise_load::LoadError> {
+/// let stop = scalewise_load::Stop::new();
+/// let mut args = scalewise_load::LoadArgs::new("http://127.0.0.1:8080/");
+/// args.duration = Some("10m".into());
+/// let s = stop.clone();
+/// tokio::spawn(async move {
+///     tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+///     s.stop();
+/// });
+/// let report = scalewise_load::load_until(&args, &stop).await?;
+/// # let _ = report; Ok(()) }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Stop(Arc<StopState>);
+
+#[derive(Debug, Default)]
+struct StopState {
+    stopped: AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Stop {
+    /// A handle that has not been stopped.
+    #[must_use]
+    pub fn new() -> Self {
+        Stop::default()
+    }
+
+    /// Stops the runs using this handle. Users see it before their next request (the flag is
+    /// set before this returns); the run's own loop wakes up to drain and report.
+    pub fn stop(&self) {
+        self.0.stopped.store(true, Ordering::SeqCst);
+        self.0.notify.notify_waiters();
+    }
+
+    /// Whether [`stop`](Self::stop) was called.
+    #[must_use]
+    pub fn is_stopped(&self) -> bool {
+        self.0.stopped.load(Ordering::Relaxed)
+    }
+
+    /// Completes once [`stop`](Self::stop) has been called.
+    pub async fn stopped(&self) {
+        loop {
+            // Register before checking the flag, so a `stop` in between is not missed.
+            let notified = self.0.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_stopped() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
 
 /// Protocol engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +134,8 @@ pub(crate) struct Plan {
     pub h2_connections: Option<usize>,
     /// `--http2`: scenarios speak HTTP/2 too (plain runs use [`Proto::H2`]).
     pub http2: bool,
+    /// `--graceful-stop`: how long in-flight requests get to finish after the end of the run.
+    pub graceful_stop: Duration,
 }
 
 /// Shared state of a running test.
@@ -82,7 +143,11 @@ pub(crate) struct Run {
     pub plan: Arc<Plan>,
     pub recorder: Recorder,
     pub start: Instant,
-    stop: AtomicBool,
+    /// Set by the runner at the end of the run.
+    stop: Stop,
+    /// The caller's handle (`load_until`), checked too so that its `stop` takes effect at once;
+    /// the runner never sets it (the caller may pass it to later runs).
+    external: Stop,
     issued: AtomicU64,
     timetable: Option<Timetable>,
     pub connected: AtomicU64,
@@ -92,12 +157,22 @@ pub(crate) struct Run {
 
 impl Run {
     fn stopped(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
+        self.stop.is_stopped() || self.external.is_stopped()
     }
 
     /// Waits for virtual user `vu`'s next turn; returns the scheduled start, or `None` when the
-    /// user should stop.
+    /// user should stop. From the return of `Some` until the user records the result, the
+    /// request counts as in flight (see [`Local::start_request`]).
     pub(crate) async fn turn(&self, vu: usize, local: &mut Local<'_>) -> Option<Instant> {
+        // Back for another turn: whatever the user did before has ended (a path that records
+        // nothing, such as a skipped request, must not count as in flight while waiting here).
+        local.settle();
+        let at = self.next_turn(vu, local).await?;
+        local.start_request();
+        Some(at)
+    }
+
+    async fn next_turn(&self, vu: usize, local: &mut Local<'_>) -> Option<Instant> {
         if self.stopped() {
             return None;
         }
@@ -400,8 +475,9 @@ async fn probe(plan: &Plan) -> Result<(), LoadError> {
     }
 }
 
-/// Runs `plan` to completion (duration, request count, or Ctrl-C) and builds the report.
-pub(crate) async fn execute(plan: Plan) -> Result<Report, LoadError> {
+/// Runs `plan` to completion (duration, request count, `stop`, or Ctrl-C) and builds the
+/// report.
+pub(crate) async fn execute(plan: Plan, stop: &Stop) -> Result<Report, LoadError> {
     if plan.probe {
         probe(&plan).await?;
     }
@@ -443,7 +519,8 @@ pub(crate) async fn execute(plan: Plan) -> Result<Report, LoadError> {
             }
         },
         start: Instant::now(),
-        stop: AtomicBool::new(false),
+        stop: Stop::new(),
+        external: stop.clone(),
         issued: AtomicU64::new(0),
         timetable,
         connected: AtomicU64::new(0),
@@ -487,6 +564,7 @@ pub(crate) async fn execute(plan: Plan) -> Result<Report, LoadError> {
         };
         tokio::select! {
             _ = sleep_deadline => break,
+            _ = stop.stopped() => break,
             r = &mut ctrl_c, if ctrl_c_live => {
                 if r.is_ok() {
                     interrupted = true;
@@ -509,12 +587,17 @@ pub(crate) async fn execute(plan: Plan) -> Result<Report, LoadError> {
             }
         }
     }
-    run.stop.store(true, Ordering::Relaxed);
+    run.stop.stop();
     let end_of_load = Instant::now();
-    if !interrupted {
-        let _ =
-            tokio::time::timeout(DRAIN, async { while tasks.join_next().await.is_some() {} }).await;
+    // Ctrl-C abandons in-flight requests at once: whoever presses it wants the results now.
+    if !interrupted && !plan.graceful_stop.is_zero() {
+        let _ = tokio::time::timeout(plan.graceful_stop, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
     }
+    // Users still busy are aborted; dropping a busy user's buffer counts its request as
+    // interrupted (see `Local::start_request`).
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
     progress.finish();
@@ -558,6 +641,7 @@ pub(crate) async fn execute(plan: Plan) -> Result<Report, LoadError> {
         connections: vus,
         duration_s,
         interrupted,
+        graceful_stop_s: plan.graceful_stop.as_secs_f64(),
         target_rps: plan.rate,
         missed,
         step_names: plan

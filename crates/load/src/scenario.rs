@@ -1,9 +1,10 @@
 //! Scenarios: named steps from a TOML or YAML file, with `{{var}}` templates, values extracted
 //! from JSON bodies (`$.a.b[0]`) or headers (`header:Name`), weights, think time and CSV data
 //! rows. A step is an HTTP request (`url`) or a WebSocket session (`ws`) whose `actions` send
-//! messages and wait (`recv`) for matching replies, extracting values from them. An HTTP step's
-//! `check` table asserts on its responses (status, body substring, JSON paths, headers); each
-//! check is counted pass/fail without failing the request, as k6's `check` is.
+//! messages (text or binary frames) and wait (`recv`) for matching replies, extracting values
+//! from them. An HTTP step's `check` table asserts on its responses (status, body substring,
+//! JSON paths, headers); each check is counted pass/fail without failing the request, as k6's
+//! `check` is.
 //!
 //! ```
 //! let text = r#"
@@ -50,6 +51,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use serde::{Deserialize, Deserializer};
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::http1::{serialize, Conn, Stream};
 use crate::recorder::{ErrorKind, Local};
@@ -143,6 +145,158 @@ impl<'de> Deserialize<'de> for Template {
         let s = String::deserialize(d)?;
         Template::parse(&s).map_err(serde::de::Error::custom)
     }
+}
+
+/// How the bytes of a binary WebSocket frame are written in a scenario file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    /// Pairs of hex digits, whitespace allowed between them (`de ad be ef`).
+    Hex,
+    /// Standard base64 (`+/`), padding optional, whitespace ignored.
+    Base64,
+}
+
+/// Base64 as people paste it: with or without the trailing `=`.
+const BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
+
+impl Encoding {
+    fn name(self) -> &'static str {
+        match self {
+            Encoding::Hex => "hex",
+            Encoding::Base64 => "base64",
+        }
+    }
+
+    fn example(self) -> &'static str {
+        match self {
+            Encoding::Hex => "pairs of hex digits such as `de ad be ef`",
+            Encoding::Base64 => "standard base64 such as `3q2+7w==`",
+        }
+    }
+
+    /// Whether `c` can appear in an encoded value (whitespace is allowed in both).
+    fn allows(self, c: char) -> bool {
+        c.is_ascii_whitespace()
+            || match self {
+                Encoding::Hex => c.is_ascii_hexdigit(),
+                Encoding::Base64 => c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '='),
+            }
+    }
+
+    /// Decodes `text`; the error says what is wrong with it.
+    fn decode(self, text: &str) -> Result<Vec<u8>, String> {
+        if let Some(c) = text.chars().find(|c| !self.allows(*c)) {
+            return Err(format!("`{c}` cannot appear in {}", self.name()));
+        }
+        let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+        match self {
+            Encoding::Hex => {
+                if compact.len() % 2 != 0 {
+                    return Err(format!(
+                        "{} hex digits is an odd number (two per byte)",
+                        compact.len()
+                    ));
+                }
+                // Only ASCII hex digits are left, so every pair is a valid byte.
+                Ok(compact
+                    .as_bytes()
+                    .chunks(2)
+                    .filter_map(|p| std::str::from_utf8(p).ok())
+                    .filter_map(|p| u8::from_str_radix(p, 16).ok())
+                    .collect())
+            }
+            Encoding::Base64 => {
+                use base64::{DecodeError, Engine as _};
+                BASE64.decode(compact.as_bytes()).map_err(|e| match e {
+                    DecodeError::InvalidLength(n) => format!(
+                        "{n} characters cannot be base64 (every 4 characters are 3 bytes; a \
+                         shorter tail has 2 or 3)"
+                    ),
+                    DecodeError::InvalidByte(at, b) => {
+                        format!("`{}` at character {} is misplaced", char::from(b), at + 1)
+                    }
+                    DecodeError::InvalidLastSymbol(at, b) => format!(
+                        "the last character `{}` (character {}) leaves stray bits; is a character missing?",
+                        char::from(b),
+                        at + 1
+                    ),
+                    DecodeError::InvalidPadding => "the `=` padding is wrong".to_string(),
+                })
+            }
+        }
+    }
+}
+
+/// The bytes of a binary frame, written hex- or base64-encoded, with `{{var}}` templates that
+/// are rendered before decoding (so a variable can hold an encoded value, e.g. one extracted
+/// from a JSON reply).
+#[derive(Debug, Clone)]
+struct BinTemplate {
+    encoding: Encoding,
+    template: Template,
+    /// Decoded at load time when the value has no variables.
+    fixed: Option<Vec<u8>>,
+}
+
+impl BinTemplate {
+    /// Parses a value of a `*_hex` / `*_base64` field. A value without variables must decode
+    /// now; one with variables must at least be made of the encoding's characters outside them.
+    fn parse(text: &str, encoding: Encoding) -> Result<BinTemplate, String> {
+        let bad = |why: String| {
+            format!(
+                "`{text}` is not {}: {why}; expected {}",
+                encoding.name(),
+                encoding.example()
+            )
+        };
+        let template = Template::parse(text)?;
+        let fixed = if template.vars().next().is_none() {
+            Some(encoding.decode(text).map_err(bad)?)
+        } else {
+            for p in &template.parts {
+                if let Part::Lit(l) = p {
+                    if let Some(c) = l.chars().find(|c| !encoding.allows(*c)) {
+                        return Err(bad(format!(
+                            "`{c}` cannot appear in {} (outside `{{{{...}}}}`)",
+                            encoding.name()
+                        )));
+                    }
+                }
+            }
+            None
+        };
+        Ok(BinTemplate {
+            encoding,
+            template,
+            fixed,
+        })
+    }
+
+    /// The bytes for this use; an error when the rendered variables do not decode.
+    fn render(&self, vars: &HashMap<String, String>) -> Result<Vec<u8>, String> {
+        match &self.fixed {
+            Some(b) => Ok(b.clone()),
+            None => self.encoding.decode(&self.template.render(vars)),
+        }
+    }
+}
+
+fn de_hex<'de, D: Deserializer<'de>>(d: D) -> Result<Option<BinTemplate>, D::Error> {
+    let s = String::deserialize(d)?;
+    BinTemplate::parse(&s, Encoding::Hex)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+fn de_base64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<BinTemplate>, D::Error> {
+    let s = String::deserialize(d)?;
+    BinTemplate::parse(&s, Encoding::Base64)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 /// One segment of a JSON path.
@@ -266,7 +420,10 @@ impl std::fmt::Display for Extractor {
 
 /// Whether `haystack` holds `needle` (a `contains` of a WebSocket `recv` or an HTTP `check`).
 fn contains(haystack: &[u8], needle: &str) -> bool {
-    let needle = needle.as_bytes();
+    contains_bytes(haystack, needle.as_bytes())
+}
+
+fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
 }
 
@@ -445,23 +602,71 @@ impl<'de> Deserialize<'de> for Statuses {
     }
 }
 
-/// One action of a WebSocket step as written: exactly one of `send` or `recv`; the other
-/// fields qualify a `recv`.
-#[derive(Debug, Deserialize)]
+/// One action of a WebSocket step as written: exactly one of `send`, `send_hex`,
+/// `send_base64` or `recv`; the other fields qualify a `recv`.
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ActionFile {
     #[serde(default)]
     send: Option<Template>,
+    /// A binary frame, hex-encoded in the file.
+    #[serde(default, deserialize_with = "de_hex")]
+    send_hex: Option<BinTemplate>,
+    /// A binary frame, base64-encoded in the file.
+    #[serde(default, deserialize_with = "de_base64")]
+    send_base64: Option<BinTemplate>,
     #[serde(default)]
     recv: Option<String>,
+    /// The `recv` waits for a binary frame (else a text message).
+    #[serde(default)]
+    binary: bool,
     #[serde(default, rename = "match")]
     matches: BTreeMap<Extractor, Template>,
     #[serde(default)]
     contains: Option<Template>,
     #[serde(default)]
+    equals: Option<Template>,
+    #[serde(default, deserialize_with = "de_hex")]
+    contains_hex: Option<BinTemplate>,
+    #[serde(default, deserialize_with = "de_base64")]
+    contains_base64: Option<BinTemplate>,
+    #[serde(default, deserialize_with = "de_hex")]
+    equals_hex: Option<BinTemplate>,
+    #[serde(default, deserialize_with = "de_base64")]
+    equals_base64: Option<BinTemplate>,
+    #[serde(default)]
     timeout: Option<Dur>,
     #[serde(default)]
     extract: BTreeMap<String, Extractor>,
+}
+
+/// The one pattern given among a text field and its `_hex` / `_base64` forms (`contains`,
+/// `equals`), checked against the kind of frame the `recv` waits for.
+fn pattern(
+    field: &str,
+    binary: bool,
+    text: Option<Template>,
+    hex: Option<BinTemplate>,
+    b64: Option<BinTemplate>,
+) -> Result<Option<Pattern>, String> {
+    match (text, hex, b64) {
+        (None, None, None) => Ok(None),
+        (Some(_), _, _) if binary => Err(format!(
+            "`{field}` matches text messages; a `binary = true` recv uses `{field}_hex` or `{field}_base64`"
+        )),
+        (Some(t), None, None) => Ok(Some(Pattern::Text(t))),
+        (None, Some(_), Some(_)) => Err(format!(
+            "give one of `{field}_hex` and `{field}_base64`, not both"
+        )),
+        (None, Some(b), None) | (None, None, Some(b)) if binary => Ok(Some(Pattern::Bytes(b))),
+        (None, Some(b), None) | (None, None, Some(b)) => Err(format!(
+            "`{field}_{}` matches binary frames: add `binary = true` to the recv",
+            b.encoding.name()
+        )),
+        (Some(_), _, _) => Err(format!(
+            "give one of `{field}`, `{field}_hex` and `{field}_base64`"
+        )),
+    }
 }
 
 impl TryFrom<ActionFile> for Action {
@@ -471,6 +676,12 @@ impl TryFrom<ActionFile> for Action {
         let qualifiers = [
             ("match", !a.matches.is_empty()),
             ("contains", a.contains.is_some()),
+            ("equals", a.equals.is_some()),
+            ("contains_hex", a.contains_hex.is_some()),
+            ("contains_base64", a.contains_base64.is_some()),
+            ("equals_hex", a.equals_hex.is_some()),
+            ("equals_base64", a.equals_base64.is_some()),
+            ("binary", a.binary),
             ("timeout", a.timeout.is_some()),
             ("extract", !a.extract.is_empty()),
         ];
@@ -485,20 +696,32 @@ impl TryFrom<ActionFile> for Action {
                 "`header:{h}`: WebSocket messages have no headers; use a JSON path like $.a.b"
             ));
         }
-        match (a.send, a.recv) {
-            (Some(_), Some(name)) => Err(format!(
-                "`{name}`: an action has either `send` or `recv`, not both"
+        let sends: Vec<(&str, Payload)> = [
+            ("send", a.send.map(Payload::Text)),
+            ("send_hex", a.send_hex.map(Payload::Binary)),
+            ("send_base64", a.send_base64.map(Payload::Binary)),
+        ]
+        .into_iter()
+        .filter_map(|(field, p)| p.map(|p| (field, p)))
+        .collect();
+        let mut sends = sends.into_iter();
+        match (sends.next(), sends.next(), a.recv) {
+            (Some((first, _)), Some((second, _)), _) => Err(format!(
+                "an action sends one message: `{first}` or `{second}`, not both"
             )),
-            (None, None) => Err(
-                "an action needs `send = \"message\"` or `recv = \"name\"`".to_string(),
+            (Some((field, _)), None, Some(name)) => Err(format!(
+                "`{name}`: an action has either `{field}` or `recv`, not both"
+            )),
+            (None, _, None) => Err(
+                "an action needs `send = \"message\"` (or `send_hex` / `send_base64` for a binary frame) or `recv = \"name\"`".to_string(),
             ),
-            (Some(t), None) => match qualifiers.iter().find(|(_, set)| *set) {
-                Some((field, _)) => Err(format!(
-                    "`{field}` applies to `recv` actions, not `send` (put it in a `recv` after the `send`)"
+            (Some((field, payload)), None, None) => match qualifiers.iter().find(|(_, set)| *set) {
+                Some((q, _)) => Err(format!(
+                    "`{q}` applies to `recv` actions, not `{field}` (put it in a `recv` after the `{field}`)"
                 )),
-                None => Ok(Action::Send(t)),
+                None => Ok(Action::Send(payload)),
             },
-            (None, Some(name)) => {
+            (None, _, Some(name)) => {
                 if name.is_empty()
                     || !name
                         .chars()
@@ -508,11 +731,20 @@ impl TryFrom<ActionFile> for Action {
                         "`recv = \"{name}\"`: the name (reported as `step.name`) needs letters, digits, _ or -"
                     ));
                 }
+                let binary = a.binary;
                 Ok(Action::Recv(Recv {
                     name,
                     slot: 0,
+                    binary,
                     matches: a.matches.into_iter().collect(),
-                    contains: a.contains,
+                    contains: pattern(
+                        "contains",
+                        binary,
+                        a.contains,
+                        a.contains_hex,
+                        a.contains_base64,
+                    )?,
+                    equals: pattern("equals", binary, a.equals, a.equals_hex, a.equals_base64)?,
                     timeout: a.timeout.map(|d| d.0),
                     extract: a.extract.into_iter().collect(),
                 }))
@@ -678,39 +910,113 @@ impl Checks {
 /// One action of a WebSocket step.
 #[derive(Debug, Clone)]
 enum Action {
-    /// Send a text message.
-    Send(Template),
+    /// Send a text message or a binary frame.
+    Send(Payload),
     /// Wait for a matching data message.
     Recv(Recv),
 }
 
-/// `recv`: wait (up to `timeout`) for the next data message that matches, skipping others.
+/// What a `send` action sends.
+#[derive(Debug, Clone)]
+enum Payload {
+    /// `send`: a text message.
+    Text(Template),
+    /// `send_hex` / `send_base64`: a binary frame.
+    Binary(BinTemplate),
+}
+
+impl Payload {
+    /// The message to send; an error when templated bytes do not decode.
+    fn render(&self, vars: &HashMap<String, String>) -> Result<Message, String> {
+        Ok(match self {
+            Payload::Text(t) => Message::Text(t.render(vars)),
+            Payload::Binary(b) => Message::Binary(b.render(vars)?),
+        })
+    }
+}
+
+/// A `contains` / `equals` of a `recv`: text, or bytes for a binary `recv`.
+#[derive(Debug, Clone)]
+enum Pattern {
+    Text(Template),
+    Bytes(BinTemplate),
+}
+
+impl Pattern {
+    fn render(&self, vars: &HashMap<String, String>) -> Result<Vec<u8>, String> {
+        match self {
+            Pattern::Text(t) => Ok(t.render(vars).into_bytes()),
+            Pattern::Bytes(b) => b.render(vars),
+        }
+    }
+
+    /// The template, and the field it was written in (for unknown-variable errors).
+    fn field<'a>(&'a self, text_field: &'static str) -> (&'static str, &'a Template) {
+        match self {
+            Pattern::Text(t) => (text_field, t),
+            Pattern::Bytes(b) => (
+                match (text_field, b.encoding) {
+                    ("contains", Encoding::Hex) => "contains_hex",
+                    ("contains", Encoding::Base64) => "contains_base64",
+                    (_, Encoding::Hex) => "equals_hex",
+                    (_, Encoding::Base64) => "equals_base64",
+                },
+                &b.template,
+            ),
+        }
+    }
+}
+
+/// `recv`: wait (up to `timeout`) for the next data message of its kind (text, or binary
+/// with `binary = true`) that matches, skipping others.
 #[derive(Debug, Clone)]
 struct Recv {
     /// Name; the action is reported as `step.name`.
     name: String,
     /// Index of the action's entry (`step.recv`) in the per-step statistics.
     slot: u16,
+    /// Waits for a binary frame; text messages are skipped (and binary frames when false).
+    binary: bool,
     matches: Vec<(Extractor, Template)>,
-    contains: Option<Template>,
+    contains: Option<Pattern>,
+    equals: Option<Pattern>,
     timeout: Option<Duration>,
     extract: Vec<(String, Extractor)>,
 }
 
+/// A `recv`'s `contains` and `equals`, rendered (and decoded) once per wait.
+#[derive(Debug, Default)]
+struct Needles {
+    contains: Option<Vec<u8>>,
+    equals: Option<Vec<u8>>,
+}
+
 impl Recv {
+    /// Renders `contains` and `equals` for this wait; an error when templated bytes do not
+    /// decode.
+    fn needles(&self, vars: &HashMap<String, String>) -> Result<Needles, String> {
+        Ok(Needles {
+            contains: self.contains.as_ref().map(|p| p.render(vars)).transpose()?,
+            equals: self.equals.as_ref().map(|p| p.render(vars)).transpose()?,
+        })
+    }
+
     /// Whether a received message is the one this action waits for.
     fn accepts(
         &self,
-        msg: &[u8],
+        frame: &crate::ws::Frame,
+        needles: &Needles,
         json: Option<&serde_json::Value>,
         vars: &HashMap<String, String>,
     ) -> bool {
-        if let Some(c) = &self.contains {
-            if !contains(msg, &c.render(vars)) {
-                return false;
-            }
-        }
-        all_match(&self.matches, &[], json, vars)
+        let msg = &frame.data;
+        frame.binary == self.binary
+            && needles.equals.as_ref().is_none_or(|e| e == msg)
+            && needles
+                .contains
+                .as_ref()
+                .is_none_or(|c| contains_bytes(msg, c))
+            && all_match(&self.matches, &[], json, vars)
     }
 
     /// Whether the message has to be parsed as JSON.
@@ -1025,10 +1331,18 @@ fn validate_step(
     }
     for a in &s.actions {
         match a {
-            Action::Send(t) => fields.push(("send", t)),
+            Action::Send(Payload::Text(t)) => fields.push(("send", t)),
+            Action::Send(Payload::Binary(b)) => fields.push((
+                match b.encoding {
+                    Encoding::Hex => "send_hex",
+                    Encoding::Base64 => "send_base64",
+                },
+                &b.template,
+            )),
             Action::Recv(r) => {
                 fields.extend(r.matches.iter().map(|(_, t)| ("match", t)));
-                fields.extend(r.contains.iter().map(|t| ("contains", t)));
+                fields.extend(r.contains.iter().map(|p| p.field("contains")));
+                fields.extend(r.equals.iter().map(|p| p.field("equals")));
             }
         }
     }
@@ -1626,12 +1940,22 @@ async fn ws_step(
     // when nothing was sent yet (a greeting the server pushes).
     let mut since = Instant::now();
     for action in actions {
+        // Each action is a request in flight until it is recorded (or, for a `send`, done):
+        // an abort at the end of the run counts it as interrupted.
+        local.start_request();
         match action {
-            Action::Send(t) => {
-                let msg = t.render(vars);
+            Action::Send(payload) => {
+                let Ok(msg) = payload.render(vars) else {
+                    // Templated bytes that do not decode: nothing sensible to send.
+                    local.error(idx, ErrorKind::Protocol, 0);
+                    return false;
+                };
                 since = Instant::now();
-                match tokio::time::timeout(session.timeout, crate::ws::send_text(ws, msg)).await {
-                    Ok(Ok(())) => local.ws(1, 0),
+                match tokio::time::timeout(session.timeout, crate::ws::send(ws, msg)).await {
+                    Ok(Ok(())) => {
+                        local.ws(1, 0);
+                        local.settle();
+                    }
                     Ok(Err(kind)) => {
                         local.error(idx, kind, 0);
                         return false;
@@ -1643,18 +1967,25 @@ async fn ws_step(
                 }
             }
             Action::Recv(r) => {
+                let Ok(needles) = r.needles(vars) else {
+                    local.error(r.slot, ErrorKind::Protocol, 0);
+                    return false;
+                };
                 let mut bytes = 0u64;
                 let wait = async {
                     loop {
-                        let msg = crate::ws::next_data(ws).await?;
+                        let frame = crate::ws::next_frame(ws).await?;
                         local.ws(0, 1);
-                        bytes += msg.len() as u64;
-                        let json: Option<serde_json::Value> = if r.needs_json() {
-                            serde_json::from_slice(&msg).ok()
-                        } else {
-                            None
-                        };
-                        if r.accepts(&msg, json.as_ref(), vars) {
+                        bytes += frame.data.len() as u64;
+                        // A message of the other kind is skipped like any other that does
+                        // not match; only the right kind is worth parsing.
+                        let json: Option<serde_json::Value> =
+                            if frame.binary == r.binary && r.needs_json() {
+                                serde_json::from_slice(&frame.data).ok()
+                            } else {
+                                None
+                            };
+                        if r.accepts(&frame, &needles, json.as_ref(), vars) {
                             return Ok::<_, ErrorKind>(json);
                         }
                     }
@@ -1680,6 +2011,8 @@ async fn ws_step(
             }
         }
     }
+    // A kept session with no actions records nothing: the run of the step is over all the same.
+    local.settle();
     true
 }
 
@@ -1790,7 +2123,6 @@ mod tests {
     #[test]
     fn recv_matches_json_fields_and_substrings() {
         let Ok(Action::Recv(r)) = Action::try_from(ActionFile {
-            send: None,
             recv: Some("reply".into()),
             matches: [(
                 Extractor::parse("$.to").unwrap(),
@@ -1798,20 +2130,98 @@ mod tests {
             )]
             .into(),
             contains: Some(Template::parse("said").unwrap()),
-            timeout: None,
-            extract: BTreeMap::new(),
+            ..ActionFile::default()
         }) else {
             panic!("a valid recv");
         };
         let vars: HashMap<String, String> = [("user".into(), "ann".into())].into();
-        let check = |msg: &str| {
+        let needles = r.needles(&vars).unwrap();
+        let check = |msg: &str, binary: bool| {
             let json: Option<serde_json::Value> = serde_json::from_str(msg).ok();
-            r.accepts(msg.as_bytes(), json.as_ref(), &vars)
+            let frame = crate::ws::Frame {
+                binary,
+                data: msg.as_bytes().to_vec(),
+            };
+            r.accepts(&frame, &needles, json.as_ref(), &vars)
         };
-        assert!(check(r#"{"to":"ann","type":"said"}"#));
-        assert!(!check(r#"{"to":"bob","type":"said"}"#), "other user");
-        assert!(!check(r#"{"to":"ann","type":"joined"}"#), "no substring");
-        assert!(!check("said to ann"), "not JSON");
+        assert!(check(r#"{"to":"ann","type":"said"}"#, false));
+        assert!(
+            !check(r#"{"to":"ann","type":"said"}"#, true),
+            "a text recv skips binary frames"
+        );
+        assert!(!check(r#"{"to":"bob","type":"said"}"#, false), "other user");
+        assert!(
+            !check(r#"{"to":"ann","type":"joined"}"#, false),
+            "no substring"
+        );
+        assert!(!check("said to ann", false), "not JSON");
+    }
+
+    #[test]
+    fn binary_recv_matches_decoded_bytes_of_binary_frames_only() {
+        let recv = |file: ActionFile| match Action::try_from(ActionFile {
+            recv: Some("bin".into()),
+            binary: true,
+            ..file
+        }) {
+            Ok(Action::Recv(r)) => r,
+            other => panic!("a valid recv: {other:?}"),
+        };
+        let frame = |binary: bool, data: &[u8]| crate::ws::Frame {
+            binary,
+            data: data.to_vec(),
+        };
+        let vars: HashMap<String, String> = [("tail".into(), "7w==".into())].into();
+        let exact = recv(ActionFile {
+            equals_base64: BinTemplate::parse("3q2+{{tail}}", Encoding::Base64).ok(),
+            ..ActionFile::default()
+        });
+        let n = exact.needles(&vars).unwrap();
+        assert_eq!(n.equals.as_deref(), Some(&[0xde, 0xad, 0xbe, 0xef][..]));
+        assert!(exact.accepts(&frame(true, &[0xde, 0xad, 0xbe, 0xef]), &n, None, &vars));
+        assert!(!exact.accepts(&frame(true, &[0xde, 0xad, 0xbe]), &n, None, &vars));
+        assert!(
+            !exact.accepts(&frame(false, &[0xde, 0xad, 0xbe, 0xef]), &n, None, &vars),
+            "a binary recv skips text messages"
+        );
+        let part = recv(ActionFile {
+            contains_hex: BinTemplate::parse("AD be", Encoding::Hex).ok(),
+            ..ActionFile::default()
+        });
+        let n = part.needles(&vars).unwrap();
+        assert!(part.accepts(&frame(true, &[0xde, 0xad, 0xbe, 0xef]), &n, None, &vars));
+        assert!(!part.accepts(&frame(true, &[0xbe, 0xad]), &n, None, &vars));
+        // Templated bytes that do not decode are an error of the wait, not a panic.
+        let bad: HashMap<String, String> = [("tail".into(), "*".into())].into();
+        assert!(exact.needles(&bad).is_err());
+    }
+
+    #[test]
+    fn hex_and_base64_decode_or_say_why_not() {
+        let hex = |s: &str| Encoding::Hex.decode(s);
+        let b64 = |s: &str| Encoding::Base64.decode(s);
+        assert_eq!(hex("00 ff\n7F").unwrap(), [0, 255, 127]);
+        assert_eq!(hex("").unwrap(), Vec::<u8>::new());
+        assert!(hex("abc").unwrap_err().contains("odd"));
+        assert!(hex("zz").unwrap_err().contains("`z`"));
+        assert!(hex("é0").unwrap_err().contains("`é`"));
+        assert_eq!(b64("3q2+7w==").unwrap(), [0xde, 0xad, 0xbe, 0xef]);
+        assert_eq!(
+            b64("3q2+7w").unwrap(),
+            [0xde, 0xad, 0xbe, 0xef],
+            "padding optional"
+        );
+        assert!(b64("3q2+7").is_err());
+        assert!(b64("3q-_").unwrap_err().contains("`-`"));
+        let e = BinTemplate::parse("ab{{x}}g", Encoding::Hex).unwrap_err();
+        assert!(
+            e.contains("`ab{{x}}g` is not hex") && e.contains("`g`"),
+            "{e}"
+        );
+        assert!(BinTemplate::parse("ab{{x}}", Encoding::Hex)
+            .unwrap()
+            .fixed
+            .is_none());
     }
 
     proptest::proptest! {

@@ -82,7 +82,12 @@ async fn open(run: &Run) -> Result<Ws, ErrorKind> {
 
 /// Sends one text message.
 pub(crate) async fn send_text(ws: &mut Ws, text: String) -> Result<(), ErrorKind> {
-    ws.send(Message::Text(text)).await.map_err(|e| classify(&e))
+    send(ws, Message::Text(text)).await
+}
+
+/// Sends one message (text or binary frame).
+pub(crate) async fn send(ws: &mut Ws, msg: Message) -> Result<(), ErrorKind> {
+    ws.send(msg).await.map_err(|e| classify(&e))
 }
 
 /// Starts the close handshake without waiting long for the peer (it may be the one that failed).
@@ -90,12 +95,30 @@ pub(crate) async fn close(ws: &mut Ws) {
     let _ = tokio::time::timeout(Duration::from_millis(100), ws.close(None)).await;
 }
 
-/// Receives the next data message, skipping control frames.
+/// Receives the next data message, text or binary, skipping control frames.
 pub(crate) async fn next_data(ws: &mut Ws) -> Result<Vec<u8>, ErrorKind> {
+    next_frame(ws).await.map(|f| f.data)
+}
+
+/// A received data message.
+pub(crate) struct Frame {
+    /// A binary frame (else text).
+    pub binary: bool,
+    pub data: Vec<u8>,
+}
+
+/// Receives the next data message and whether it came in a binary frame, skipping control
+/// frames.
+pub(crate) async fn next_frame(ws: &mut Ws) -> Result<Frame, ErrorKind> {
     loop {
         match ws.next().await {
-            Some(Ok(Message::Text(t))) => return Ok(t.into_bytes()),
-            Some(Ok(Message::Binary(b))) => return Ok(b),
+            Some(Ok(Message::Text(t))) => {
+                return Ok(Frame {
+                    binary: false,
+                    data: t.into_bytes(),
+                })
+            }
+            Some(Ok(Message::Binary(data))) => return Ok(Frame { binary: true, data }),
             Some(Ok(Message::Close(_))) | None => return Err(ErrorKind::Reset),
             Some(Ok(_)) => {}
             Some(Err(e)) => return Err(classify(&e)),
@@ -179,6 +202,9 @@ async fn subscribe(run: Arc<Run>, vu: usize) {
             }
             local.ws(1, 0);
         }
+        // Subscribed: from here on the user only listens, which is not a request in flight
+        // (each message is recorded as it comes), so the end of the run interrupts nothing.
+        local.settle();
         loop {
             match next_data(&mut ws).await {
                 Ok(msg) => {

@@ -2,7 +2,9 @@
 
 mod common;
 
-use scalewise_load::{load, run_load, LoadArgs};
+use std::sync::atomic::Ordering;
+
+use scalewise_load::{load, load_until, run_load, LoadArgs, Stop};
 
 fn args(url: String) -> LoadArgs {
     LoadArgs::new(url)
@@ -144,7 +146,9 @@ async fn json_schema_keys_are_stable_and_html_is_offline() {
             "error_rate",
             "errors",
             "generator",
+            "graceful_stop_s",
             "interrupted",
+            "interrupted_requests",
             "late",
             "latency",
             "max_ms",
@@ -177,6 +181,8 @@ async fn json_schema_keys_are_stable_and_html_is_offline() {
         "only scenarios with checks have them"
     );
     assert_eq!(v["requests"], 50);
+    assert_eq!(v["interrupted_requests"], 0);
+    assert_eq!(v["graceful_stop_s"], 0.5, "the default --graceful-stop");
     let mut err_keys: Vec<&str> = v["errors"]
         .as_object()
         .unwrap()
@@ -312,4 +318,74 @@ async fn shaped_open_model_follows_stages() {
     let r = load(&a).await.unwrap();
     // ∫ rate = 0.5 × 100 + 0.5 × (100 + 300) / 2 = 150 requests.
     assert!((140..=151).contains(&r.requests), "{}", r.requests);
+}
+
+/// Three users each have one `/hold` request in flight (the server holds them until the test
+/// releases them) when the run is stopped. Whether they are recorded or counted as interrupted
+/// depends only on `--graceful-stop` and on whether they are released after the stop, not on
+/// how fast this machine is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_stop_records_requests_that_finish_and_counts_the_rest_as_interrupted() {
+    for (grace, grace_s, release_after_stop) in [
+        ("0s", 0.0, false),
+        ("50ms", 0.05, false),
+        ("60s", 60.0, true),
+    ] {
+        let (addr, st) = common::server().await;
+        let mut a = args(format!("http://{addr}/hold"));
+        a.connections = 3;
+        // Ended by `stop`, long before this.
+        a.duration = Some("10m".into());
+        a.graceful_stop = grace.into();
+        let stop = Stop::new();
+        let run = tokio::spawn({
+            let stop = stop.clone();
+            async move { load_until(&a, &stop).await }
+        });
+        tokio::time::timeout(std::time::Duration::from_secs(30), st.held(3))
+            .await
+            .expect("the three users' requests reach the server");
+        // The users see the stop before their next request (the flag is set when `stop`
+        // returns), so releasing the held requests now lets them finish, but lets no user
+        // send another.
+        stop.stop();
+        if release_after_stop {
+            st.release();
+        }
+        let r = run.await.unwrap().unwrap();
+        assert!(!r.interrupted, "not a Ctrl-C");
+        assert_eq!(r.graceful_stop_s, grace_s);
+        if release_after_stop {
+            assert_eq!(r.interrupted_requests, 0, "{grace}");
+            assert_eq!(r.requests, 3, "{grace}");
+            assert_eq!(r.statuses.get("202"), Some(&3), "{:?}", r.statuses);
+            assert!(r.latency.min_ms > 0.0, "their latencies are recorded");
+            assert!(!r.text().contains("Interrupted"));
+        } else {
+            assert_eq!(r.interrupted_requests, 3, "{grace}");
+            assert_eq!(
+                r.requests, 0,
+                "{grace}: abandoned requests are not recorded"
+            );
+            assert!(
+                r.text().contains(&format!(
+                    "Interrupted 3 requests in flight at the end, abandoned after the graceful stop ({grace})"
+                )),
+                "{}",
+                r.text()
+            );
+            st.release();
+        }
+        assert_eq!(
+            st.count.load(Ordering::SeqCst),
+            3,
+            "{grace}: no user sent a second request"
+        );
+        assert_eq!(st.held.load(Ordering::SeqCst), 3);
+    }
+
+    let mut a = args("http://127.0.0.1:1/".into());
+    a.graceful_stop = "soon".into();
+    let e = load(&a).await.unwrap_err().to_string();
+    assert!(e.contains("--graceful-stop") && e.contains("`soon`"), "{e}");
 }

@@ -2,7 +2,7 @@
 
 mod common;
 
-use scalewise_load::{load, run_load, LoadArgs, Scenario, ScenarioFormat};
+use scalewise_load::{load, load_until, run_load, LoadArgs, Scenario, ScenarioFormat, Stop};
 use std::sync::atomic::Ordering;
 
 fn scenario_args(path: std::path::PathBuf) -> LoadArgs {
@@ -356,7 +356,7 @@ async fn secure_websocket_step_offers_http1_even_with_http2() {
 #[test]
 fn bad_websocket_steps_name_line_and_field() {
     let ws = "[[steps]]\nname = \"chat\"\nws = \"ws://x/\"\n";
-    let cases: [(String, ScenarioFormat, &[&str]); 9] = [
+    let cases: [(String, ScenarioFormat, &[&str]); 19] = [
         (
             format!("{ws}method = \"POST\"\n"),
             ScenarioFormat::Toml,
@@ -401,6 +401,57 @@ fn bad_websocket_steps_name_line_and_field() {
             "steps:\n  - name: chat\n    ws: ws://x/\n    actions:\n      - send: hi\n        recv: reply\n".into(),
             ScenarioFormat::Yaml,
             &["line 6", "either `send` or `recv`"],
+        ),
+        // Binary frames: bad encodings name the line and field of the value.
+        (
+            format!("{ws}[[steps.actions]]\nsend_hex = \"0g\"\n"),
+            ScenarioFormat::Toml,
+            &["line 5", "field `send_hex`", "`0g` is not hex", "`g`", "pairs of hex digits"],
+        ),
+        (
+            format!("{ws}[[steps.actions]]\nsend_hex = \"abc\"\n"),
+            ScenarioFormat::Toml,
+            &["line 5", "field `send_hex`", "odd number"],
+        ),
+        (
+            format!("{ws}[[steps.actions]]\nrecv = \"r\"\nbinary = true\nequals_base64 = \"3q2*\"\n"),
+            ScenarioFormat::Toml,
+            &["line 7", "field `equals_base64`", "`3q2*` is not base64", "`*`"],
+        ),
+        (
+            format!("{ws}[[steps.actions]]\nsend_base64 = \"3q2+7\"\n"),
+            ScenarioFormat::Toml,
+            &["line 5", "field `send_base64`", "is not base64"],
+        ),
+        (
+            format!("{ws}actions = [{{ send_hex = \"zz{{{{vu}}}}\" }}]\n"),
+            ScenarioFormat::Toml,
+            &["line 4", "`z` cannot appear in hex (outside `{{...}}`)"],
+        ),
+        (
+            "steps:\n  - name: chat\n    ws: ws://x/\n    actions:\n      - recv: r\n        binary: true\n        contains_hex: \"ff 0\"\n".into(),
+            ScenarioFormat::Yaml,
+            &["line 7", "field `contains_hex`", "odd number"],
+        ),
+        (
+            format!("{ws}[[steps.actions]]\nrecv = \"r\"\ncontains_hex = \"ff\"\n"),
+            ScenarioFormat::Toml,
+            &["line 4", "`contains_hex` matches binary frames: add `binary = true`"],
+        ),
+        (
+            format!("{ws}[[steps.actions]]\nrecv = \"r\"\nbinary = true\nequals = \"x\"\n"),
+            ScenarioFormat::Toml,
+            &["line 4", "`equals` matches text messages", "`equals_hex`"],
+        ),
+        (
+            format!("{ws}[[steps.actions]]\nsend_hex = \"ff\"\nbinary = true\n"),
+            ScenarioFormat::Toml,
+            &["line 4", "`binary` applies to `recv` actions, not `send_hex`"],
+        ),
+        (
+            format!("{ws}[[steps.actions]]\nsend = \"a\"\nsend_base64 = \"AA==\"\n"),
+            ScenarioFormat::Toml,
+            &["line 4", "`send` or `send_base64`, not both"],
         ),
     ];
     for (text, format, want) in cases {
@@ -661,7 +712,8 @@ async fn expected_status_is_not_an_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn persistent_websocket_step_keeps_one_session_per_user() {
-    let (addr, opened) = common::chat_server_counting().await;
+    let (addr, chat) = common::chat_server_counting().await;
+    let opened = &chat.opened;
     let file = common::temp_path("persistent.toml");
     let scenario = |persistent: bool| {
         format!(
@@ -693,4 +745,151 @@ async fn persistent_websocket_step_keeps_one_session_per_user() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("field `persistent`"), "{err}");
+}
+
+/// Binary frames against the echo server (it echoes text as text and binary as binary, in
+/// order): each `recv` skips the message of the other kind echoed just before its match, and
+/// a binary `recv` skips a binary frame that does not match.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_binary_frames_are_sent_matched_and_skipped() {
+    let addr = common::ws_server().await;
+    let file = common::temp_path("binary.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+[vars]
+blob = "3q2+7w=="
+
+[[steps]]
+name = "bin"
+ws = "ws://{addr}/"
+
+[[steps.actions]]
+send = "text {{{{vu}}}}"
+
+[[steps.actions]]
+send_hex = "00 01 02 ff"
+
+[[steps.actions]]
+recv = "raw"
+binary = true
+equals_hex = "000102FF"
+
+[[steps.actions]]
+send_base64 = "{{{{blob}}}}"
+
+[[steps.actions]]
+send = "after {{{{vu}}}}"
+
+[[steps.actions]]
+recv = "text"
+equals = "after {{{{vu}}}}"
+
+[[steps.actions]]
+send_hex = "aa"
+
+[[steps.actions]]
+send_base64 = "AbsC"
+
+[[steps.actions]]
+recv = "part"
+binary = true
+contains_hex = "bb"
+"#
+        ),
+    )
+    .unwrap();
+    let mut a = scenario_args(file.clone());
+    a.connections = 2;
+    a.requests = Some(10);
+    let r = load(&a).await.unwrap();
+    assert_eq!(r.errors.total, 0, "{:?}", r.errors);
+    let counts: Vec<(&str, u64, u64)> = r
+        .steps
+        .iter()
+        .map(|s| (s.name.as_str(), s.requests, s.errors))
+        .collect();
+    assert_eq!(
+        counts,
+        [
+            ("bin", 10, 0),
+            ("bin.raw", 10, 0),
+            ("bin.text", 10, 0),
+            ("bin.part", 10, 0)
+        ]
+    );
+    let ws = r.websocket.unwrap();
+    // Per run 6 messages out and 6 echoed back: 3 matched, 3 skipped (the text before `raw`,
+    // the binary frame before `text`, the `aa` frame before `part`).
+    assert_eq!((ws.messages_sent, ws.messages_received), (60, 60));
+
+    // A text `recv` never takes a binary frame: it times out (its own 50 ms) although a
+    // message arrived. Templated bytes that do not decode fail the send (`protocol`).
+    std::fs::write(
+        &file,
+        format!(
+            "[vars]\nodd = \"abc\"\n\n[[steps]]\nname = \"wait\"\nws = \"ws://{addr}/\"\n\n[[steps.actions]]\nsend_hex = \"01\"\n\n[[steps.actions]]\nrecv = \"text\"\ntimeout = \"50ms\"\n\n[[steps]]\nname = \"undecodable\"\nws = \"ws://{addr}/\"\n\n[[steps.actions]]\nsend_hex = \"{{{{odd}}}}\"\n"
+        ),
+    )
+    .unwrap();
+    a.connections = 1;
+    a.requests = Some(4);
+    let r = load(&a).await.unwrap();
+    let counts: Vec<(&str, u64, u64)> = r
+        .steps
+        .iter()
+        .map(|s| (s.name.as_str(), s.requests, s.errors))
+        .collect();
+    // Two runs of each step; `undecodable`'s entry has its two handshakes and two failed sends.
+    assert_eq!(
+        counts,
+        [("wait", 2, 0), ("wait.text", 2, 2), ("undecodable", 4, 2)]
+    );
+    assert_eq!(
+        (r.errors.timeout, r.errors.protocol, r.errors.total),
+        (2, 2, 4),
+        "{:?}",
+        r.errors
+    );
+    assert_eq!(r.websocket.unwrap().messages_sent, 2);
+    let _ = std::fs::remove_file(file);
+}
+
+/// Two users each wait in a `recv` for a reply the server never sends (60 s timeout) when the
+/// run is stopped: the default graceful stop (500 ms) runs out, and each waiting `recv` counts
+/// as one interrupted request, while the handshakes before it were recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_recv_still_waiting_at_the_end_is_interrupted() {
+    let (addr, chat) = common::chat_server_counting().await;
+    let file = common::temp_path("waiting.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[steps]]\nname = \"chat\"\nws = \"ws://{addr}/chat?token=tok-1\"\n\n[[steps.actions]]\nsend = '{{\"say\":\"silence\"}}'\n\n[[steps.actions]]\nrecv = \"reply\"\nmatch = {{ \"$.type\" = \"said\" }}\ntimeout = \"60s\"\n"
+        ),
+    )
+    .unwrap();
+    let mut a = scenario_args(file.clone());
+    a.connections = 2;
+    a.duration = Some("10m".into());
+    let stop = Stop::new();
+    let run = tokio::spawn({
+        let stop = stop.clone();
+        async move { load_until(&a, &stop).await }
+    });
+    tokio::time::timeout(std::time::Duration::from_secs(30), chat.silences(2))
+        .await
+        .expect("both users sent their message");
+    stop.stop();
+    let r = run.await.unwrap().unwrap();
+    let counts: Vec<(&str, u64, u64)> = r
+        .steps
+        .iter()
+        .map(|s| (s.name.as_str(), s.requests, s.errors))
+        .collect();
+    assert_eq!(counts, [("chat", 2, 0), ("chat.reply", 0, 0)]);
+    assert_eq!(r.interrupted_requests, 2);
+    assert_eq!(r.graceful_stop_s, 0.5);
+    let _ = std::fs::remove_file(file);
 }

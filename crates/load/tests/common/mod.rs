@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +30,48 @@ pub struct State {
     /// Requests seen by `/every/K` (counted apart from the others, so its answers are exact
     /// whatever else a scenario requests).
     pub every: AtomicU64,
+    /// `/hold` requests wait until [`State::release`]; afterwards `/hold` answers at once.
+    released: AtomicBool,
+    release: tokio::sync::Notify,
+    /// `/hold` requests that had to wait (answered 202; those that did not, 200).
+    pub held: AtomicU64,
+    held_more: tokio::sync::Notify,
+}
+
+impl State {
+    /// Waits until `n` `/hold` requests are being held.
+    pub async fn held(&self, n: u64) {
+        while self.held.load(Ordering::SeqCst) < n {
+            // `notify_one` keeps a permit when nobody waits, so an increment between the check
+            // and this wait still wakes it.
+            self.held_more.notified().await;
+        }
+    }
+
+    /// Answers every held `/hold` request, and every later one at once.
+    pub fn release(&self) {
+        self.released.store(true, Ordering::SeqCst);
+        self.release.notify_waiters();
+    }
+
+    async fn hold(&self) -> bool {
+        let mut waited = false;
+        loop {
+            // Register before checking the flag, so a release in between is not missed.
+            let notified = self.release.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.released.load(Ordering::SeqCst) {
+                return waited;
+            }
+            if !waited {
+                waited = true;
+                self.held.fetch_add(1, Ordering::SeqCst);
+                self.held_more.notify_one();
+            }
+            notified.await;
+        }
+    }
 }
 
 async fn handle(
@@ -75,6 +117,10 @@ async fn handle(
             resp(200, "ok".into())
         }
         ["status", code] => resp(code.parse().unwrap_or(500), "status".into()),
+        ["hold"] => {
+            let waited = st.hold().await;
+            resp(if waited { 202 } else { 200 }, "held".into())
+        }
         // JSON `{"ok":true,"n":N,"items":[{"id":7}]}`, except that every K-th request to this
         // route gets `{"ok":false,"n":N}`.
         ["every", k] => {
@@ -187,14 +233,35 @@ pub async fn chat_server() -> SocketAddr {
     chat_server_counting().await.0
 }
 
-/// [`chat_server`], also counting the WebSocket connections it accepted.
-pub async fn chat_server_counting() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+/// What a [`chat_server_counting`] saw.
+#[derive(Debug, Default)]
+pub struct Chat {
+    /// WebSocket connections accepted.
+    pub opened: std::sync::atomic::AtomicUsize,
+    /// `{"say":"silence"}` messages received (they get no answer).
+    pub silences: AtomicU64,
+    silenced: tokio::sync::Notify,
+}
+
+impl Chat {
+    /// Waits until `n` `silence` messages have arrived.
+    pub async fn silences(&self, n: u64) {
+        while self.silences.load(Ordering::SeqCst) < n {
+            // `notify_one` keeps a permit when nobody waits: an arrival between the check and
+            // this wait still wakes it.
+            self.silenced.notified().await;
+        }
+    }
+}
+
+/// [`chat_server`], also counting what it saw.
+pub async fn chat_server_counting() -> (SocketAddr, Arc<Chat>) {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
     use tokio_tungstenite::tungstenite::Message;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = Arc::new(Chat::default());
     let counted = count.clone();
     tokio::spawn(async move {
         loop {
@@ -227,7 +294,7 @@ pub async fn chat_server_counting() -> (SocketAddr, Arc<std::sync::atomic::Atomi
                 let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(s, check).await else {
                     return;
                 };
-                opened.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                opened.opened.fetch_add(1, Ordering::SeqCst);
                 let hello = serde_json::json!({"type": "welcome"}).to_string();
                 if ws.send(Message::Text(hello)).await.is_err() {
                     return;
@@ -237,6 +304,8 @@ pub async fn chat_server_counting() -> (SocketAddr, Arc<std::sync::atomic::Atomi
                     let v: serde_json::Value = serde_json::from_str(&t).unwrap_or_default();
                     let say = v.get("say").and_then(|s| s.as_str()).unwrap_or_default();
                     if say == "silence" {
+                        opened.silences.fetch_add(1, Ordering::SeqCst);
+                        opened.silenced.notify_one();
                         continue;
                     }
                     let reply =
