@@ -57,8 +57,8 @@ pub enum StateError {
     Tls {
         /// Listener name.
         listener: String,
-        /// The key under `tls` and what went wrong, naming the file.
-        source: tls::ListenerTlsError,
+        /// The key under `tls` and what went wrong, naming the file (boxed, as below).
+        source: Box<tls::ListenerTlsError>,
     },
     /// An upstream's TLS files (CA, client certificate or key) could not be loaded.
     #[error("upstreams.{upstream}.tls.{source}")]
@@ -360,7 +360,7 @@ impl GatewayState {
             if let Some(t) = &l.tls {
                 let acc = tls::acceptor(t, l.http2).map_err(|source| StateError::Tls {
                     listener: l.name.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
                 tls_acceptors.insert(l.name.clone(), acc);
             }
