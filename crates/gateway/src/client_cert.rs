@@ -4,8 +4,9 @@
 //! The value is one XFCC element: `Hash=<sha256 of the leaf's DER, lower-case hex>`, then
 //! `Subject="<subject DN>"` (RFC 4514 string, most specific RDN first, as nginx's
 //! `$ssl_client_s_dn` and Envoy write it) and one `URI=` / `DNS=` pair per URI / DNS subject
-//! alternative name. A value with `,`, `;`, `=`, `"`, `\` or a space is double-quoted, with
-//! `"` and `\` escaped by a backslash.
+//! alternative name, in the certificate's order. `Subject` is always double-quoted, a SAN
+//! when it has `,`, `;`, `=`, `"`, `\` or a space; inside quotes `"` and `\` are escaped by a
+//! backslash.
 //!
 //! ```
 //! let key = rcgen::KeyPair::generate().unwrap();
