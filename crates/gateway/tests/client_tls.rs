@@ -246,6 +246,31 @@ async fn required_mode_forwards_the_verified_certificate_and_drops_a_forged_one(
 }
 
 #[tokio::test]
+async fn xfcc_reaches_an_http2_upstream_in_place_of_a_forged_one() {
+    let dir = Dir::new("h2-upstream");
+    let server_ca = Ca::new("server ca");
+    let client_ca = Ca::new("client ca");
+    let b = backend("a").await;
+    let auth = ClientAuthConfig::new(dir.write("clients.pem", &client_ca.cert.pem()));
+    let mut cfg = tls_gateway_config(b.addr, listener_tls(&dir, &server_ca, Some(auth)));
+    cfg.upstreams.get_mut("default").unwrap().protocol =
+        scalewise_gateway::config::UpstreamProtocol::Http2;
+    let gw = gateway(cfg).await;
+    let leaf = client_leaf(&client_ca, "batch");
+    let c = client(&server_ca, Some(&leaf), &["http/1.1"]);
+    let (status, text) = get_tls(
+        gw.addr,
+        &c,
+        "/",
+        &[("x-forwarded-client-cert", "Hash=forged")],
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("version=HTTP/2.0\n"), "{text}");
+    assert_eq!(xfcc_seen(&text), expected_xfcc(&leaf, "batch"), "{text}");
+}
+
+#[tokio::test]
 async fn a_forged_xfcc_is_removed_on_a_listener_without_client_auth() {
     let b = backend("a").await;
     let gw = gateway(config(&[b.addr])).await;
