@@ -60,7 +60,7 @@ pub enum StateError {
         /// The key under `tls` and what went wrong, naming the file (boxed, as below).
         source: Box<tls::ListenerTlsError>,
     },
-    /// An upstream's TLS files (CA, client certificate or key) could not be loaded.
+    /// An upstream's TLS files (CA, CRLs, client certificate or key) could not be loaded.
     #[error("upstreams.{upstream}.tls.{source}")]
     UpstreamTls {
         /// Upstream name.

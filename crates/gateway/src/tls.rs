@@ -284,8 +284,8 @@ impl UpstreamTls {
     /// `protocol`.
     ///
     /// # Errors
-    /// An unreadable file (with its path), a file without certificates or key, a certificate
-    /// rustls refuses, or no trusted roots at all.
+    /// An unreadable file (with its path), a file without certificates, key or CRL, a
+    /// certificate or CRL rustls refuses, or no trusted roots at all.
     pub fn load(
         cfg: &UpstreamTlsConfig,
         protocol: UpstreamProtocol,
