@@ -151,7 +151,8 @@ impl ListenerConfig {
     }
 }
 
-/// Certificate and key for a TLS listener (PEM files).
+/// Certificate and key for a TLS listener (PEM files), and optionally client certificate
+/// authentication (mutual TLS).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
@@ -159,6 +160,92 @@ pub struct TlsConfig {
     pub cert: PathBuf,
     /// Private key (PKCS#8, PKCS#1 or SEC1).
     pub key: PathBuf,
+    /// Ask clients for a certificate and verify it (`[listeners.tls.client_auth]`); absent:
+    /// no client certificates are requested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_auth: Option<ClientAuthConfig>,
+}
+
+impl TlsConfig {
+    /// A TLS listener with `cert` and `key` and no client certificate authentication.
+    pub fn new(cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        Self {
+            cert: cert.into(),
+            key: key.into(),
+            client_auth: None,
+        }
+    }
+}
+
+/// Client certificate authentication on a TLS listener (`[listeners.tls.client_auth]`), as
+/// nginx's `ssl_verify_client`, `ssl_client_certificate` and `ssl_crl`, or HAProxy's
+/// `verify required ca-file ... crl-file ...`.
+///
+/// ```
+/// use scalewise_gateway::config::{ClientAuthMode, Config};
+///
+/// let config: Config = toml::from_str(r#"
+///     [[listeners]]
+///     addr = "127.0.0.1:8443"
+///     [listeners.tls]
+///     cert = "/etc/scalewise/gw.pem"
+///     key = "/etc/scalewise/gw.key"
+///     [listeners.tls.client_auth]
+///     ca_file = "/etc/scalewise/clients-ca.pem"
+///     crl_files = ["/etc/scalewise/clients.crl.pem"]
+///     [[routes]]
+///     upstream = "api"
+///     [upstreams.api]
+///     backends = [{ addr = "10.0.0.5:8080" }]
+/// "#).unwrap();
+/// config.validate().unwrap();
+/// let auth = config.listeners[0].tls.as_ref().unwrap().client_auth.as_ref().unwrap();
+/// assert_eq!(auth.mode, ClientAuthMode::Required);
+/// assert!(auth.forward_client_cert);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientAuthConfig {
+    /// CA certificates (PEM) that client certificates must chain to.
+    pub ca_file: PathBuf,
+    /// `required`: a client without a valid certificate cannot connect. `optional`: a
+    /// certificate is requested; a client may send none, but one it sends must be valid.
+    #[serde(default)]
+    pub mode: ClientAuthMode,
+    /// Certificate revocation lists (PEM, `-----BEGIN X509 CRL-----`); a client certificate
+    /// listed in one is refused. With CRLs, every certificate of the client's chain below
+    /// the CA must be covered by one of them (as nginx's `ssl_crl`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub crl_files: Vec<PathBuf>,
+    /// Pass the verified client certificate to backends in `X-Forwarded-Client-Cert`
+    /// (Envoy's format). The header a client sends itself is always removed.
+    #[serde(default = "defaults::yes")]
+    pub forward_client_cert: bool,
+}
+
+impl ClientAuthConfig {
+    /// Required client certificates issued by the CAs in `ca_file`, no CRLs, forwarded to
+    /// backends.
+    pub fn new(ca_file: impl Into<PathBuf>) -> Self {
+        Self {
+            ca_file: ca_file.into(),
+            mode: ClientAuthMode::Required,
+            crl_files: Vec::new(),
+            forward_client_cert: true,
+        }
+    }
+}
+
+/// Whether a TLS listener insists on a client certificate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuthMode {
+    /// Every client must present a valid certificate (nginx's `ssl_verify_client on`).
+    #[default]
+    Required,
+    /// A certificate is requested; clients without one are served too (nginx's
+    /// `ssl_verify_client optional`).
+    Optional,
 }
 
 /// One routing rule (`[[routes]]`). Every condition that is present must match.
@@ -551,6 +638,11 @@ pub struct UpstreamTlsConfig {
     /// `protocol = "http2"`; a list must include that protocol's token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alpn: Option<Vec<String>>,
+    /// Certificate revocation lists (PEM); a backend whose certificate one of them lists is
+    /// refused (a failed handshake). Every certificate of the backend's chain below the CA
+    /// must be covered by one of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub crl_files: Vec<PathBuf>,
 }
 
 impl UpstreamTlsConfig {
@@ -564,6 +656,7 @@ impl UpstreamTlsConfig {
             cert_file: None,
             key_file: None,
             alpn: None,
+            crl_files: Vec::new(),
         }
     }
 }
@@ -961,6 +1054,24 @@ impl Config {
                 if tls.key.as_os_str().is_empty() {
                     e(k("tls.key"), &"\"\"", "a PEM private key file path");
                 }
+                if let Some(auth) = &tls.client_auth {
+                    if auth.ca_file.as_os_str().is_empty() {
+                        e(
+                            k("tls.client_auth.ca_file"),
+                            &"\"\"",
+                            "a PEM file of the CA certificates client certificates must chain to",
+                        );
+                    }
+                    for (j, p) in auth.crl_files.iter().enumerate() {
+                        if p.as_os_str().is_empty() {
+                            e(
+                                k(&format!("tls.client_auth.crl_files[{j}]")),
+                                &"\"\"",
+                                "a PEM certificate revocation list file path",
+                            );
+                        }
+                    }
+                }
             }
         }
 
@@ -1257,6 +1368,22 @@ fn validate_upstream_tls(
                 k("ca_file"),
                 &quoted(&ca.display().to_string()),
                 "no ca_file with insecure_skip_verify = true (nothing is verified)",
+            );
+        }
+        if !t.crl_files.is_empty() {
+            e(
+                k("crl_files"),
+                &format!("{:?}", t.crl_files),
+                "no crl_files with insecure_skip_verify = true (nothing is verified)",
+            );
+        }
+    }
+    for (i, p) in t.crl_files.iter().enumerate() {
+        if p.as_os_str().is_empty() {
+            e(
+                format!("upstreams.{name}.tls.crl_files[{i}]"),
+                &"\"\"",
+                "a PEM certificate revocation list file path",
             );
         }
     }

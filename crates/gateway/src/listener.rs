@@ -25,6 +25,7 @@
 //! # Ok(()) }
 //! ```
 use crate::config::ListenerConfig;
+use crate::metrics::ClientTlsErrors;
 use crate::proxy::body::Activity;
 use crate::proxy::h1::server as h1;
 use crate::proxy::{self, ConnInfo};
@@ -151,6 +152,16 @@ struct ConnSetup {
     http2: bool,
     timeouts: Timeouts,
     h1: Arc<h1::Listener>,
+    /// Failed TLS handshakes; resolved at start for a TLS listener, on the first failure
+    /// for one a reload made TLS (no series for listeners that never speak TLS).
+    tls_errors: std::sync::OnceLock<ClientTlsErrors>,
+}
+
+impl ConnSetup {
+    fn tls_errors(&self, shared: &Shared, listener: &str) -> &ClientTlsErrors {
+        self.tls_errors
+            .get_or_init(|| shared.metrics.client_tls_errors(listener))
+    }
 }
 
 async fn accept_loop(
@@ -183,7 +194,11 @@ async fn accept_loop(
             buffers: shared.metrics.client_buffers(&cfg.name),
             draining: std::sync::atomic::AtomicBool::new(false),
         }),
+        tls_errors: std::sync::OnceLock::new(),
     });
+    if cfg.tls.is_some() {
+        builder.tls_errors(&shared, &cfg.name);
+    }
     loop {
         // Take a slot before accepting: while all are in use the listener stops accepting
         // and new connections wait in the kernel backlog instead of being reset.
@@ -279,35 +294,50 @@ async fn serve_connection(
     setup: &ConnSetup,
     cancel: CancellationToken,
 ) {
-    let tls = shared
+    let (tls, forward_client_cert) = shared
         .state
         .load()
         .listener(&listener)
-        .and_then(|l| l.tls.clone());
-    let activity = Arc::new(Activity::default());
-    let info = Arc::new(ConnInfo {
+        .map_or((None, false), |l| (l.tls.clone(), l.forward_client_cert));
+    let Some(acceptor) = tls else {
+        let activity = Arc::new(Activity::default());
+        let info = Arc::new(ConnInfo {
+            shared,
+            listener,
+            peer,
+            activity: activity.clone(),
+            forwarding: crate::proxy::headers::Forwarding::new(peer.ip(), false),
+        });
+        if !setup.http2 {
+            h1::serve(stream, BytesMut::new(), info, setup.h1.clone(), cancel).await;
+            return;
+        }
+        let mut buf = BytesMut::new();
+        match sniff_h2(&stream, &mut buf, setup.timeouts.header_read).await {
+            None => {}
+            Some(false) => {
+                h1::serve(stream, buf, info, setup.h1.clone(), cancel).await;
+            }
+            Some(true) => boxed_h2(stream, buf, info, activity, setup, cancel).await,
+        }
+        return;
+    };
+    let client = TlsClient {
         shared,
         listener,
         peer,
-        activity: activity.clone(),
-        forwarding: crate::proxy::headers::Forwarding::new(peer.ip(), tls.is_some()),
-    });
-    match tls {
-        None if !setup.http2 => {
-            h1::serve(stream, BytesMut::new(), info, setup.h1.clone(), cancel).await;
-        }
-        None => {
-            let mut buf = BytesMut::new();
-            match sniff_h2(&stream, &mut buf, setup.timeouts.header_read).await {
-                None => {}
-                Some(false) => {
-                    h1::serve(stream, buf, info, setup.h1.clone(), cancel).await;
-                }
-                Some(true) => boxed_h2(stream, buf, info, activity, setup, cancel).await,
-            }
-        }
-        Some(acceptor) => boxed_tls(acceptor, stream, info, activity, setup, cancel).await,
-    }
+        forward_client_cert,
+    };
+    boxed_tls(acceptor, stream, client, setup, cancel).await;
+}
+
+/// A TLS client connection before its handshake: what its [`ConnInfo`] is made of once the
+/// client certificate (if any) is known.
+struct TlsClient {
+    shared: Arc<Shared>,
+    listener: Arc<str>,
+    peer: SocketAddr,
+    forward_client_cert: bool,
 }
 
 // A task keeps room for its future's largest state for its whole life, and most
@@ -334,14 +364,57 @@ where
 fn boxed_tls(
     acceptor: tokio_rustls::TlsAcceptor,
     stream: TcpStream,
-    info: Arc<ConnInfo>,
-    activity: Arc<Activity>,
+    client: TlsClient,
     setup: &ConnSetup,
     cancel: CancellationToken,
 ) -> BoxFuture<'_> {
     Box::pin(async move {
-        let hs = tokio::time::timeout(setup.timeouts.header_read, acceptor.accept(stream)).await;
-        let Ok(Ok(s)) = hs else { return };
+        let accept = acceptor.accept(stream).into_fallible();
+        let s = match tokio::time::timeout(setup.timeouts.header_read, accept).await {
+            Ok(Ok(s)) => s,
+            Ok(Err((e, tcp))) => {
+                let errors = setup.tls_errors(&client.shared, &client.listener);
+                if crate::tls::is_client_cert_error(&e) {
+                    errors.client_cert.inc();
+                    tracing::info!(
+                        listener = %client.listener,
+                        peer = %client.peer,
+                        reason = %e,
+                        "client certificate refused"
+                    );
+                } else {
+                    errors.other.inc();
+                    tracing::debug!(peer = %client.peer, error = %e, "TLS handshake with client");
+                }
+                // Closed only now, after counting: a client that saw the close finds the
+                // failure in the metrics.
+                drop(tcp);
+                return;
+            }
+            Err(_) => {
+                setup
+                    .tls_errors(&client.shared, &client.listener)
+                    .timeout
+                    .inc();
+                return;
+            }
+        };
+        // Formatted once per connection; every request on it carries the same value.
+        let xfcc = client
+            .forward_client_cert
+            .then(|| s.get_ref().1.peer_certificates())
+            .flatten()
+            .and_then(|chain| chain.first())
+            .and_then(|leaf| http::HeaderValue::from_str(&crate::client_cert::xfcc(leaf)).ok());
+        let activity = Arc::new(Activity::default());
+        let info = Arc::new(ConnInfo {
+            forwarding: crate::proxy::headers::Forwarding::new(client.peer.ip(), true)
+                .with_client_cert(xfcc),
+            shared: client.shared,
+            listener: client.listener,
+            peer: client.peer,
+            activity: activity.clone(),
+        });
         if s.get_ref().1.alpn_protocol() == Some(b"h2") {
             serve_h2(s, BytesMut::new(), info, activity, setup, cancel).await;
         } else {

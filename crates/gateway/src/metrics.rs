@@ -54,6 +54,12 @@ struct ErrorLabels {
     kind: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HandshakeLabels {
+    listener: String,
+    reason: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Status classes used as the `status` label.
@@ -67,6 +73,7 @@ pub struct GatewayMetrics {
     latency: HistogramFamily<RouteLabels>,
     connect_errors: Family<BackendLabels, Counter>,
     tls_handshake_errors: Family<BackendLabels, Counter>,
+    client_tls_handshake_errors: Family<HandshakeLabels, Counter>,
     retries: Family<UpstreamLabels, Counter>,
     client_connections: Family<ListenerLabels, Gauge>,
     client_buffers: Family<ListenerLabels, Gauge>,
@@ -96,6 +103,7 @@ impl GatewayMetrics {
             latency: Family::new_with_constructor(scalewise::metrics::latency_histogram),
             connect_errors: Family::default(),
             tls_handshake_errors: Family::default(),
+            client_tls_handshake_errors: Family::default(),
             retries: Family::default(),
             client_connections: Family::default(),
             client_buffers: Family::default(),
@@ -125,6 +133,12 @@ impl GatewayMetrics {
             "upstream_tls_handshake_errors",
             "Failed TLS handshakes with backends (also counted in upstream_connect_errors)",
             m.tls_handshake_errors.clone(),
+        );
+        r.register(
+            "client_tls_handshake_errors",
+            "Failed TLS handshakes with clients by reason: client_cert (no certificate where one \
+             is required, or one that did not verify), timeout, other",
+            m.client_tls_handshake_errors.clone(),
         );
         r.register(
             "retries",
@@ -189,6 +203,24 @@ impl GatewayMetrics {
                 listener: listener.to_owned(),
             })
             .clone()
+    }
+
+    /// The failed-handshake counters of TLS listener `listener`, resolved once per
+    /// listener.
+    pub(crate) fn client_tls_errors(&self, listener: &str) -> ClientTlsErrors {
+        let get = |reason| {
+            self.client_tls_handshake_errors
+                .get_or_create(&HandshakeLabels {
+                    listener: listener.to_owned(),
+                    reason,
+                })
+                .clone()
+        };
+        ClientTlsErrors {
+            client_cert: get("client_cert"),
+            timeout: get("timeout"),
+            other: get("other"),
+        }
     }
 
     pub(crate) fn route(&self, route: &str, upstream: &str) -> RouteMetrics {
@@ -281,4 +313,15 @@ pub(crate) struct BackendMetrics {
     pub(crate) connect_errors: Counter,
     pub(crate) tls_handshake_errors: Counter,
     pub(crate) in_flight: Gauge,
+}
+
+/// Failed TLS handshakes with the clients of one listener, by reason.
+#[derive(Debug, Clone)]
+pub(crate) struct ClientTlsErrors {
+    /// No certificate where one is required, or one that did not verify.
+    pub(crate) client_cert: Counter,
+    /// Not done within the listener's `header_read_timeout`.
+    pub(crate) timeout: Counter,
+    /// Anything else (no common protocol version or cipher, the client hung up...).
+    pub(crate) other: Counter,
 }

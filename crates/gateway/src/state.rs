@@ -26,7 +26,7 @@ use crate::metrics::GatewayMetrics;
 use crate::proxy::connect::CheckTargets;
 use crate::proxy::pool::{BackendClient, BackendSettings};
 use crate::route::{Route, Router};
-use crate::tls::{self, BackendTls, TlsError, UpstreamTls};
+use crate::tls::{self, BackendTls, UpstreamTls};
 use arc_swap::ArcSwap;
 use prometheus_client::metrics::counter::Counter;
 use scalewise::balance::{Endpoint, EndpointConfig, Upstream};
@@ -52,15 +52,15 @@ pub enum StateError {
         /// The name as written.
         name: String,
     },
-    /// A listener's certificate or key could not be loaded.
+    /// A listener's certificate, key, client CA file or CRLs could not be loaded.
     #[error("listener {listener}: {source}")]
     Tls {
         /// Listener name.
         listener: String,
-        /// What went wrong.
-        source: TlsError,
+        /// The key under `tls` and what went wrong, naming the file (boxed, as below).
+        source: Box<tls::ListenerTlsError>,
     },
-    /// An upstream's TLS files (CA, client certificate or key) could not be loaded.
+    /// An upstream's TLS files (CA, CRLs, client certificate or key) could not be loaded.
     #[error("upstreams.{upstream}.tls.{source}")]
     UpstreamTls {
         /// Upstream name.
@@ -83,6 +83,9 @@ pub struct ListenerRuntime {
     pub max_body_bytes: Option<u64>,
     /// TLS acceptor, for TLS listeners.
     pub tls: Option<TlsAcceptor>,
+    /// Pass verified client certificates to backends in `X-Forwarded-Client-Cert`
+    /// (`tls.client_auth.forward_client_cert`).
+    pub forward_client_cert: bool,
     /// Proxies whose `X-Forwarded-For` is believed; pass to
     /// [`crate::client_ip::client_ip`].
     pub trusted_proxies: crate::client_ip::TrustedProxies,
@@ -357,7 +360,7 @@ impl GatewayState {
             if let Some(t) = &l.tls {
                 let acc = tls::acceptor(t, l.http2).map_err(|source| StateError::Tls {
                     listener: l.name.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
                 tls_acceptors.insert(l.name.clone(), acc);
             }
@@ -484,6 +487,11 @@ impl GatewayState {
                     request_timeout: l.request_timeout,
                     max_body_bytes: l.max_body_bytes,
                     tls,
+                    forward_client_cert: l
+                        .tls
+                        .as_ref()
+                        .and_then(|t| t.client_auth.as_ref())
+                        .is_some_and(|a| a.forward_client_cert),
                     trusted_proxies: l.trusted_proxies.iter().copied().collect(),
                 },
             );

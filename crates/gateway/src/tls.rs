@@ -1,10 +1,15 @@
 //! TLS on both sides: listeners (a rustls acceptor that offers `h2` and `http/1.1` through
-//! ALPN) and backends ([`UpstreamTls`]: a rustls client config per upstream, verified against
-//! a CA file or the system's roots, optionally with a client certificate), and the PEM
+//! ALPN, optionally verifying client certificates against a CA file and CRLs) and backends
+//! ([`UpstreamTls`]: a rustls client config per upstream, verified against a CA file or the
+//! system's roots and optionally CRLs, optionally with a client certificate), and the PEM
 //! loading they share.
-use crate::config::{TlsConfig, UpstreamProtocol, UpstreamTlsConfig};
+use crate::config::{
+    ClientAuthConfig, ClientAuthMode, TlsConfig, UpstreamProtocol, UpstreamTlsConfig,
+};
+use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName};
+use rustls::server::{danger::ClientCertVerifier, WebPkiClientVerifier};
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -38,6 +43,14 @@ pub enum TlsError {
         path: PathBuf,
         /// Why.
         source: rustls::Error,
+    },
+    /// The CA certificates or CRLs of this file cannot make a verifier.
+    #[error("{path}: {source}")]
+    Verifier {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: rustls::server::VerifierBuilderError,
     },
     /// No `ca_file` and the system has no usable trusted roots.
     #[error("no ca_file and no system root certificates could be loaded ({0})")]
@@ -87,27 +100,137 @@ fn load_key(path: &Path) -> Result<(PrivateKeyDer<'static>, Vec<u8>), TlsError> 
     Ok((key, pem))
 }
 
+/// The CA certificates of a PEM file as trust anchors, and the file's bytes.
+fn load_roots(path: &Path) -> Result<(rustls::RootCertStore, Vec<u8>), TlsError> {
+    let (certs, pem) = load_certs(path)?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certs {
+        roots.add(c).map_err(|source| TlsError::Invalid {
+            path: path.to_owned(),
+            source,
+        })?;
+    }
+    Ok((roots, pem))
+}
+
+/// The certificate revocation lists of PEM files (each must hold at least one), checked
+/// one file at a time so an unparsable list is reported with its file, and the files'
+/// bytes.
+fn load_crls(
+    paths: &[PathBuf],
+    roots: &Arc<rustls::RootCertStore>,
+) -> Result<(Vec<CertificateRevocationListDer<'static>>, Vec<u8>), TlsError> {
+    let mut all = Vec::new();
+    let mut material = Vec::new();
+    for path in paths {
+        let pem = read(path)?;
+        let crls: Vec<_> = rustls_pemfile::crls(&mut pem.as_slice())
+            .collect::<Result<_, _>>()
+            .map_err(|source| TlsError::Read {
+                path: path.clone(),
+                source,
+            })?;
+        if crls.is_empty() {
+            return Err(TlsError::Missing {
+                path: path.clone(),
+                what: "certificate revocation list (-----BEGIN X509 CRL-----)",
+            });
+        }
+        // rustls parses CRLs only when a verifier is built, and then does not say which one
+        // failed: build a throwaway verifier with this file's lists alone.
+        WebPkiServerVerifier::builder_with_provider(roots.clone(), provider())
+            .with_crls(crls.iter().cloned())
+            .build()
+            .map_err(|source| match source {
+                rustls::server::VerifierBuilderError::InvalidCrl(e) => TlsError::Invalid {
+                    path: path.clone(),
+                    source: rustls::Error::InvalidCertRevocationList(e),
+                },
+                source => TlsError::Verifier {
+                    path: path.clone(),
+                    source,
+                },
+            })?;
+        all.extend(crls);
+        material.extend_from_slice(&pem);
+    }
+    Ok((all, material))
+}
+
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Builds an acceptor from PEM files. With `http2`, ALPN prefers `h2`.
+/// Builds an acceptor from PEM files. With `http2`, ALPN prefers `h2`. With
+/// `client_auth`, clients are asked for a certificate, verified against its CA file and
+/// CRLs.
 ///
 /// # Errors
-/// Unreadable files, files without a certificate or key, or a pair rustls refuses.
-pub fn acceptor(cfg: &TlsConfig, http2: bool) -> Result<TlsAcceptor, TlsError> {
-    let (certs, _) = load_certs(&cfg.cert)?;
-    let (key, _) = load_key(&cfg.key)?;
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+/// Unreadable files, files without a certificate, key or CRL, a pair rustls refuses, or
+/// CA certificates or CRLs it cannot parse; the error names the key and the file.
+pub fn acceptor(cfg: &TlsConfig, http2: bool) -> Result<TlsAcceptor, ListenerTlsError> {
+    let at = |key: &'static str| move |source: TlsError| ListenerTlsError { key, source };
+    let (certs, _) = load_certs(&cfg.cert).map_err(at("cert"))?;
+    let (key, _) = load_key(&cfg.key).map_err(at("key"))?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| at("cert")(e.into()))?;
+    let builder = match &cfg.client_auth {
+        None => builder.with_no_client_auth(),
+        Some(auth) => builder.with_client_cert_verifier(client_verifier(auth)?),
+    };
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| at("key")(e.into()))?;
     config.alpn_protocols = if http2 {
         vec![b"h2".to_vec(), b"http/1.1".to_vec()]
     } else {
         vec![b"http/1.1".to_vec()]
     };
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The verifier of client certificates for `[listeners.tls.client_auth]`.
+fn client_verifier(
+    auth: &ClientAuthConfig,
+) -> Result<Arc<dyn ClientCertVerifier>, ListenerTlsError> {
+    let at = |key: &'static str| move |source: TlsError| ListenerTlsError { key, source };
+    let (roots, _) = load_roots(&auth.ca_file).map_err(at("client_auth.ca_file"))?;
+    let roots = Arc::new(roots);
+    let (crls, _) = load_crls(&auth.crl_files, &roots).map_err(at("client_auth.crl_files"))?;
+    let mut builder =
+        WebPkiClientVerifier::builder_with_provider(roots, provider()).with_crls(crls);
+    if auth.mode == ClientAuthMode::Optional {
+        builder = builder.allow_unauthenticated();
+    }
+    builder.build().map_err(|source| {
+        at("client_auth.ca_file")(TlsError::Verifier {
+            path: auth.ca_file.clone(),
+            source,
+        })
+    })
+}
+
+/// Why a listener's TLS settings could not be used: the key under `tls` and what went wrong
+/// (naming the file).
+#[derive(Debug, thiserror::Error)]
+#[error("tls.{key}: {source}")]
+pub struct ListenerTlsError {
+    /// `cert`, `key`, `client_auth.ca_file` or `client_auth.crl_files`.
+    pub key: &'static str,
+    /// What went wrong.
+    pub source: TlsError,
+}
+
+/// Whether a failed TLS handshake with a client was about its certificate: it sent none
+/// where one is required, or one that did not verify (unknown issuer, revoked, expired,
+/// not for client authentication...).
+pub fn is_client_cert_error(err: &io::Error) -> bool {
+    matches!(
+        err.get_ref()
+            .and_then(|e| e.downcast_ref::<rustls::Error>()),
+        Some(rustls::Error::NoCertificatesPresented | rustls::Error::InvalidCertificate(_))
+    )
 }
 
 /// The TLS client side of one upstream, built from its `[upstreams.NAME.tls]` and the files
@@ -161,8 +284,8 @@ impl UpstreamTls {
     /// `protocol`.
     ///
     /// # Errors
-    /// An unreadable file (with its path), a file without certificates or key, a certificate
-    /// rustls refuses, or no trusted roots at all.
+    /// An unreadable file (with its path), a file without certificates, key or CRL, a
+    /// certificate or CRL rustls refuses, or no trusted roots at all.
     pub fn load(
         cfg: &UpstreamTlsConfig,
         protocol: UpstreamProtocol,
@@ -182,16 +305,9 @@ impl UpstreamTls {
             let mut roots = rustls::RootCertStore::empty();
             match &cfg.ca_file {
                 Some(path) => {
-                    let (certs, pem) = load_certs(path).map_err(at("ca_file"))?;
+                    let (certs, pem) = load_roots(path).map_err(at("ca_file"))?;
                     material.extend_from_slice(&pem);
-                    for c in certs {
-                        roots.add(c).map_err(|source| {
-                            at("ca_file")(TlsError::Invalid {
-                                path: path.clone(),
-                                source,
-                            })
-                        })?;
-                    }
+                    roots = certs;
                 }
                 None => {
                     let found = rustls_native_certs::load_native_certs();
@@ -206,7 +322,23 @@ impl UpstreamTls {
                     }
                 }
             }
-            builder.with_root_certificates(roots)
+            if cfg.crl_files.is_empty() {
+                builder.with_root_certificates(roots)
+            } else {
+                let roots = Arc::new(roots);
+                let (crls, pem) = load_crls(&cfg.crl_files, &roots).map_err(at("crl_files"))?;
+                material.extend_from_slice(&pem);
+                let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider)
+                    .with_crls(crls)
+                    .build()
+                    .map_err(|source| {
+                        at("crl_files")(TlsError::Verifier {
+                            path: cfg.crl_files.first().cloned().unwrap_or_default(),
+                            source,
+                        })
+                    })?;
+                builder.with_webpki_verifier(verifier)
+            }
         };
         let mut config = match (&cfg.cert_file, &cfg.key_file) {
             (Some(cert), Some(key)) => {
@@ -262,7 +394,7 @@ impl UpstreamTls {
 #[derive(Debug, thiserror::Error)]
 #[error("{key}: {source}")]
 pub struct UpstreamTlsError {
-    /// `ca_file`, `cert_file` or `key_file`.
+    /// `ca_file`, `crl_files`, `cert_file` or `key_file`.
     pub key: &'static str,
     /// What went wrong.
     pub source: TlsError,

@@ -4,78 +4,15 @@
 //! certificates made with rcgen.
 mod common;
 
+use common::pki::*;
 use common::*;
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+use rcgen::ExtendedKeyUsagePurpose;
 use scalewise::balance::HealthStatus;
 use scalewise_gateway::config::{Config, UpstreamProtocol, UpstreamTlsConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-
-/// A certificate authority that issues leaf certificates.
-struct Ca {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-}
-
-impl Ca {
-    fn new(name: &str) -> Self {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        let cert = params.self_signed(&key).unwrap();
-        Self { cert, key }
-    }
-
-    /// A leaf for `names` (DNS names or IP addresses) with `usage`.
-    fn issue(&self, names: &[&str], usage: ExtendedKeyUsagePurpose) -> (String, String) {
-        let key = KeyPair::generate().unwrap();
-        let mut params =
-            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .unwrap();
-        params.extended_key_usages = vec![usage];
-        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-}
-
-/// A scratch directory for PEM files, removed at the end.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(test: &str) -> Self {
-        let p = std::env::temp_dir().join(format!(
-            "scalewise-backend-tls-{test}-{}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let p = self.0.join(name);
-        std::fs::write(&p, text).unwrap();
-        p
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-fn certs(pem: &str) -> Vec<rustls::pki_types::CertificateDer<'static>> {
-    rustls_pemfile::certs(&mut pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .unwrap()
-}
 
 /// A backend-side acceptor with `cert`/`key`, offering `alpn`, requiring a client
 /// certificate issued by `client_ca` if given.
@@ -84,9 +21,7 @@ fn acceptor(
     alpn: &[&str],
     client_ca: Option<&Ca>,
 ) -> tokio_rustls::TlsAcceptor {
-    let key = rustls_pemfile::private_key(&mut key.as_bytes())
-        .unwrap()
-        .unwrap();
+    let key = private_key(key);
     let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .unwrap();
@@ -248,6 +183,107 @@ async fn client_certificate_is_presented_to_a_backend_that_requires_one() {
     let (status, _, text) = send(gw.addr, get("/")).await;
     assert_eq!(status, 200, "{text}");
     assert!(text.contains("backend=mtls\n"), "{text}");
+}
+
+#[tokio::test]
+async fn a_backend_whose_certificate_is_in_a_crl_is_refused() {
+    let dir = Dir::new("crl");
+    let ca = Ca::new("test ca");
+    let ca_file = dir.write("ca.pem", &ca.cert.pem());
+    let good = ca.leaf(&["api.internal"], ExtendedKeyUsagePurpose::ServerAuth);
+    let revoked = ca.leaf(&["api.internal"], ExtendedKeyUsagePurpose::ServerAuth);
+    let crl_file = dir.write("ca.crl.pem", &ca.crl(&[revoked.serial]));
+    let serve = |leaf: &Leaf| acceptor(&(leaf.cert.clone(), leaf.key.clone()), &["http/1.1"], None);
+    let bad = backend_with("revoked", Some(serve(&revoked))).await;
+    let ok = backend_with("good", Some(serve(&good))).await;
+    let with_crl = |addr| {
+        tls_config(
+            &[addr],
+            UpstreamTlsConfig {
+                crl_files: vec![crl_file.clone()],
+                ..verified(ca_file.clone())
+            },
+        )
+    };
+
+    let gw = gateway(with_crl(bad.addr)).await;
+    let (status, _, text) = send(gw.addr, get("/")).await;
+    assert_eq!(status, 502, "{text}");
+    assert_eq!(bad.hits.load(Ordering::SeqCst), 0, "no request got through");
+    let metrics = gw.shared.metrics.encode();
+    let series = format!(
+        "gateway_upstream_tls_handshake_errors_total{{upstream=\"default\",backend=\"{}\"}} ",
+        bad.addr
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with(&series) && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+
+    // The list is what refuses it: without it the same backend answers...
+    let gw = gateway(tls_config(&[bad.addr], verified(ca_file.clone()))).await;
+    assert_eq!(send(gw.addr, get("/")).await.0, 200);
+    // ...and a backend the list does not name answers with it.
+    let gw = gateway(with_crl(ok.addr)).await;
+    let (status, _, text) = send(gw.addr, get("/")).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("backend=good\n"), "{text}");
+}
+
+#[test]
+fn bad_crl_files_fail_the_load_naming_crl_files_and_the_file() {
+    let dir = Dir::new("badcrl");
+    let ca = Ca::new("test ca");
+    let ca_file = dir.write("ca.pem", &ca.cert.pem());
+    let build = |crl: PathBuf| {
+        let cfg = tls_config(
+            &["127.0.0.1:9".parse().unwrap()],
+            UpstreamTlsConfig {
+                crl_files: vec![crl],
+                ..verified(ca_file.clone())
+            },
+        );
+        scalewise_gateway::state::GatewayState::build(
+            &cfg,
+            None,
+            &scalewise_gateway::metrics::GatewayMetrics::new(),
+        )
+        .unwrap_err()
+        .to_string()
+    };
+    // A certificate where the CRL should be.
+    let cert = dir.write("cert.pem", &ca.cert.pem());
+    assert_eq!(
+        build(cert.clone()),
+        format!(
+            "upstreams.default.tls.crl_files: {}: no certificate revocation list \
+             (-----BEGIN X509 CRL-----) found in PEM file",
+            cert.display()
+        )
+    );
+    let missing = dir.0.join("missing.crl");
+    let err = build(missing.clone());
+    assert!(
+        err.starts_with(&format!(
+            "upstreams.default.tls.crl_files: cannot read {}:",
+            missing.display()
+        )),
+        "{err}"
+    );
+    let garbage = dir.write(
+        "garbage.crl",
+        "-----BEGIN X509 CRL-----\nMAMCAQE=\n-----END X509 CRL-----\n",
+    );
+    let err = build(garbage.clone());
+    assert!(
+        err.starts_with(&format!(
+            "upstreams.default.tls.crl_files: {}: invalid certificate revocation list",
+            garbage.display()
+        )),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -508,6 +544,11 @@ ca_file = "ca.pem"
             "server_name = \"x\"\nalpn = [\"h2\"]",
             "upstreams.api.tls.alpn",
             "includes \"http/1.1\"",
+        ),
+        (
+            "insecure_skip_verify = true\ncrl_files = [\"a.crl\"]",
+            "upstreams.api.tls.crl_files",
+            "no crl_files with insecure_skip_verify",
         ),
         (
             "server_name = \"x\"\nverify = false",

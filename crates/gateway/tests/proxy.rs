@@ -163,7 +163,7 @@ impl TestCert {
         std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
         Self {
             dir,
-            config: scalewise_gateway::config::TlsConfig { cert, key },
+            config: scalewise_gateway::config::TlsConfig::new(cert, key),
             der: ck.cert.der().clone(),
         }
     }

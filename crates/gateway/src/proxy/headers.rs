@@ -1,6 +1,7 @@
 //! Header rewriting between client and backend: hop-by-hop removal (RFC 9110 §7.6.1,
 //! including every header the `Connection` header names), `X-Forwarded-*`, `Forwarded`
-//! (RFC 7239) and request ids.
+//! (RFC 7239), `X-Forwarded-Client-Cert` and request ids.
+use crate::client_cert::X_FORWARDED_CLIENT_CERT;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -99,9 +100,13 @@ pub(crate) fn connection_listed(h: &HeaderMap) -> Vec<String> {
     out
 }
 
-/// The headers [`Forwarding`] rewrites.
+/// The headers [`Forwarding`] rewrites. A client's own `X-Forwarded-Client-Cert` is among
+/// them on every listener: only the gateway may tell a backend who the client is.
 pub(crate) fn is_forwarding(name: &HeaderName) -> bool {
-    name == X_FORWARDED_FOR || name == X_FORWARDED_PROTO || name == header::FORWARDED
+    name == X_FORWARDED_FOR
+        || name == X_FORWARDED_PROTO
+        || name == header::FORWARDED
+        || name == X_FORWARDED_CLIENT_CERT
 }
 
 /// Whether the request asks for a protocol upgrade (WebSocket over HTTP/1.1).
@@ -130,6 +135,9 @@ pub(crate) struct Forwarding {
     https: bool,
     xff: Option<HeaderValue>,
     forwarded: Option<HeaderValue>,
+    /// `X-Forwarded-Client-Cert` for the verified client certificate of this connection,
+    /// when its listener forwards it.
+    client_cert: Option<HeaderValue>,
 }
 
 impl Forwarding {
@@ -139,10 +147,22 @@ impl Forwarding {
             https,
             xff: None,
             forwarded: None,
+            client_cert: None,
         };
         f.xff = HeaderValue::from_str(&f.xff_value(String::new())).ok();
         f.forwarded = HeaderValue::from_str(&f.forwarded_value(String::new())).ok();
         f
+    }
+
+    /// Sets the `X-Forwarded-Client-Cert` value (see [`crate::client_cert::xfcc`]).
+    pub(crate) fn with_client_cert(mut self, xfcc: Option<HeaderValue>) -> Self {
+        self.client_cert = xfcc;
+        self
+    }
+
+    /// The `X-Forwarded-Client-Cert` value to send, if any.
+    pub(crate) fn client_cert(&self) -> Option<&HeaderValue> {
+        self.client_cert.as_ref()
     }
 
     fn proto(&self) -> &'static str {
@@ -210,12 +230,21 @@ impl Forwarding {
     }
 }
 
-/// [`add_forwarded`] with the per-connection values prepared in `f`.
+/// [`add_forwarded`] with the per-connection values prepared in `f`, and
+/// `X-Forwarded-Client-Cert`: the client's removed, the gateway's set if it has one.
 pub(crate) fn add_forwarded_with(h: &mut HeaderMap, f: &Forwarding) {
     let (xff, proto, fwd) = f.values(h);
     h.insert(&X_FORWARDED_FOR, xff);
     h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     h.insert(header::FORWARDED, fwd);
+    match &f.client_cert {
+        Some(v) => {
+            h.insert(&X_FORWARDED_CLIENT_CERT, v.clone());
+        }
+        None => {
+            h.remove(&X_FORWARDED_CLIENT_CERT);
+        }
+    }
 }
 
 /// The client's request id if it is short and printable, else a fresh random one.
@@ -304,6 +333,24 @@ mod tests {
         add_forwarded_with(&mut out, &f);
         assert_eq!(out["x-forwarded-for"], "1.1.1.1, 10.1.2.3");
         assert_eq!(out["forwarded"], "for=10.1.2.3;proto=http");
+    }
+
+    #[test]
+    fn a_client_xfcc_is_replaced_or_removed() {
+        let src = map(&[("x-forwarded-client-cert", "Hash=forged"), ("host", "a")]);
+        let plain = Forwarding::new("10.1.2.3".parse().unwrap(), true);
+        let mut out = copy_end_to_end(&src, false);
+        add_forwarded_with(&mut out, &plain);
+        assert!(!out.contains_key("x-forwarded-client-cert"));
+        let verified = plain.with_client_cert(Some(HeaderValue::from_static("Hash=ab")));
+        let mut out = copy_end_to_end(&src, false);
+        add_forwarded_with(&mut out, &verified);
+        assert_eq!(
+            out.get_all("x-forwarded-client-cert")
+                .iter()
+                .collect::<Vec<_>>(),
+            ["Hash=ab"]
+        );
     }
 
     #[test]

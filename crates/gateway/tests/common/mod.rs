@@ -1,5 +1,6 @@
 //! Test backends (small hyper servers on loopback), a gateway launcher and clients.
 #![allow(dead_code)]
+pub mod pki;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
@@ -107,7 +108,7 @@ async fn handle(req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Response<Body>,
                     .to_owned()
             };
             let text = format!(
-                "backend={}\nmethod={}\npath={}\nversion={:?}\nhost={}\nxff={}\nxfp={}\nforwarded={}\nrequest-id={}\nconnection={}\nx-secret={}\nx-custom={}\n",
+                "backend={}\nmethod={}\npath={}\nversion={:?}\nhost={}\nxff={}\nxfp={}\nforwarded={}\nrequest-id={}\nconnection={}\nx-secret={}\nx-custom={}\nxfcc={}\n",
                 ctx.name,
                 req.method(),
                 req.uri().path_and_query().map_or("/", |p| p.as_str()),
@@ -120,6 +121,12 @@ async fn handle(req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Response<Body>,
                 get("connection"),
                 get("x-secret"),
                 get("x-custom"),
+                // Every value, so a duplicate would show.
+                h.get_all("x-forwarded-client-cert")
+                    .iter()
+                    .map(|v| v.to_str().unwrap_or("<not text>"))
+                    .collect::<Vec<_>>()
+                    .join(" | "),
             );
             let mut r = Response::new(full(text));
             r.headers_mut()

@@ -181,6 +181,9 @@ pub(crate) fn write_request_head(out: &mut Vec<u8>, o: &Outgoing<'_>, framing: F
     codec::put_header(out, b"x-forwarded-for", xff.as_bytes());
     codec::put_header(out, b"x-forwarded-proto", proto.as_bytes());
     codec::put_header(out, b"forwarded", fwd.as_bytes());
+    if let Some(xfcc) = o.forwarding.client_cert() {
+        codec::put_header(out, b"x-forwarded-client-cert", xfcc.as_bytes());
+    }
     codec::put_header(out, b"x-request-id", o.request_id.as_bytes());
     match framing {
         Framing::Length(n) => {
@@ -705,6 +708,36 @@ mod tests {
              x-forwarded-for: 1.1.1.1, 10.0.0.9\r\nx-forwarded-proto: http\r\n\
              forwarded: for=10.0.0.9;proto=http\r\nx-request-id: rid\r\ncontent-length: 0\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn a_client_xfcc_is_dropped_and_the_connection_one_written() {
+        let (parts, ()) = Request::builder()
+            .uri("/")
+            .header("host", "a")
+            .header("X-Forwarded-Client-Cert", "Hash=forged")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let id = HeaderValue::from_static("rid");
+        let head = |f: &Forwarding| {
+            let o = Outgoing {
+                parts: &parts,
+                request_id: &id,
+                forwarding: f,
+                upgrade: false,
+            };
+            let mut out = Vec::new();
+            write_request_head(&mut out, &o, Framing::Empty);
+            String::from_utf8(out).unwrap()
+        };
+        let plain = Forwarding::new("10.0.0.9".parse().unwrap(), true);
+        assert!(!head(&plain).contains("forged"), "{}", head(&plain));
+        let verified = plain.with_client_cert(Some(HeaderValue::from_static("Hash=ab")));
+        let h = head(&verified);
+        assert!(!h.contains("forged"), "{h}");
+        assert_eq!(h.matches("x-forwarded-client-cert").count(), 1, "{h}");
+        assert!(h.contains("x-forwarded-client-cert: Hash=ab\r\n"), "{h}");
     }
 
     #[test]
