@@ -136,6 +136,29 @@ pub struct ListenerConfig {
 /// one of its `trusted_proxies` (`listeners[].xfcc_from_trusted_proxies`). Requests from
 /// other peers always get [`TrustedXfcc::Replace`]: a client cannot speak for a certificate
 /// it did not present.
+///
+/// ```
+/// use scalewise_gateway::config::{Config, TrustedXfcc};
+///
+/// let config: Config = toml::from_str(r#"
+///     [[listeners]]
+///     addr = "0.0.0.0:8080"
+///     trusted_proxies = ["10.20.0.0/16"]    # the edge proxies terminating client TLS
+///     xfcc_from_trusted_proxies = "forward"  # their X-Forwarded-Client-Cert passes
+///     [[routes]]
+///     upstream = "api"
+///     [upstreams.api]
+///     backends = [{ addr = "10.0.0.5:8080" }]
+/// "#).unwrap();
+/// config.validate().unwrap();
+/// assert_eq!(config.listeners[0].xfcc_from_trusted_proxies, TrustedXfcc::Forward);
+///
+/// // Without trusted proxies there is nobody to keep the header from.
+/// let mut bad = config.clone();
+/// bad.listeners[0].trusted_proxies.clear();
+/// let errs = bad.validate().unwrap_err();
+/// assert_eq!(errs[0].key_path, "listeners[0].xfcc_from_trusted_proxies");
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TrustedXfcc {
@@ -222,7 +245,7 @@ impl TlsConfig {
 /// `verify required ca-file ... crl-file ...`.
 ///
 /// ```
-/// use scalewise_gateway::config::{ClientAuthMode, Config};
+/// use scalewise_gateway::config::{ClientAuthMode, Config, CrlScope, XfccDetail};
 ///
 /// let config: Config = toml::from_str(r#"
 ///     [[listeners]]
@@ -233,6 +256,8 @@ impl TlsConfig {
 ///     [listeners.tls.client_auth]
 ///     ca_file = "/etc/scalewise/clients-ca.pem"
 ///     crl_files = ["/etc/scalewise/clients.crl.pem"]
+///     crl_enforce_next_update = true
+///     forward_client_cert_details = ["by", "subject", "uri"]
 ///     [[routes]]
 ///     upstream = "api"
 ///     [upstreams.api]
@@ -242,6 +267,9 @@ impl TlsConfig {
 /// let auth = config.listeners[0].tls.as_ref().unwrap().client_auth.as_ref().unwrap();
 /// assert_eq!(auth.mode, ClientAuthMode::Required);
 /// assert!(auth.forward_client_cert);
+/// assert_eq!(auth.forward_client_cert_details, [XfccDetail::By, XfccDetail::Subject, XfccDetail::Uri]);
+/// assert_eq!(auth.crl_scope, CrlScope::Chain);
+/// assert!(auth.crl_enforce_next_update);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
