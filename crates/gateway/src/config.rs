@@ -125,6 +125,68 @@ pub struct ListenerConfig {
     /// [`crate::client_ip::client_ip`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trusted_proxies: Vec<crate::client_ip::Cidr>,
+    /// What an `X-Forwarded-Client-Cert` header sent by one of `trusted_proxies` becomes
+    /// (Envoy's `forward_client_cert_details`). From any other peer the header is always
+    /// removed, whatever this says.
+    #[serde(default, skip_serializing_if = "TrustedXfcc::is_replace")]
+    pub xfcc_from_trusted_proxies: TrustedXfcc,
+}
+
+/// What a listener does with the `X-Forwarded-Client-Cert` header of a request whose peer is
+/// one of its `trusted_proxies` (`listeners[].xfcc_from_trusted_proxies`). Requests from
+/// other peers always get [`TrustedXfcc::Replace`]: a client cannot speak for a certificate
+/// it did not present.
+///
+/// ```
+/// use scalewise_gateway::config::{Config, TrustedXfcc};
+///
+/// let config: Config = toml::from_str(r#"
+///     [[listeners]]
+///     addr = "0.0.0.0:8080"
+///     trusted_proxies = ["10.20.0.0/16"]    # the edge proxies terminating client TLS
+///     xfcc_from_trusted_proxies = "forward"  # their X-Forwarded-Client-Cert passes
+///     [[routes]]
+///     upstream = "api"
+///     [upstreams.api]
+///     backends = [{ addr = "10.0.0.5:8080" }]
+/// "#).unwrap();
+/// config.validate().unwrap();
+/// assert_eq!(config.listeners[0].xfcc_from_trusted_proxies, TrustedXfcc::Forward);
+///
+/// // Without trusted proxies there is nobody to keep the header from.
+/// let mut bad = config.clone();
+/// bad.listeners[0].trusted_proxies.clear();
+/// let errs = bad.validate().unwrap_err();
+/// assert_eq!(errs[0].key_path, "listeners[0].xfcc_from_trusted_proxies");
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrustedXfcc {
+    /// The header is removed; the gateway's own element is set if it verified a client
+    /// certificate and `forward_client_cert` is on (Envoy's `SANITIZE_SET` / `SANITIZE`).
+    #[default]
+    Replace,
+    /// The proxy's header passes unchanged and the gateway adds nothing (Envoy's
+    /// `FORWARD_ONLY`).
+    Forward,
+    /// The proxy's header passes with the gateway's own element, if it has one, appended
+    /// after a comma (Envoy's `APPEND_FORWARD`).
+    Append,
+}
+
+impl TrustedXfcc {
+    /// Whether this is the default.
+    pub fn is_replace(&self) -> bool {
+        *self == Self::Replace
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Replace => "replace",
+            Self::Forward => "forward",
+            Self::Append => "append",
+        }
+    }
 }
 
 impl ListenerConfig {
@@ -147,6 +209,7 @@ impl ListenerConfig {
             max_header_bytes: defaults::max_header_bytes(),
             max_body_bytes: defaults::max_body_bytes(),
             trusted_proxies: Vec::new(),
+            xfcc_from_trusted_proxies: TrustedXfcc::Replace,
         }
     }
 }
@@ -182,7 +245,7 @@ impl TlsConfig {
 /// `verify required ca-file ... crl-file ...`.
 ///
 /// ```
-/// use scalewise_gateway::config::{ClientAuthMode, Config};
+/// use scalewise_gateway::config::{ClientAuthMode, Config, CrlScope, XfccDetail};
 ///
 /// let config: Config = toml::from_str(r#"
 ///     [[listeners]]
@@ -193,6 +256,8 @@ impl TlsConfig {
 ///     [listeners.tls.client_auth]
 ///     ca_file = "/etc/scalewise/clients-ca.pem"
 ///     crl_files = ["/etc/scalewise/clients.crl.pem"]
+///     crl_enforce_next_update = true
+///     forward_client_cert_details = ["by", "subject", "uri"]
 ///     [[routes]]
 ///     upstream = "api"
 ///     [upstreams.api]
@@ -202,6 +267,9 @@ impl TlsConfig {
 /// let auth = config.listeners[0].tls.as_ref().unwrap().client_auth.as_ref().unwrap();
 /// assert_eq!(auth.mode, ClientAuthMode::Required);
 /// assert!(auth.forward_client_cert);
+/// assert_eq!(auth.forward_client_cert_details, [XfccDetail::By, XfccDetail::Subject, XfccDetail::Uri]);
+/// assert_eq!(auth.crl_scope, CrlScope::Chain);
+/// assert!(auth.crl_enforce_next_update);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -218,9 +286,23 @@ pub struct ClientAuthConfig {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub crl_files: Vec<PathBuf>,
     /// Pass the verified client certificate to backends in `X-Forwarded-Client-Cert`
-    /// (Envoy's format). The header a client sends itself is always removed.
+    /// (Envoy's format). The header a client sends itself is removed (see
+    /// [`ListenerConfig::xfcc_from_trusted_proxies`] for proxies in front of the gateway).
     #[serde(default = "defaults::yes")]
     pub forward_client_cert: bool,
+    /// The parts of the `X-Forwarded-Client-Cert` element besides `Hash`, which is always
+    /// there (Envoy's `set_current_client_cert_details`).
+    #[serde(default = "defaults::xfcc_details")]
+    pub forward_client_cert_details: Vec<XfccDetail>,
+    /// Which certificates of the client's chain the CRLs must cover.
+    #[serde(default, skip_serializing_if = "CrlScope::is_chain")]
+    pub crl_scope: CrlScope,
+    /// What happens to a certificate none of the CRLs covers (issued by a CA without a list).
+    #[serde(default, skip_serializing_if = "UnknownRevocationStatus::is_refuse")]
+    pub crl_unknown_status: UnknownRevocationStatus,
+    /// Refuse certificates checked against a CRL that is past its `nextUpdate`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub crl_enforce_next_update: bool,
 }
 
 impl ClientAuthConfig {
@@ -232,7 +314,121 @@ impl ClientAuthConfig {
             mode: ClientAuthMode::Required,
             crl_files: Vec::new(),
             forward_client_cert: true,
+            forward_client_cert_details: defaults::xfcc_details(),
+            crl_scope: CrlScope::Chain,
+            crl_unknown_status: UnknownRevocationStatus::Refuse,
+            crl_enforce_next_update: false,
         }
+    }
+
+    /// How its CRLs are applied.
+    pub fn crl_policy(&self) -> CrlPolicy {
+        CrlPolicy {
+            scope: self.crl_scope,
+            unknown_status: self.crl_unknown_status,
+            enforce_next_update: self.crl_enforce_next_update,
+        }
+    }
+}
+
+/// One part of the `X-Forwarded-Client-Cert` element the gateway writes
+/// (`tls.client_auth.forward_client_cert_details`); they are written in Envoy's order:
+/// `By`, `Hash`, `Cert`, `Chain`, `Subject`, then `URI` and `DNS` in the certificate's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum XfccDetail {
+    /// `By=`: each URI subject alternative name of the gateway's own certificate.
+    By,
+    /// `Cert="..."`: the client's leaf certificate, URL-encoded PEM.
+    Cert,
+    /// `Chain="..."`: the whole chain the client sent, leaf first, URL-encoded PEM.
+    Chain,
+    /// `Subject="..."`: the subject DN (RFC 4514).
+    Subject,
+    /// `URI=`: each URI subject alternative name.
+    Uri,
+    /// `DNS=`: each DNS subject alternative name.
+    Dns,
+}
+
+impl XfccDetail {
+    /// The name as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::By => "by",
+            Self::Cert => "cert",
+            Self::Chain => "chain",
+            Self::Subject => "subject",
+            Self::Uri => "uri",
+            Self::Dns => "dns",
+        }
+    }
+}
+
+/// Which certificates of a peer's chain revocation lists are checked for (`crl_scope`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CrlScope {
+    /// Every certificate below the trusted CA (the leaf and any intermediates), as nginx's
+    /// `ssl_crl`.
+    #[default]
+    Chain,
+    /// The leaf only: intermediates need no list of their own.
+    Leaf,
+}
+
+impl CrlScope {
+    /// Whether this is the default.
+    pub fn is_chain(&self) -> bool {
+        *self == Self::Chain
+    }
+}
+
+/// What happens to a certificate whose issuer none of the CRLs covers
+/// (`crl_unknown_status`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownRevocationStatus {
+    /// Refused: with CRLs configured, every certificate checked must be covered.
+    #[default]
+    Refuse,
+    /// Accepted (revocation is checked where a list exists).
+    Allow,
+}
+
+impl UnknownRevocationStatus {
+    /// Whether this is the default.
+    pub fn is_refuse(&self) -> bool {
+        *self == Self::Refuse
+    }
+}
+
+/// How revocation lists are applied, for client and backend certificates alike.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CrlPolicy {
+    /// `crl_scope`.
+    pub scope: CrlScope,
+    /// `crl_unknown_status`.
+    pub unknown_status: UnknownRevocationStatus,
+    /// `crl_enforce_next_update`.
+    pub enforce_next_update: bool,
+}
+
+impl CrlPolicy {
+    /// The settings that are not at their defaults, by key: they mean something only with
+    /// `crl_files`.
+    fn non_default_keys(&self) -> Vec<(&'static str, String)> {
+        let mut v = Vec::new();
+        if !self.scope.is_chain() {
+            v.push(("crl_scope", "\"leaf\"".to_owned()));
+        }
+        if !self.unknown_status.is_refuse() {
+            v.push(("crl_unknown_status", "\"allow\"".to_owned()));
+        }
+        if self.enforce_next_update {
+            v.push(("crl_enforce_next_update", "true".to_owned()));
+        }
+        v
     }
 }
 
@@ -643,6 +839,15 @@ pub struct UpstreamTlsConfig {
     /// must be covered by one of them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub crl_files: Vec<PathBuf>,
+    /// Which certificates of a backend's chain the CRLs must cover.
+    #[serde(default, skip_serializing_if = "CrlScope::is_chain")]
+    pub crl_scope: CrlScope,
+    /// What happens to a certificate none of the CRLs covers.
+    #[serde(default, skip_serializing_if = "UnknownRevocationStatus::is_refuse")]
+    pub crl_unknown_status: UnknownRevocationStatus,
+    /// Refuse backend certificates checked against a CRL past its `nextUpdate`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub crl_enforce_next_update: bool,
 }
 
 impl UpstreamTlsConfig {
@@ -657,6 +862,18 @@ impl UpstreamTlsConfig {
             key_file: None,
             alpn: None,
             crl_files: Vec::new(),
+            crl_scope: CrlScope::Chain,
+            crl_unknown_status: UnknownRevocationStatus::Refuse,
+            crl_enforce_next_update: false,
+        }
+    }
+
+    /// How its CRLs are applied.
+    pub fn crl_policy(&self) -> CrlPolicy {
+        CrlPolicy {
+            scope: self.crl_scope,
+            unknown_status: self.crl_unknown_status,
+            enforce_next_update: self.crl_enforce_next_update,
         }
     }
 }
@@ -1071,7 +1288,47 @@ impl Config {
                             );
                         }
                     }
+                    if auth.crl_files.is_empty() {
+                        for (key, value) in auth.crl_policy().non_default_keys() {
+                            e(
+                                k(&format!("tls.client_auth.{key}")),
+                                &value,
+                                "to be left out: it applies to crl_files, and there are none",
+                            );
+                        }
+                    }
+                    let details = &auth.forward_client_cert_details;
+                    if let Some(dup) = details
+                        .iter()
+                        .enumerate()
+                        .find(|(j, d)| details[..*j].contains(d))
+                    {
+                        e(
+                            k(&format!(
+                                "tls.client_auth.forward_client_cert_details[{}]",
+                                dup.0
+                            )),
+                            &quoted(dup.1.as_str()),
+                            "each of by, cert, chain, subject, uri, dns at most once",
+                        );
+                    }
+                    if !auth.forward_client_cert && *details != defaults::xfcc_details() {
+                        let names: Vec<_> = details.iter().map(|d| quoted(d.as_str())).collect();
+                        e(
+                            k("tls.client_auth.forward_client_cert_details"),
+                            &format!("[{}]", names.join(", ")),
+                            "to be left out with forward_client_cert = false (no header is sent)",
+                        );
+                    }
                 }
+            }
+            if !l.xfcc_from_trusted_proxies.is_replace() && l.trusted_proxies.is_empty() {
+                e(
+                    k("xfcc_from_trusted_proxies"),
+                    &quoted(l.xfcc_from_trusted_proxies.as_str()),
+                    "\"replace\" (the default), or trusted_proxies listing the proxies whose \
+                     X-Forwarded-Client-Cert is kept",
+                );
             }
         }
 
@@ -1387,6 +1644,15 @@ fn validate_upstream_tls(
             );
         }
     }
+    if t.crl_files.is_empty() {
+        for (key, value) in t.crl_policy().non_default_keys() {
+            e(
+                k(key),
+                &value,
+                "to be left out: it applies to crl_files, and there are none",
+            );
+        }
+    }
     match &t.server_name {
         Some(n) if rustls::pki_types::ServerName::try_from(n.as_str()).is_err() => {
             e(
@@ -1455,6 +1721,10 @@ mod defaults {
 
     pub fn yes() -> bool {
         true
+    }
+    pub fn xfcc_details() -> Vec<super::XfccDetail> {
+        use super::XfccDetail::{Dns, Subject, Uri};
+        vec![Subject, Uri, Dns]
     }
     pub fn listener_name() -> String {
         "default".into()

@@ -294,11 +294,20 @@ async fn serve_connection(
     setup: &ConnSetup,
     cancel: CancellationToken,
 ) {
-    let (tls, forward_client_cert) = shared
-        .state
-        .load()
-        .listener(&listener)
-        .map_or((None, false), |l| (l.tls.clone(), l.forward_client_cert));
+    let (tls, forward_client_cert, trusted) = {
+        let state = shared.state.load();
+        match state.listener(&listener) {
+            Some(l) => (
+                l.tls.clone(),
+                l.forward_client_cert.clone(),
+                // A trusted proxy's X-Forwarded-Client-Cert may be kept; anyone else's never.
+                l.trusted_proxies
+                    .contains(peer.ip())
+                    .then_some(l.xfcc_from_trusted_proxies),
+            ),
+            None => (None, None, None),
+        }
+    };
     let Some(acceptor) = tls else {
         let activity = Arc::new(Activity::default());
         let info = Arc::new(ConnInfo {
@@ -306,7 +315,9 @@ async fn serve_connection(
             listener,
             peer,
             activity: activity.clone(),
-            forwarding: crate::proxy::headers::Forwarding::new(peer.ip(), false),
+            forwarding: crate::proxy::headers::Forwarding::new(peer.ip(), false)
+                .with_client_cert(None, trusted),
+            client_cert: None,
         });
         if !setup.http2 {
             h1::serve(stream, BytesMut::new(), info, setup.h1.clone(), cancel).await;
@@ -327,6 +338,7 @@ async fn serve_connection(
         listener,
         peer,
         forward_client_cert,
+        trusted,
     };
     boxed_tls(acceptor, stream, client, setup, cancel).await;
 }
@@ -337,7 +349,10 @@ struct TlsClient {
     shared: Arc<Shared>,
     listener: Arc<str>,
     peer: SocketAddr,
-    forward_client_cert: bool,
+    /// The XFCC element's format, if the listener forwards client certificates.
+    forward_client_cert: Option<Arc<crate::client_cert::XfccFormat>>,
+    /// The listener's `xfcc_from_trusted_proxies` if the peer is a trusted proxy.
+    trusted: Option<crate::config::TrustedXfcc>,
 }
 
 // A task keeps room for its future's largest state for its whole life, and most
@@ -399,17 +414,21 @@ fn boxed_tls(
                 return;
             }
         };
-        // Formatted once per connection; every request on it carries the same value.
-        let xfcc = client
-            .forward_client_cert
-            .then(|| s.get_ref().1.peer_certificates())
-            .flatten()
-            .and_then(|chain| chain.first())
-            .and_then(|leaf| http::HeaderValue::from_str(&crate::client_cert::xfcc(leaf)).ok());
+        // Parsed and formatted once per connection; every request on it carries the same
+        // values.
+        let chain = s.get_ref().1.peer_certificates().filter(|c| !c.is_empty());
+        let cert = chain.map(|c| Arc::new(crate::client_cert::ClientCert::parse(&c[0])));
+        let xfcc = match (&client.forward_client_cert, &cert, chain) {
+            (Some(format), Some(cert), Some(chain)) => {
+                http::HeaderValue::from_str(&format.element(cert, chain)).ok()
+            }
+            _ => None,
+        };
         let activity = Arc::new(Activity::default());
         let info = Arc::new(ConnInfo {
             forwarding: crate::proxy::headers::Forwarding::new(client.peer.ip(), true)
-                .with_client_cert(xfcc),
+                .with_client_cert(xfcc, client.trusted),
+            client_cert: cert,
             shared: client.shared,
             listener: client.listener,
             peer: client.peer,
@@ -439,7 +458,12 @@ async fn serve_h2<I>(
         let info = info.clone();
         async move {
             let (parts, body) = req.into_parts();
-            let log = crate::logging::AccessEntry::start(&parts, info.peer, access_log(&info));
+            let log = crate::logging::AccessEntry::start(
+                &parts,
+                info.peer,
+                info.client_cert.as_ref(),
+                access_log(&info),
+            );
             let resp = proxy::handle(hyper::Request::from_parts(parts, body), &info).await;
             Ok::<_, Infallible>(crate::logging::AccessEntry::finish(log, resp))
         }

@@ -3,8 +3,10 @@
 //!
 //! The access log goes through `tracing` like everything else so it shares the format, the
 //! output and the filter; `RUST_LOG=access=off` silences it without a config change.
+use crate::client_cert::ClientCert;
 use crate::config::LogFormat;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
@@ -54,6 +56,11 @@ pub struct AccessRecord<'a> {
     pub backend: Option<&'a str>,
     /// Response body bytes: those written (HTTP/1), or the `Content-Length` (HTTP/2).
     pub bytes: Option<u64>,
+    /// The subject DN (RFC 4514) of the client certificate the TLS handshake verified.
+    pub client_cert_subject: Option<&'a str>,
+    /// The SHA-256 (lower-case hex) of that certificate, as in `X-Forwarded-Client-Cert`'s
+    /// `Hash`.
+    pub client_cert_hash: Option<&'a str>,
 }
 
 /// Emits one access-log event.
@@ -68,6 +75,8 @@ pub fn access(r: &AccessRecord<'_>) {
         duration_ms = r.duration.as_secs_f64() * 1000.0,
         backend = r.backend,
         bytes = r.bytes,
+        client_cert_subject = r.client_cert_subject,
+        client_cert_hash = r.client_cert_hash,
         "{} {} {}",
         r.method,
         r.path,
@@ -89,11 +98,18 @@ pub struct AccessEntry {
     method: http::Method,
     path: String,
     request_id: Option<String>,
+    client_cert: Option<Arc<ClientCert>>,
 }
 
 impl AccessEntry {
-    /// Records the request head if `enabled` and the `access` target is not filtered out.
-    pub fn start(req: &http::request::Parts, client: SocketAddr, enabled: bool) -> Option<Self> {
+    /// Records the request head if `enabled` and the `access` target is not filtered out;
+    /// `client_cert` is the certificate the client's TLS handshake verified, if any.
+    pub fn start(
+        req: &http::request::Parts,
+        client: SocketAddr,
+        client_cert: Option<&Arc<ClientCert>>,
+        enabled: bool,
+    ) -> Option<Self> {
         if !enabled || !tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO) {
             return None;
         }
@@ -106,6 +122,7 @@ impl AccessEntry {
                 .path_and_query()
                 .map_or_else(|| "/".to_owned(), ToString::to_string),
             request_id: header_str(&req.headers, "x-request-id"),
+            client_cert: client_cert.cloned(),
         })
     }
 
@@ -153,6 +170,8 @@ impl AccessEntry {
             duration: self.started.elapsed(),
             backend,
             bytes,
+            client_cert_subject: self.client_cert.as_ref().and_then(|c| c.subject.as_deref()),
+            client_cert_hash: self.client_cert.as_ref().map(|c| c.hash.as_str()),
         });
     }
 }

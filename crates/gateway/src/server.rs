@@ -555,20 +555,22 @@ fn fixed_keys_unchanged(old: &Config, new: &Config) -> Result<(), String> {
                 a.addr, b.addr
             ));
         }
-        // TLS certificates, the request timeout, the body limit and the trusted proxies are
-        // read per request from the state; everything else was applied to the socket or the
+        // TLS certificates, the request timeout, the body limit and the trusted proxies (and
+        // what their X-Forwarded-Client-Cert becomes) are read per request or connection from
+        // the state; everything else was applied to the socket or the
         // connection builder.
         let socket_part = |l: &crate::config::ListenerConfig| crate::config::ListenerConfig {
             tls: None,
             request_timeout: Duration::ZERO,
             max_body_bytes: None,
             trusted_proxies: Vec::new(),
+            xfcc_from_trusted_proxies: crate::config::TrustedXfcc::Replace,
             ..l.clone()
         };
         if socket_part(a) != socket_part(b) {
             return Err(format!(
-                "listeners[{i}] ({}): only tls, request_timeout, max_body_bytes and trusted_proxies can change \
-                 on reload; the other listener settings are bound to its socket and {restart}",
+                "listeners[{i}] ({}): only tls, request_timeout, max_body_bytes, trusted_proxies and \
+                 xfcc_from_trusted_proxies can change on reload; the other listener settings are bound to its socket and {restart}",
                 a.name
             ));
         }

@@ -83,9 +83,12 @@ pub struct ListenerRuntime {
     pub max_body_bytes: Option<u64>,
     /// TLS acceptor, for TLS listeners.
     pub tls: Option<TlsAcceptor>,
-    /// Pass verified client certificates to backends in `X-Forwarded-Client-Cert`
-    /// (`tls.client_auth.forward_client_cert`).
-    pub forward_client_cert: bool,
+    /// How verified client certificates are passed to backends in
+    /// `X-Forwarded-Client-Cert` (`tls.client_auth.forward_client_cert` and
+    /// `forward_client_cert_details`); `None`: they are not.
+    pub forward_client_cert: Option<Arc<crate::client_cert::XfccFormat>>,
+    /// What a trusted proxy's `X-Forwarded-Client-Cert` becomes.
+    pub xfcc_from_trusted_proxies: crate::config::TrustedXfcc,
     /// Proxies whose `X-Forwarded-For` is believed; pass to
     /// [`crate::client_ip::client_ip`].
     pub trusted_proxies: crate::client_ip::TrustedProxies,
@@ -472,6 +475,19 @@ impl GatewayState {
         let mut listeners = HashMap::new();
         for l in &config.listeners {
             let tls = tls_acceptors.remove(&l.name);
+            let forward_client_cert = l
+                .tls
+                .as_ref()
+                .and_then(|t| t.client_auth.as_ref())
+                .filter(|a| a.forward_client_cert)
+                .map(|a| {
+                    let by = tls.as_ref().map(|t| t.uri_sans.clone()).unwrap_or_default();
+                    Arc::new(crate::client_cert::XfccFormat::new(
+                        &a.forward_client_cert_details,
+                        by,
+                    ))
+                });
+            let tls = tls.map(|t| t.acceptor);
             let router = Router::new(
                 routes
                     .iter()
@@ -487,11 +503,8 @@ impl GatewayState {
                     request_timeout: l.request_timeout,
                     max_body_bytes: l.max_body_bytes,
                     tls,
-                    forward_client_cert: l
-                        .tls
-                        .as_ref()
-                        .and_then(|t| t.client_auth.as_ref())
-                        .is_some_and(|a| a.forward_client_cert),
+                    forward_client_cert,
+                    xfcc_from_trusted_proxies: l.xfcc_from_trusted_proxies,
                     trusted_proxies: l.trusted_proxies.iter().copied().collect(),
                 },
             );

@@ -4,7 +4,8 @@
 //! system's roots and optionally CRLs, optionally with a client certificate), and the PEM
 //! loading they share.
 use crate::config::{
-    ClientAuthConfig, ClientAuthMode, TlsConfig, UpstreamProtocol, UpstreamTlsConfig,
+    ClientAuthConfig, ClientAuthMode, CrlPolicy, CrlScope, TlsConfig, UnknownRevocationStatus,
+    UpstreamProtocol, UpstreamTlsConfig,
 };
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
@@ -161,6 +162,34 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Applies `policy` to a rustls verifier builder (client and server verifier builders have
+/// the same methods but no common trait).
+macro_rules! with_crl_policy {
+    ($builder:expr, $policy:expr) => {{
+        let policy: CrlPolicy = $policy;
+        let mut b = $builder;
+        if policy.scope == CrlScope::Leaf {
+            b = b.only_check_end_entity_revocation();
+        }
+        if policy.unknown_status == UnknownRevocationStatus::Allow {
+            b = b.allow_unknown_revocation_status();
+        }
+        if policy.enforce_next_update {
+            b = b.enforce_revocation_expiration();
+        }
+        b
+    }};
+}
+
+/// A TLS listener's acceptor and what the XFCC element needs of its certificate.
+#[derive(Clone)]
+pub struct ListenerTls {
+    /// The acceptor.
+    pub acceptor: TlsAcceptor,
+    /// The URI subject alternative names of the listener's certificate (`By=`).
+    pub uri_sans: Vec<String>,
+}
+
 /// Builds an acceptor from PEM files. With `http2`, ALPN prefers `h2`. With
 /// `client_auth`, clients are asked for a certificate, verified against its CA file and
 /// CRLs.
@@ -168,9 +197,13 @@ fn provider() -> Arc<CryptoProvider> {
 /// # Errors
 /// Unreadable files, files without a certificate, key or CRL, a pair rustls refuses, or
 /// CA certificates or CRLs it cannot parse; the error names the key and the file.
-pub fn acceptor(cfg: &TlsConfig, http2: bool) -> Result<TlsAcceptor, ListenerTlsError> {
+pub fn acceptor(cfg: &TlsConfig, http2: bool) -> Result<ListenerTls, ListenerTlsError> {
     let at = |key: &'static str| move |source: TlsError| ListenerTlsError { key, source };
     let (certs, _) = load_certs(&cfg.cert).map_err(at("cert"))?;
+    let uri_sans = certs
+        .first()
+        .map(|c| crate::client_cert::uri_sans(c))
+        .unwrap_or_default();
     let (key, _) = load_key(&cfg.key).map_err(at("key"))?;
     let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
@@ -187,7 +220,10 @@ pub fn acceptor(cfg: &TlsConfig, http2: bool) -> Result<TlsAcceptor, ListenerTls
     } else {
         vec![b"http/1.1".to_vec()]
     };
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    Ok(ListenerTls {
+        acceptor: TlsAcceptor::from(Arc::new(config)),
+        uri_sans,
+    })
 }
 
 /// The verifier of client certificates for `[listeners.tls.client_auth]`.
@@ -200,6 +236,9 @@ fn client_verifier(
     let (crls, _) = load_crls(&auth.crl_files, &roots).map_err(at("client_auth.crl_files"))?;
     let mut builder =
         WebPkiClientVerifier::builder_with_provider(roots, provider()).with_crls(crls);
+    if !auth.crl_files.is_empty() {
+        builder = with_crl_policy!(builder, auth.crl_policy());
+    }
     if auth.mode == ClientAuthMode::Optional {
         builder = builder.allow_unauthenticated();
     }
@@ -328,8 +367,9 @@ impl UpstreamTls {
                 let roots = Arc::new(roots);
                 let (crls, pem) = load_crls(&cfg.crl_files, &roots).map_err(at("crl_files"))?;
                 material.extend_from_slice(&pem);
-                let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider)
-                    .with_crls(crls)
+                let verifier_builder =
+                    WebPkiServerVerifier::builder_with_provider(roots, provider).with_crls(crls);
+                let verifier = with_crl_policy!(verifier_builder, cfg.crl_policy())
                     .build()
                     .map_err(|source| {
                         at("crl_files")(TlsError::Verifier {

@@ -232,6 +232,80 @@ async fn a_backend_whose_certificate_is_in_a_crl_is_refused() {
     assert!(text.contains("backend=good\n"), "{text}");
 }
 
+#[tokio::test]
+async fn backend_crl_options_expiry_unknown_status_and_leaf_scope() {
+    let dir = Dir::new("crl-options");
+    let ca = Ca::new("test ca");
+    let ca_file = dir.write("ca.pem", &ca.cert.pem());
+    let leaf = ca.leaf(&["api.internal"], ExtendedKeyUsagePurpose::ServerAuth);
+    let b = backend_with(
+        "a",
+        Some(acceptor(
+            &(leaf.cert.clone(), leaf.key.clone()),
+            &["http/1.1"],
+            None,
+        )),
+    )
+    .await;
+    let status = |tls: UpstreamTlsConfig| {
+        let cfg = tls_config(&[b.addr], tls);
+        async move {
+            let gw = gateway(cfg).await;
+            send(gw.addr, get("/")).await.0
+        }
+    };
+    let with = |crl: &str, tweak: fn(&mut UpstreamTlsConfig)| {
+        let mut tls = UpstreamTlsConfig {
+            crl_files: vec![dir.write("list.crl.pem", crl)],
+            ..verified(ca_file.clone())
+        };
+        tweak(&mut tls);
+        tls
+    };
+
+    // A list past its nextUpdate: still used by default, refused when enforced.
+    let expired = ca.crl_until(&[], (2024, 1, 2));
+    assert_eq!(status(with(&expired, |_| {})).await, 200);
+    let enforce: fn(&mut UpstreamTlsConfig) = |t| t.crl_enforce_next_update = true;
+    assert_eq!(status(with(&expired, enforce)).await, 502);
+    assert_eq!(status(with(&ca.crl(&[]), enforce)).await, 200);
+
+    // A list from another CA covers nothing: refused unless unknown status is allowed.
+    let other = Ca::new("other ca").crl(&[leaf.serial]);
+    assert_eq!(status(with(&other, |_| {})).await, 502);
+    let allow: fn(&mut UpstreamTlsConfig) =
+        |t| t.crl_unknown_status = scalewise_gateway::config::UnknownRevocationStatus::Allow;
+    assert_eq!(status(with(&other, allow)).await, 200);
+
+    // An intermediate whose own status no list gives: refused unless only leaves are checked.
+    let intermediate = ca.intermediate("intermediate");
+    let mut params = rcgen::CertificateParams::new(vec!["api.internal".to_owned()]).unwrap();
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let chained = intermediate.sign(params);
+    let b2 = backend_with(
+        "chained",
+        Some(acceptor(
+            &(chained.cert.clone(), chained.key.clone()),
+            &["http/1.1"],
+            None,
+        )),
+    )
+    .await;
+    let list = intermediate.ca.crl(&[]);
+    let chained_status = |tweak: fn(&mut UpstreamTlsConfig)| {
+        let cfg = tls_config(&[b2.addr], with(&list, tweak));
+        async move {
+            let gw = gateway(cfg).await;
+            send(gw.addr, get("/")).await
+        }
+    };
+    assert_eq!(chained_status(|_| {}).await.0, 502);
+    let (code, _, text) =
+        chained_status(|t| t.crl_scope = scalewise_gateway::config::CrlScope::Leaf).await;
+    assert_eq!(code, 200, "{text}");
+    assert!(text.contains("backend=chained\n"), "{text}");
+}
+
 #[test]
 fn bad_crl_files_fail_the_load_naming_crl_files_and_the_file() {
     let dir = Dir::new("badcrl");
@@ -549,6 +623,16 @@ ca_file = "ca.pem"
             "insecure_skip_verify = true\ncrl_files = [\"a.crl\"]",
             "upstreams.api.tls.crl_files",
             "no crl_files with insecure_skip_verify",
+        ),
+        (
+            "server_name = \"x\"\ncrl_enforce_next_update = true",
+            "upstreams.api.tls.crl_enforce_next_update",
+            "got true, expected to be left out: it applies to crl_files, and there are none",
+        ),
+        (
+            "server_name = \"x\"\ncrl_files = [\"a.crl\"]\ncrl_scope = \"all\"",
+            "upstreams.api.tls.crl_scope",
+            "unknown variant `all`, expected `chain` or `leaf`",
         ),
         (
             "server_name = \"x\"\nverify = false",

@@ -1,13 +1,17 @@
 //! Client certificate authentication on TLS listeners (`[listeners.tls.client_auth]`):
 //! required and optional modes, revocation lists, `X-Forwarded-Client-Cert` to backends
-//! (and a client's own one removed), the handshake-failure metric, reloads, and the errors
-//! of bad files. Real sockets; certificates and CRLs made with rcgen.
+//! (and a client's own one removed, or a trusted proxy's kept), its optional parts, the
+//! revocation-list options, the access log, the handshake-failure metric, reloads, and the
+//! errors of bad files and settings. Real sockets; certificates and CRLs made with rcgen.
 mod common;
 
 use common::pki::*;
 use common::*;
 use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, SanType};
-use scalewise_gateway::config::{ClientAuthConfig, ClientAuthMode, Config, TlsConfig};
+use scalewise_gateway::config::{
+    ClientAuthConfig, ClientAuthMode, Config, CrlScope, TlsConfig, TrustedXfcc,
+    UnknownRevocationStatus, XfccDetail,
+};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -137,6 +141,11 @@ fn client_cert_failures(gw: &Gateway) -> Option<String> {
 
 /// A client certificate with a subject and a SPIFFE URI.
 fn client_leaf(ca: &Ca, cn: &str) -> Leaf {
+    ca.sign(client_params(cn))
+}
+
+/// The parameters of [`client_leaf`].
+fn client_params(cn: &str) -> CertificateParams {
     let mut params = CertificateParams::new(vec![format!("{cn}.clients.internal")]).unwrap();
     params.distinguished_name = rcgen::DistinguishedName::new();
     params
@@ -147,7 +156,7 @@ fn client_leaf(ca: &Ca, cn: &str) -> Leaf {
         format!("spiffe://example.org/{cn}").try_into().unwrap(),
     ));
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    ca.sign(params)
+    params
 }
 
 fn sha256_hex(der: &[u8]) -> String {
@@ -618,4 +627,498 @@ backends = [{ addr = "10.0.0.5:80" }]
     .unwrap_err()
     .to_string();
     assert!(err.contains("missing field `ca_file`"), "{err}");
+}
+
+/// The test clients connect from 127.0.0.1: a trusted proxy when `trusted_proxies` says so.
+#[tokio::test]
+async fn a_trusted_proxys_xfcc_is_appended_to_or_forwarded_and_anyone_elses_replaced() {
+    let dir = Dir::new("trusted-xfcc");
+    let server_ca = Ca::new("server ca");
+    let client_ca = Ca::new("client ca");
+    let b = backend("a").await;
+    let auth = ClientAuthConfig {
+        mode: ClientAuthMode::Optional,
+        ..ClientAuthConfig::new(dir.write("clients.pem", &client_ca.cert.pem()))
+    };
+    let mut cfg = tls_gateway_config(b.addr, listener_tls(&dir, &server_ca, Some(auth)));
+    cfg.listeners[0].trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    cfg.listeners[0].xfcc_from_trusted_proxies = TrustedXfcc::Append;
+    let gw = gateway(cfg.clone()).await;
+    cfg.listeners[0].addr = gw.addr;
+    let leaf = client_leaf(&client_ca, "edge");
+    let ours = expected_xfcc(&leaf, "edge");
+    let theirs = "By=spiffe://example.org/edge;Hash=abc;URI=spiffe://example.org/user";
+    let with_cert = client(&server_ca, Some(&leaf), &["http/1.1"]);
+    let anonymous = client(&server_ca, None, &["http/1.1"]);
+    let xfcc = |v| [("x-forwarded-client-cert", v)];
+
+    // `append`: the proxy's elements, then ours.
+    let (status, text) = get_tls(gw.addr, &with_cert, "/", &xfcc(theirs)).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(xfcc_seen(&text), format!("{theirs},{ours}"), "{text}");
+    // Over HTTP/2, with the proxy's header in two lines: one value, in order.
+    let mut tx = h2_client(connect(gw.addr, &client(&server_ca, Some(&leaf), &["h2"])).await).await;
+    let req = http::Request::get("https://localhost/h2")
+        .header("x-forwarded-client-cert", "Hash=first")
+        .header("x-forwarded-client-cert", "Hash=second")
+        .body(body(""))
+        .unwrap();
+    let (status, _, text) = read(tx.send_request(req).await.unwrap()).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(
+        xfcc_seen(&text),
+        format!("Hash=first,Hash=second,{ours}"),
+        "{text}"
+    );
+    // No certificate of ours to add: the proxy's header as it is; none at all: ours alone.
+    let (_, text) = get_tls(gw.addr, &anonymous, "/", &xfcc(theirs)).await;
+    assert_eq!(xfcc_seen(&text), theirs, "{text}");
+    let (_, text) = get_tls(gw.addr, &with_cert, "/", &[]).await;
+    assert_eq!(xfcc_seen(&text), ours, "{text}");
+
+    // `forward`: the proxy's header only, even though the gateway verified a certificate.
+    let mut forward = cfg.clone();
+    forward.listeners[0].xfcc_from_trusted_proxies = TrustedXfcc::Forward;
+    gw.shared.apply(forward.clone()).unwrap();
+    let (_, text) = get_tls(gw.addr, &with_cert, "/", &xfcc(theirs)).await;
+    assert_eq!(xfcc_seen(&text), theirs, "{text}");
+    let (_, text) = get_tls(gw.addr, &anonymous, "/", &[]).await;
+    assert_eq!(xfcc_seen(&text), "", "{text}");
+
+    // The same requests from a peer that is not a trusted proxy: the header is replaced.
+    let mut untrusted = forward;
+    untrusted.listeners[0].trusted_proxies = vec!["10.0.0.0/8".parse().unwrap()];
+    gw.shared.apply(untrusted).unwrap();
+    let (_, text) = get_tls(gw.addr, &with_cert, "/", &xfcc(theirs)).await;
+    assert_eq!(xfcc_seen(&text), ours, "{text}");
+    let (_, text) = get_tls(gw.addr, &anonymous, "/", &xfcc(theirs)).await;
+    assert_eq!(xfcc_seen(&text), "", "{text}");
+}
+
+#[tokio::test]
+async fn a_plain_listener_keeps_the_xfcc_of_a_trusted_proxy_only() {
+    let b = backend("a").await;
+    let mut cfg = config(&[b.addr]);
+    cfg.listeners[0].trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    cfg.listeners[0].xfcc_from_trusted_proxies = TrustedXfcc::Forward;
+    let gw = gateway(cfg.clone()).await;
+    let forged = || {
+        let mut req = get("/");
+        req.headers_mut().insert(
+            "x-forwarded-client-cert",
+            http::HeaderValue::from_static("Hash=aa;Subject=\"CN=edge-client\""),
+        );
+        req
+    };
+    let (status, _, text) = send(gw.addr, forged()).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(
+        xfcc_seen(&text),
+        "Hash=aa;Subject=\"CN=edge-client\"",
+        "{text}"
+    );
+
+    // The default, `replace`, with the same trusted proxy: removed (no certificate here).
+    cfg.listeners[0].addr = gw.addr;
+    cfg.listeners[0].xfcc_from_trusted_proxies = TrustedXfcc::Replace;
+    gw.shared.apply(cfg).unwrap();
+    let (_, _, text) = send(gw.addr, forged()).await;
+    assert_eq!(xfcc_seen(&text), "", "{text}");
+}
+
+/// `%XX` escapes decoded.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+#[tokio::test]
+async fn by_and_cert_details_name_the_gateway_and_carry_the_client_certificate() {
+    let dir = Dir::new("xfcc-details");
+    let server_ca = Ca::new("server ca");
+    let client_ca = Ca::new("client ca");
+    let b = backend("a").await;
+    // The gateway's own certificate, with a URI SAN for `By`.
+    let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params.subject_alt_names.push(SanType::URI(
+        "spiffe://example.org/gateway".try_into().unwrap(),
+    ));
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let own = server_ca.sign(params);
+    let auth = ClientAuthConfig {
+        // Any order in the config; Envoy's order in the header.
+        forward_client_cert_details: vec![XfccDetail::Cert, XfccDetail::Subject, XfccDetail::By],
+        ..ClientAuthConfig::new(dir.write("clients.pem", &client_ca.cert.pem()))
+    };
+    let tls = TlsConfig {
+        client_auth: Some(auth),
+        ..TlsConfig::new(
+            dir.write("gateway.pem", &own.cert),
+            dir.write("gateway.key", &own.key),
+        )
+    };
+    let gw = gateway(tls_gateway_config(b.addr, tls)).await;
+    let leaf = client_leaf(&client_ca, "billing");
+    let (status, text) = get_tls(
+        gw.addr,
+        &client(&server_ca, Some(&leaf), &["http/1.1"]),
+        "/",
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let seen = xfcc_seen(&text);
+    let prefix = format!(
+        "By=spiffe://example.org/gateway;Hash={};Cert=\"",
+        sha256_hex(&leaf.der)
+    );
+    let rest = seen
+        .strip_prefix(&prefix)
+        .unwrap_or_else(|| panic!("{seen}"));
+    let (cert, rest) = rest.split_once('"').unwrap();
+    // No URI or DNS: they were not asked for.
+    assert_eq!(rest, ";Subject=\"CN=billing,O=Example\"", "{seen}");
+    assert!(
+        cert.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"-._~%".contains(&c)),
+        "only unreserved characters and escapes: {cert}"
+    );
+    let pem = percent_decode(cert);
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----\n"), "{pem}");
+    assert_eq!(certs(&pem), std::slice::from_ref(&leaf.der));
+}
+
+/// A gateway in front of `b` requiring certificates of `ca` (PEM) checked against `crl`,
+/// and its config (with the bound address, ready for reloads).
+async fn crl_gateway(
+    dir: &Dir,
+    b: &Backend,
+    server_ca: &Ca,
+    ca: &str,
+    crl: &str,
+) -> (Gateway, Config) {
+    let auth = ClientAuthConfig {
+        crl_files: vec![dir.write("clients.crl.pem", crl)],
+        ..ClientAuthConfig::new(dir.write("clients.pem", ca))
+    };
+    let mut cfg = tls_gateway_config(b.addr, listener_tls(dir, server_ca, Some(auth)));
+    let gw = gateway(cfg.clone()).await;
+    cfg.listeners[0].addr = gw.addr;
+    (gw, cfg)
+}
+
+fn client_auth_of(cfg: &mut Config) -> &mut ClientAuthConfig {
+    cfg.listeners[0]
+        .tls
+        .as_mut()
+        .unwrap()
+        .client_auth
+        .as_mut()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_expired_client_crl_still_applies_unless_next_update_is_enforced() {
+    let dir = Dir::new("expired-crl");
+    let b = backend("a").await;
+    let server_ca = Ca::new("server ca");
+    let client_ca = Ca::new("client ca");
+    let good = client_leaf(&client_ca, "good");
+    let revoked = client_leaf(&client_ca, "revoked");
+    // nextUpdate long past.
+    let crl = client_ca.crl_until(&[revoked.serial], (2024, 1, 2));
+    let (gw, mut cfg) = crl_gateway(&dir, &b, &server_ca, &client_ca.cert.pem(), &crl).await;
+    let good_client = client(&server_ca, Some(&good), &["http/1.1"]);
+
+    // The default: the old list still revokes what it lists, and nothing else.
+    assert_eq!(get_tls(gw.addr, &good_client, "/", &[]).await.0, 200);
+    let err = refused(gw.addr, &client(&server_ca, Some(&revoked), &["http/1.1"])).await;
+    assert!(err.contains("CertificateRevoked"), "{err}");
+
+    // Enforced: every certificate checked against the expired list is refused.
+    client_auth_of(&mut cfg).crl_enforce_next_update = true;
+    gw.shared.apply(cfg).unwrap();
+    let err = refused(gw.addr, &good_client).await;
+    assert!(err.contains("UnknownCA"), "{err}");
+    assert_eq!(client_cert_failures(&gw).as_deref(), Some("2"));
+}
+
+#[tokio::test]
+async fn crl_unknown_status_allow_accepts_a_certificate_no_list_covers() {
+    let dir = Dir::new("unknown-status");
+    let b = backend("a").await;
+    let server_ca = Ca::new("server ca");
+    let client_ca = Ca::new("client ca");
+    let other_ca = Ca::new("other ca");
+    let leaf = client_leaf(&client_ca, "uncovered");
+    // A list, but from another CA: nothing says whether `leaf` is revoked.
+    let crl = other_ca.crl(&[leaf.serial]);
+    let (gw, mut cfg) = crl_gateway(&dir, &b, &server_ca, &client_ca.cert.pem(), &crl).await;
+    let c = client(&server_ca, Some(&leaf), &["http/1.1"]);
+
+    let err = refused(gw.addr, &c).await;
+    assert!(err.contains("UnknownCA"), "refused by default: {err}");
+
+    client_auth_of(&mut cfg).crl_unknown_status = UnknownRevocationStatus::Allow;
+    gw.shared.apply(cfg).unwrap();
+    let (status, text) = get_tls(gw.addr, &c, "/", &[]).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(client_cert_failures(&gw).as_deref(), Some("1"));
+}
+
+#[tokio::test]
+async fn crl_scope_leaf_checks_the_client_certificate_but_not_its_intermediate() {
+    let dir = Dir::new("leaf-scope");
+    let b = backend("a").await;
+    let server_ca = Ca::new("server ca");
+    let root = Ca::new("client root");
+    let intermediate = root.intermediate("client intermediate");
+    let good = intermediate.sign(client_params("good"));
+    let revoked = intermediate.sign(client_params("revoked"));
+    // The intermediate's list only; no list from the root says whether the intermediate is
+    // revoked.
+    let crl = intermediate.ca.crl(&[revoked.serial]);
+    let (gw, mut cfg) = crl_gateway(&dir, &b, &server_ca, &root.cert.pem(), &crl).await;
+    let good_client = client(&server_ca, Some(&good), &["http/1.1"]);
+
+    // `chain`: the intermediate's status is unknown.
+    let err = refused(gw.addr, &good_client).await;
+    assert!(err.contains("UnknownCA"), "{err}");
+
+    // `leaf`: only the client's certificate is looked up.
+    client_auth_of(&mut cfg).crl_scope = CrlScope::Leaf;
+    gw.shared.apply(cfg).unwrap();
+    let (status, text) = get_tls(gw.addr, &good_client, "/", &[]).await;
+    assert_eq!(status, 200, "{text}");
+    let err = refused(gw.addr, &client(&server_ca, Some(&revoked), &["http/1.1"])).await;
+    assert!(err.contains("CertificateRevoked"), "{err}");
+}
+
+/// `client_cert_subject` and `client_cert_hash` of one access-log event.
+type CertFields = (Option<String>, Option<String>);
+
+/// Captures the client certificate fields of access-log events.
+#[derive(Clone, Default)]
+struct AccessCapture(Arc<std::sync::Mutex<Vec<CertFields>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for AccessCapture {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if event.metadata().target() != scalewise_gateway::logging::ACCESS_TARGET {
+            return;
+        }
+        #[derive(Default)]
+        struct V(Option<String>, Option<String>);
+        impl tracing::field::Visit for V {
+            fn record_str(&mut self, f: &tracing::field::Field, v: &str) {
+                match f.name() {
+                    "client_cert_subject" => self.0 = Some(v.to_owned()),
+                    "client_cert_hash" => self.1 = Some(v.to_owned()),
+                    _ => {}
+                }
+            }
+            fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+        }
+        let mut v = V::default();
+        event.record(&mut v);
+        self.0.lock().unwrap().push((v.0, v.1));
+    }
+}
+
+#[tokio::test]
+async fn the_access_log_names_the_verified_client_certificate() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let capture = AccessCapture::default();
+    // The test runtime is single-threaded: the gateway's tasks run on this thread and see
+    // this subscriber.
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(capture.clone()));
+    let dir = Dir::new("access-log");
+    let server_ca = Ca::new("server ca");
+    let client_ca = Ca::new("client ca");
+    let b = backend("a").await;
+    let auth = ClientAuthConfig {
+        mode: ClientAuthMode::Optional,
+        // Logged whether or not it is forwarded.
+        forward_client_cert: false,
+        ..ClientAuthConfig::new(dir.write("clients.pem", &client_ca.cert.pem()))
+    };
+    let mut cfg = tls_gateway_config(b.addr, listener_tls(&dir, &server_ca, Some(auth)));
+    cfg.log.access_log = true;
+    let gw = gateway(cfg).await;
+    let leaf = client_leaf(&client_ca, "auditor");
+
+    let c = client(&server_ca, Some(&leaf), &["http/1.1"]);
+    assert_eq!(get_tls(gw.addr, &c, "/", &[]).await.0, 200);
+    let mut tx = h2_client(connect(gw.addr, &client(&server_ca, Some(&leaf), &["h2"])).await).await;
+    let req = http::Request::get("https://localhost/h2")
+        .body(body(""))
+        .unwrap();
+    assert_eq!(read(tx.send_request(req).await.unwrap()).await.0, 200);
+    let anonymous = client(&server_ca, None, &["http/1.1"]);
+    assert_eq!(get_tls(gw.addr, &anonymous, "/", &[]).await.0, 200);
+    // HTTP/1 lines are written after the body: poll with yields, not a fixed sleep.
+    for _ in 0..1000 {
+        if capture.0.lock().unwrap().len() >= 3 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let mut seen = capture.0.lock().unwrap().clone();
+    seen.sort();
+    let with = (
+        Some("CN=auditor,O=Example".to_owned()),
+        Some(sha256_hex(&leaf.der)),
+    );
+    assert_eq!(seen, [(None, None), with.clone(), with]);
+}
+
+#[test]
+fn xfcc_and_crl_settings_have_precise_errors() {
+    use scalewise_gateway::config_file::{parse_config, Format};
+    let text = r#"
+[[listeners]]
+addr = "127.0.0.1:8443"
+xfcc_from_trusted_proxies = "append"
+[listeners.tls]
+cert = "gw.pem"
+key = "gw.key"
+[listeners.tls.client_auth]
+ca_file = "clients.pem"
+crl_scope = "leaf"
+forward_client_cert_details = ["subject", "cert", "subject"]
+[[routes]]
+upstream = "api"
+[upstreams.api]
+backends = [{ addr = "10.0.0.5:80" }]
+"#;
+    let err = parse_config(text, Format::Toml, "gw.toml", [])
+        .unwrap_err()
+        .to_string();
+    let lines: Vec<_> = err.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "gw.toml:10:1: key `listeners[0].tls.client_auth.crl_scope`: got \"leaf\", expected \
+             to be left out: it applies to crl_files, and there are none",
+            "gw.toml:11:51: key `listeners[0].tls.client_auth.forward_client_cert_details[2]`: \
+             got \"subject\", expected each of by, cert, chain, subject, uri, dns at most once",
+            "gw.toml:4:1: key `listeners[0].xfcc_from_trusted_proxies`: got \"append\", expected \
+             \"replace\" (the default), or trusted_proxies listing the proxies whose \
+             X-Forwarded-Client-Cert is kept",
+        ],
+        "{err}"
+    );
+
+    // Values that are not one of the names.
+    for (from, to, want) in [
+        (
+            "xfcc_from_trusted_proxies = \"append\"",
+            "xfcc_from_trusted_proxies = \"keep\"",
+            "gw.toml:4:1: key `listeners[0].xfcc_from_trusted_proxies`: unknown variant `keep`, \
+             expected one of `replace`, `forward`, `append`",
+        ),
+        (
+            "[\"subject\", \"cert\", \"subject\"]",
+            "[\"subject\", \"certificate\"]",
+            "gw.toml:11:43: key `listeners[0].tls.client_auth.forward_client_cert_details[1]`: \
+             unknown variant `certificate`, expected one of `by`, `cert`, `chain`, `subject`, \
+             `uri`, `dns`",
+        ),
+        (
+            "crl_scope = \"leaf\"",
+            "crl_scope = \"intermediate\"",
+            "gw.toml:10:1: key `listeners[0].tls.client_auth.crl_scope`: unknown variant \
+             `intermediate`, expected `chain` or `leaf`",
+        ),
+        (
+            "crl_scope = \"leaf\"",
+            "crl_unknown_status = \"ignore\"",
+            "gw.toml:10:1: key `listeners[0].tls.client_auth.crl_unknown_status`: unknown \
+             variant `ignore`, expected `refuse` or `allow`",
+        ),
+        (
+            "crl_scope = \"leaf\"",
+            "crl_enforce_next_update = \"yes\"",
+            "gw.toml:10:1: key `listeners[0].tls.client_auth.crl_enforce_next_update`: invalid \
+             type: string \"yes\", expected a boolean",
+        ),
+    ] {
+        let err = parse_config(&text.replace(from, to), Format::Toml, "gw.toml", [])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with(want), "{err}\nwant: {want}");
+    }
+
+    // Details with forward_client_cert = false: nothing would be sent.
+    let err = parse_config(
+        &text
+            .replace("xfcc_from_trusted_proxies = \"append\"\n", "")
+            .replace("crl_scope = \"leaf\"", "forward_client_cert = false")
+            .replace("\"cert\", \"subject\"", "\"by\""),
+        Format::Toml,
+        "gw.toml",
+        [],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with(
+            "gw.toml:10:1: key `listeners[0].tls.client_auth.forward_client_cert_details`: got \
+             [\"subject\", \"by\"], expected to be left out with forward_client_cert = false"
+        ),
+        "{err}"
+    );
+
+    // A valid document with all of them.
+    let ok = parse_config(
+        &text
+            .replace(
+                "xfcc_from_trusted_proxies = \"append\"",
+                "trusted_proxies = [\"10.0.0.0/8\"]\nxfcc_from_trusted_proxies = \"append\"",
+            )
+            .replace(
+                "crl_scope = \"leaf\"",
+                "crl_files = [\"c.crl\"]\ncrl_scope = \"leaf\"\ncrl_unknown_status = \"allow\"\n\
+                 crl_enforce_next_update = true",
+            )
+            .replace("\"cert\", \"subject\"", "\"cert\", \"by\""),
+        Format::Toml,
+        "gw.toml",
+        [],
+    )
+    .unwrap();
+    assert_eq!(
+        ok.listeners[0].xfcc_from_trusted_proxies,
+        TrustedXfcc::Append
+    );
+    let auth = ok.listeners[0]
+        .tls
+        .as_ref()
+        .unwrap()
+        .client_auth
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        auth.forward_client_cert_details,
+        [XfccDetail::Subject, XfccDetail::Cert, XfccDetail::By]
+    );
+    assert_eq!(
+        (
+            auth.crl_scope,
+            auth.crl_unknown_status,
+            auth.crl_enforce_next_update
+        ),
+        (CrlScope::Leaf, UnknownRevocationStatus::Allow, true)
+    );
 }

@@ -2,6 +2,7 @@
 //! including every header the `Connection` header names), `X-Forwarded-*`, `Forwarded`
 //! (RFC 7239), `X-Forwarded-Client-Cert` and request ids.
 use crate::client_cert::X_FORWARDED_CLIENT_CERT;
+use crate::config::TrustedXfcc;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -135,9 +136,20 @@ pub(crate) struct Forwarding {
     https: bool,
     xff: Option<HeaderValue>,
     forwarded: Option<HeaderValue>,
-    /// `X-Forwarded-Client-Cert` for the verified client certificate of this connection,
-    /// when its listener forwards it.
-    client_cert: Option<HeaderValue>,
+    /// What becomes of `X-Forwarded-Client-Cert` on this connection.
+    client_cert: ClientCertRule,
+}
+
+/// What becomes of `X-Forwarded-Client-Cert` on one connection: decided once, from the
+/// listener's settings, whether the peer is a trusted proxy, and the client certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ClientCertRule {
+    /// The request's header is removed; this value (the gateway's element) is set, if any.
+    Replace(Option<HeaderValue>),
+    /// The request's header passes unchanged (a trusted proxy's, `forward`).
+    Forward,
+    /// The request's header passes with this element appended (a trusted proxy's, `append`).
+    Append(HeaderValue),
 }
 
 impl Forwarding {
@@ -147,22 +159,59 @@ impl Forwarding {
             https,
             xff: None,
             forwarded: None,
-            client_cert: None,
+            client_cert: ClientCertRule::Replace(None),
         };
         f.xff = HeaderValue::from_str(&f.xff_value(String::new())).ok();
         f.forwarded = HeaderValue::from_str(&f.forwarded_value(String::new())).ok();
         f
     }
 
-    /// Sets the `X-Forwarded-Client-Cert` value (see [`crate::client_cert::xfcc`]).
-    pub(crate) fn with_client_cert(mut self, xfcc: Option<HeaderValue>) -> Self {
-        self.client_cert = xfcc;
+    /// Sets the gateway's `X-Forwarded-Client-Cert` element (see
+    /// [`crate::client_cert::XfccFormat`]), if it has one, and what happens to the header a
+    /// request brings: `trusted` is the listener's `xfcc_from_trusted_proxies` when the peer
+    /// is one of its trusted proxies, `None` for any other peer (whose header is replaced).
+    pub(crate) fn with_client_cert(
+        mut self,
+        xfcc: Option<HeaderValue>,
+        trusted: Option<TrustedXfcc>,
+    ) -> Self {
+        self.client_cert = match (trusted, xfcc) {
+            (None | Some(TrustedXfcc::Replace), ours) => ClientCertRule::Replace(ours),
+            (Some(TrustedXfcc::Forward), _) | (Some(TrustedXfcc::Append), None) => {
+                ClientCertRule::Forward
+            }
+            (Some(TrustedXfcc::Append), Some(ours)) => ClientCertRule::Append(ours),
+        };
         self
     }
 
-    /// The `X-Forwarded-Client-Cert` value to send, if any.
-    pub(crate) fn client_cert(&self) -> Option<&HeaderValue> {
-        self.client_cert.as_ref()
+    /// The `X-Forwarded-Client-Cert` value to send for a request with headers `h`, if any:
+    /// the gateway's element, the request's own header lines (joined by commas, empty ones
+    /// left out), or both, as [`Forwarding::with_client_cert`] decided.
+    pub(crate) fn client_cert(&self, h: &HeaderMap) -> Option<HeaderValue> {
+        let ours = match &self.client_cert {
+            ClientCertRule::Replace(v) => return v.clone(),
+            ClientCertRule::Forward => None,
+            ClientCertRule::Append(v) => Some(v),
+        };
+        let mut lines = h
+            .get_all(&X_FORWARDED_CLIENT_CERT)
+            .iter()
+            .filter(|v| !v.as_bytes().iter().all(u8::is_ascii_whitespace));
+        let first = lines.next();
+        match (first, lines.next(), ours) {
+            (None, _, ours) => ours.cloned(),
+            (Some(v), None, None) => Some(v.clone()),
+            (Some(first), second, ours) => {
+                let mut joined = first.as_bytes().to_vec();
+                for v in second.into_iter().chain(lines).chain(ours) {
+                    joined.push(b',');
+                    joined.extend_from_slice(v.as_bytes());
+                }
+                // Header values joined by a comma are a header value.
+                HeaderValue::from_bytes(&joined).ok()
+            }
+        }
     }
 
     fn proto(&self) -> &'static str {
@@ -231,15 +280,15 @@ impl Forwarding {
 }
 
 /// [`add_forwarded`] with the per-connection values prepared in `f`, and
-/// `X-Forwarded-Client-Cert`: the client's removed, the gateway's set if it has one.
+/// `X-Forwarded-Client-Cert` as [`Forwarding::client_cert`] says.
 pub(crate) fn add_forwarded_with(h: &mut HeaderMap, f: &Forwarding) {
     let (xff, proto, fwd) = f.values(h);
     h.insert(&X_FORWARDED_FOR, xff);
     h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     h.insert(header::FORWARDED, fwd);
-    match &f.client_cert {
+    match f.client_cert(h) {
         Some(v) => {
-            h.insert(&X_FORWARDED_CLIENT_CERT, v.clone());
+            h.insert(&X_FORWARDED_CLIENT_CERT, v);
         }
         None => {
             h.remove(&X_FORWARDED_CLIENT_CERT);
@@ -342,7 +391,7 @@ mod tests {
         let mut out = copy_end_to_end(&src, false);
         add_forwarded_with(&mut out, &plain);
         assert!(!out.contains_key("x-forwarded-client-cert"));
-        let verified = plain.with_client_cert(Some(HeaderValue::from_static("Hash=ab")));
+        let verified = plain.with_client_cert(Some(HeaderValue::from_static("Hash=ab")), None);
         let mut out = copy_end_to_end(&src, false);
         add_forwarded_with(&mut out, &verified);
         assert_eq!(
@@ -350,6 +399,51 @@ mod tests {
                 .iter()
                 .collect::<Vec<_>>(),
             ["Hash=ab"]
+        );
+    }
+
+    #[test]
+    fn a_trusted_proxy_xfcc_is_forwarded_or_appended_to() {
+        let ours = || Some(HeaderValue::from_static("Hash=ours"));
+        let f = |trusted| {
+            Forwarding::new("10.0.0.1".parse().unwrap(), true).with_client_cert(ours(), trusted)
+        };
+        let two_lines = map(&[
+            ("x-forwarded-client-cert", "Hash=a"),
+            ("x-forwarded-client-cert", " "),
+            ("x-forwarded-client-cert", "Hash=b;URI=x"),
+        ]);
+        let one = map(&[("x-forwarded-client-cert", "Hash=a")]);
+        let none = HeaderMap::new();
+        // Not trusted, or trusted with `replace`: ours only.
+        for rule in [None, Some(TrustedXfcc::Replace)] {
+            assert_eq!(f(rule).client_cert(&two_lines).unwrap(), "Hash=ours");
+        }
+        // `forward`: theirs, lines joined, blank ones dropped; nothing when they sent none.
+        let fwd = f(Some(TrustedXfcc::Forward));
+        assert_eq!(fwd.client_cert(&two_lines).unwrap(), "Hash=a,Hash=b;URI=x");
+        assert_eq!(fwd.client_cert(&one).unwrap(), "Hash=a");
+        assert_eq!(fwd.client_cert(&none), None);
+        // `append`: theirs then ours; ours alone when they sent none.
+        let app = f(Some(TrustedXfcc::Append));
+        assert_eq!(
+            app.client_cert(&two_lines).unwrap(),
+            "Hash=a,Hash=b;URI=x,Hash=ours"
+        );
+        assert_eq!(app.client_cert(&one).unwrap(), "Hash=a,Hash=ours");
+        assert_eq!(app.client_cert(&none).unwrap(), "Hash=ours");
+        // `append` without a certificate of our own: theirs as they are.
+        let bare = Forwarding::new("10.0.0.1".parse().unwrap(), false)
+            .with_client_cert(None, Some(TrustedXfcc::Append));
+        assert_eq!(bare.client_cert(&one).unwrap(), "Hash=a");
+        // The HTTP/2 path writes the one joined value.
+        let mut out = copy_end_to_end(&two_lines, false);
+        add_forwarded_with(&mut out, &app);
+        assert_eq!(
+            out.get_all("x-forwarded-client-cert")
+                .iter()
+                .collect::<Vec<_>>(),
+            ["Hash=a,Hash=b;URI=x,Hash=ours"]
         );
     }
 

@@ -54,6 +54,8 @@ pub(crate) struct ConnInfo {
     pub(crate) activity: Arc<Activity>,
     /// Forwarding header values for this client, formatted once per connection.
     pub(crate) forwarding: headers::Forwarding,
+    /// The client certificate the TLS handshake verified, if any (for the access log).
+    pub(crate) client_cert: Option<Arc<crate::client_cert::ClientCert>>,
 }
 
 fn local(status: StatusCode, active: Option<ActiveGuard>) -> Response<ResponseBody> {

@@ -75,11 +75,38 @@ impl Ca {
         }
     }
 
+    /// An intermediate CA signed by this one; the leaves it issues carry it in their chain
+    /// (`Leaf::cert` holds the leaf, then the intermediate).
+    pub fn intermediate(&self, name: &str) -> Intermediate {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let serial = self.next_serial.fetch_add(1, Ordering::Relaxed);
+        params.serial_number = Some(SerialNumber::from(serial));
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        Intermediate {
+            ca: Self {
+                cert,
+                key,
+                next_serial: AtomicU64::new(5000),
+            },
+            serial,
+        }
+    }
+
     /// A CRL (PEM) of this CA listing `revoked` serial numbers.
     pub fn crl(&self, revoked: &[u64]) -> String {
+        self.crl_until(revoked, (2099, 1, 1))
+    }
+
+    /// A CRL (PEM) of this CA listing `revoked`, whose `nextUpdate` is `next_update` (year,
+    /// month, day; a past date makes an expired list).
+    pub fn crl_until(&self, revoked: &[u64], next_update: (i32, u8, u8)) -> String {
+        let (y, m, d) = next_update;
         let params = CertificateRevocationListParams {
             this_update: rcgen::date_time_ymd(2024, 1, 1),
-            next_update: rcgen::date_time_ymd(2099, 1, 1),
+            next_update: rcgen::date_time_ymd(y, m, d),
             crl_number: SerialNumber::from(1u64),
             issuing_distribution_point: None,
             revoked_certs: revoked
@@ -98,6 +125,23 @@ impl Ca {
             .unwrap()
             .pem()
             .unwrap()
+    }
+}
+
+/// An intermediate CA: a [`Ca`] whose leaves chain through it to its issuer.
+pub struct Intermediate {
+    pub ca: Ca,
+    /// Its serial number at its issuer (for the issuer's CRLs).
+    pub serial: u64,
+}
+
+impl Intermediate {
+    /// Signs `params`; the leaf's `cert` PEM is followed by this intermediate's, so a
+    /// client presenting it sends the whole chain.
+    pub fn sign(&self, params: CertificateParams) -> Leaf {
+        let mut leaf = self.ca.sign(params);
+        leaf.cert.push_str(&self.ca.cert.pem());
+        leaf
     }
 }
 

@@ -181,7 +181,7 @@ pub(crate) fn write_request_head(out: &mut Vec<u8>, o: &Outgoing<'_>, framing: F
     codec::put_header(out, b"x-forwarded-for", xff.as_bytes());
     codec::put_header(out, b"x-forwarded-proto", proto.as_bytes());
     codec::put_header(out, b"forwarded", fwd.as_bytes());
-    if let Some(xfcc) = o.forwarding.client_cert() {
+    if let Some(xfcc) = o.forwarding.client_cert(h) {
         codec::put_header(out, b"x-forwarded-client-cert", xfcc.as_bytes());
     }
     codec::put_header(out, b"x-request-id", o.request_id.as_bytes());
@@ -733,7 +733,7 @@ mod tests {
         };
         let plain = Forwarding::new("10.0.0.9".parse().unwrap(), true);
         assert!(!head(&plain).contains("forged"), "{}", head(&plain));
-        let verified = plain.with_client_cert(Some(HeaderValue::from_static("Hash=ab")));
+        let verified = plain.with_client_cert(Some(HeaderValue::from_static("Hash=ab")), None);
         let h = head(&verified);
         assert!(!h.contains("forged"), "{h}");
         assert_eq!(h.matches("x-forwarded-client-cert").count(), 1, "{h}");

@@ -321,7 +321,7 @@ async fn exchange<S: ClientIo>(
     let has_body = !decoder.is_done();
     let version = parts.version;
     let head_request = parts.method == Method::HEAD;
-    let log = AccessEntry::start(&parts, ci.peer, access_log(ci));
+    let log = AccessEntry::start(&parts, ci.peer, ci.client_cert.as_ref(), access_log(ci));
     let resp = {
         let body = ClientBody {
             io: &mut c.io,
