@@ -14,14 +14,10 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-/// A backend-side acceptor with `cert`/`key`, offering `alpn`, requiring a client
-/// certificate issued by `client_ca` if given.
-fn acceptor(
-    (cert, key): &(String, String),
-    alpn: &[&str],
-    client_ca: Option<&Ca>,
-) -> tokio_rustls::TlsAcceptor {
-    let key = private_key(key);
+/// A backend-side acceptor serving `leaf`, offering `alpn`, requiring a client certificate
+/// issued by `client_ca` if given.
+fn acceptor(leaf: &Leaf, alpn: &[&str], client_ca: Option<&Ca>) -> tokio_rustls::TlsAcceptor {
+    let (chain, key) = leaf.identity();
     let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .unwrap();
@@ -39,13 +35,13 @@ fn acceptor(
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let mut config = builder.with_single_cert(certs(cert), key).unwrap();
+    let mut config = builder.with_single_cert(chain, key).unwrap();
     config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 
-fn server_leaf(ca: &Ca) -> (String, String) {
-    ca.issue(
+fn server_leaf(ca: &Ca) -> Leaf {
+    ca.leaf(
         &["api.internal", "localhost"],
         ExtendedKeyUsagePurpose::ServerAuth,
     )
@@ -53,7 +49,12 @@ fn server_leaf(ca: &Ca) -> (String, String) {
 
 /// An HTTP/1.1 backend `name` serving TLS with a certificate from `ca`.
 async fn tls_backend(name: &'static str, ca: &Ca) -> Backend {
-    backend_with(name, Some(acceptor(&server_leaf(ca), &["http/1.1"], None))).await
+    serving(name, &server_leaf(ca)).await
+}
+
+/// An HTTP/1.1 backend `name` serving TLS with `leaf`.
+async fn serving(name: &'static str, leaf: &Leaf) -> Backend {
+    backend_with(name, Some(acceptor(leaf, &["http/1.1"], None))).await
 }
 
 /// A gateway config with TLS `tls` to `backends`.
@@ -193,9 +194,8 @@ async fn a_backend_whose_certificate_is_in_a_crl_is_refused() {
     let good = ca.leaf(&["api.internal"], ExtendedKeyUsagePurpose::ServerAuth);
     let revoked = ca.leaf(&["api.internal"], ExtendedKeyUsagePurpose::ServerAuth);
     let crl_file = dir.write("ca.crl.pem", &ca.crl(&[revoked.serial]));
-    let serve = |leaf: &Leaf| acceptor(&(leaf.cert.clone(), leaf.key.clone()), &["http/1.1"], None);
-    let bad = backend_with("revoked", Some(serve(&revoked))).await;
-    let ok = backend_with("good", Some(serve(&good))).await;
+    let bad = serving("revoked", &revoked).await;
+    let ok = serving("good", &good).await;
     let with_crl = |addr| {
         tls_config(
             &[addr],
@@ -238,15 +238,7 @@ async fn backend_crl_options_expiry_unknown_status_and_leaf_scope() {
     let ca = Ca::new("test ca");
     let ca_file = dir.write("ca.pem", &ca.cert.pem());
     let leaf = ca.leaf(&["api.internal"], ExtendedKeyUsagePurpose::ServerAuth);
-    let b = backend_with(
-        "a",
-        Some(acceptor(
-            &(leaf.cert.clone(), leaf.key.clone()),
-            &["http/1.1"],
-            None,
-        )),
-    )
-    .await;
+    let b = serving("a", &leaf).await;
     let status = |tls: UpstreamTlsConfig| {
         let cfg = tls_config(&[b.addr], tls);
         async move {
@@ -282,15 +274,7 @@ async fn backend_crl_options_expiry_unknown_status_and_leaf_scope() {
     let mut params = rcgen::CertificateParams::new(vec!["api.internal".to_owned()]).unwrap();
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let chained = intermediate.sign(params);
-    let b2 = backend_with(
-        "chained",
-        Some(acceptor(
-            &(chained.cert.clone(), chained.key.clone()),
-            &["http/1.1"],
-            None,
-        )),
-    )
-    .await;
+    let b2 = serving("chained", &chained).await;
     let list = intermediate.ca.crl(&[]);
     let chained_status = |tweak: fn(&mut UpstreamTlsConfig)| {
         let cfg = tls_config(&[b2.addr], with(&list, tweak));
@@ -312,20 +296,13 @@ fn bad_crl_files_fail_the_load_naming_crl_files_and_the_file() {
     let ca = Ca::new("test ca");
     let ca_file = dir.write("ca.pem", &ca.cert.pem());
     let build = |crl: PathBuf| {
-        let cfg = tls_config(
+        build_error(&tls_config(
             &["127.0.0.1:9".parse().unwrap()],
             UpstreamTlsConfig {
                 crl_files: vec![crl],
                 ..verified(ca_file.clone())
             },
-        );
-        scalewise_gateway::state::GatewayState::build(
-            &cfg,
-            None,
-            &scalewise_gateway::metrics::GatewayMetrics::new(),
-        )
-        .unwrap_err()
-        .to_string()
+        ))
     };
     // A certificate where the CRL should be.
     let cert = dir.write("cert.pem", &ca.cert.pem());
@@ -522,13 +499,7 @@ fn an_unreadable_ca_file_fails_the_load_with_its_path() {
         &["127.0.0.1:9".parse().unwrap()],
         verified("/nonexistent/ca.pem".into()),
     );
-    let err = scalewise_gateway::state::GatewayState::build(
-        &cfg,
-        None,
-        &scalewise_gateway::metrics::GatewayMetrics::new(),
-    )
-    .unwrap_err()
-    .to_string();
+    let err = build_error(&cfg);
     assert!(
         err.starts_with("upstreams.default.tls.ca_file: cannot read /nonexistent/ca.pem:"),
         "{err}"
@@ -551,13 +522,7 @@ fn a_client_key_file_without_a_key_fails_the_load_naming_key_file() {
             ..verified(dir.write("ca.pem", &ca.cert.pem()))
         },
     );
-    let err = scalewise_gateway::state::GatewayState::build(
-        &cfg,
-        None,
-        &scalewise_gateway::metrics::GatewayMetrics::new(),
-    )
-    .unwrap_err()
-    .to_string();
+    let err = build_error(&cfg);
     assert_eq!(
         err,
         format!(
@@ -654,8 +619,8 @@ async fn a_failed_handshake_is_a_connect_error_retried_on_another_backend() {
     let ca = Ca::new("test ca");
     let ca_file = dir.write("ca.pem", &ca.cert.pem());
     // One backend's certificate is for another name: every handshake with it fails.
-    let bad_leaf = ca.issue(&["elsewhere.internal"], ExtendedKeyUsagePurpose::ServerAuth);
-    let bad = backend_with("bad", Some(acceptor(&bad_leaf, &["http/1.1"], None))).await;
+    let bad_leaf = ca.leaf(&["elsewhere.internal"], ExtendedKeyUsagePurpose::ServerAuth);
+    let bad = serving("bad", &bad_leaf).await;
     let good = tls_backend("good", &ca).await;
     let gw = gateway(tls_config(&[bad.addr, good.addr], verified(ca_file))).await;
     for _ in 0..4 {

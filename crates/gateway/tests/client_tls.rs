@@ -7,6 +7,7 @@ mod common;
 
 use common::pki::*;
 use common::*;
+use hyper::client::conn::http2::SendRequest;
 use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, SanType};
 use scalewise_gateway::config::{
     ClientAuthConfig, ClientAuthMode, Config, CrlScope, TlsConfig, TrustedXfcc,
@@ -40,7 +41,7 @@ fn tls_gateway_config(backend: SocketAddr, tls: TlsConfig) -> Config {
     cfg
 }
 
-/// A client client trusting `server_ca`, presenting `identity` if given, offering `alpn`.
+/// A client trusting `server_ca`, presenting `identity` if given, offering `alpn`.
 fn client(server_ca: &Ca, identity: Option<&Leaf>, alpn: &[&str]) -> TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(server_ca.cert.der().clone()).unwrap();
@@ -181,28 +182,93 @@ fn expected_xfcc(leaf: &Leaf, cn: &str) -> String {
     )
 }
 
+/// An `X-Forwarded-Client-Cert` request header for [`get_tls`].
+fn xfcc(value: &str) -> [(&str, &str); 1] {
+    [("x-forwarded-client-cert", value)]
+}
+
+/// What most tests here start from: a scratch directory, the CA of the gateway's certificate,
+/// a CA of client certificates, the listener's TLS and a backend.
+struct Setup {
+    dir: Dir,
+    server_ca: Ca,
+    client_ca: Ca,
+    /// `clients.pem`: the client CA's certificate.
+    ca_file: PathBuf,
+    /// A certificate of `server_ca` for `localhost`; no client auth.
+    tls: TlsConfig,
+    b: Backend,
+}
+
+impl Setup {
+    async fn new(tag: &str) -> Self {
+        let dir = Dir::new(tag);
+        let server_ca = Ca::new("server ca");
+        let client_ca = Ca::new("client ca");
+        Self {
+            ca_file: dir.write("clients.pem", &client_ca.cert.pem()),
+            tls: listener_tls(&dir, &server_ca, None),
+            b: backend("a").await,
+            dir,
+            server_ca,
+            client_ca,
+        }
+    }
+
+    /// Required certificates of `client_ca`, every other setting at its default.
+    fn auth(&self) -> ClientAuthConfig {
+        ClientAuthConfig::new(self.ca_file.clone())
+    }
+
+    /// A config: the listener with `tls` and `client_auth`, in front of the backend.
+    fn config(&self, client_auth: ClientAuthConfig) -> Config {
+        let tls = TlsConfig {
+            client_auth: Some(client_auth),
+            ..self.tls.clone()
+        };
+        tls_gateway_config(self.b.addr, tls)
+    }
+
+    async fn gateway(&self, client_auth: ClientAuthConfig) -> Gateway {
+        gateway(self.config(client_auth)).await
+    }
+
+    /// A gateway requiring certificates of `client_ca` checked against `crl` (PEM), and its
+    /// config (with the bound address, ready for reloads).
+    async fn crl_gateway(&self, crl: &str) -> (Gateway, Config) {
+        let mut cfg = self.config(ClientAuthConfig {
+            crl_files: vec![self.dir.write("clients.crl.pem", crl)],
+            ..self.auth()
+        });
+        let gw = gateway(cfg.clone()).await;
+        cfg.listeners[0].addr = gw.addr;
+        (gw, cfg)
+    }
+
+    /// An HTTP/1.1 client of the gateway, presenting `identity` if given.
+    fn client(&self, identity: Option<&Leaf>) -> TlsConnector {
+        client(&self.server_ca, identity, &["http/1.1"])
+    }
+
+    /// An HTTP/2 connection to the gateway at `addr`, presenting `leaf`.
+    async fn h2(&self, addr: SocketAddr, leaf: &Leaf) -> SendRequest<Body> {
+        h2_client(connect(addr, &client(&self.server_ca, Some(leaf), &["h2"])).await).await
+    }
+}
+
 #[tokio::test]
 async fn required_mode_refuses_clients_without_a_certificate_or_with_one_from_another_ca() {
-    let dir = Dir::new("required-refuses");
-    let server_ca = Ca::new("server ca");
-    let client_ca = Ca::new("client ca");
-    let other_ca = Ca::new("other ca");
-    let b = backend("a").await;
-    let auth = ClientAuthConfig::new(dir.write("clients.pem", &client_ca.cert.pem()));
-    let gw = gateway(tls_gateway_config(
-        b.addr,
-        listener_tls(&dir, &server_ca, Some(auth)),
-    ))
-    .await;
+    let s = Setup::new("required-refuses").await;
+    let gw = s.gateway(s.auth()).await;
 
-    let err = refused(gw.addr, &client(&server_ca, None, &["http/1.1"])).await;
+    let err = refused(gw.addr, &s.client(None)).await;
     assert!(err.contains("CertificateRequired"), "{err}");
-    let stranger = client_leaf(&other_ca, "stranger");
-    let err = refused(gw.addr, &client(&server_ca, Some(&stranger), &["http/1.1"])).await;
+    let stranger = client_leaf(&Ca::new("other ca"), "stranger");
+    let err = refused(gw.addr, &s.client(Some(&stranger))).await;
     assert!(err.contains("UnknownCA"), "{err}");
 
     assert_eq!(
-        b.hits.load(Ordering::SeqCst),
+        s.b.hits.load(Ordering::SeqCst),
         0,
         "nothing reached the backend"
     );
@@ -211,37 +277,20 @@ async fn required_mode_refuses_clients_without_a_certificate_or_with_one_from_an
 
 #[tokio::test]
 async fn required_mode_forwards_the_verified_certificate_and_drops_a_forged_one() {
-    let dir = Dir::new("required-accepts");
-    let server_ca = Ca::new("server ca");
-    let client_ca = Ca::new("client ca");
-    let b = backend("a").await;
-    let auth = ClientAuthConfig::new(dir.write("clients.pem", &client_ca.cert.pem()));
-    let gw = gateway(tls_gateway_config(
-        b.addr,
-        listener_tls(&dir, &server_ca, Some(auth)),
-    ))
-    .await;
-    let leaf = client_leaf(&client_ca, "billing");
+    let s = Setup::new("required-accepts").await;
+    let gw = s.gateway(s.auth()).await;
+    let leaf = client_leaf(&s.client_ca, "billing");
     let want = expected_xfcc(&leaf, "billing");
 
     // HTTP/1.1, with a forged header the gateway must replace.
-    let c = client(&server_ca, Some(&leaf), &["http/1.1"]);
-    let (status, text) = get_tls(
-        gw.addr,
-        &c,
-        "/",
-        &[(
-            "x-forwarded-client-cert",
-            "Hash=forged;Subject=\"CN=admin\"",
-        )],
-    )
-    .await;
+    let forged = xfcc("Hash=forged;Subject=\"CN=admin\"");
+    let (status, text) = get_tls(gw.addr, &s.client(Some(&leaf)), "/", &forged).await;
     assert_eq!(status, 200, "{text}");
     assert_eq!(xfcc_seen(&text), want, "{text}");
     assert!(text.contains("xfp=https\n"), "{text}");
 
     // HTTP/2 over the same kind of connection: the same value, the forged one gone too.
-    let mut tx = h2_client(connect(gw.addr, &client(&server_ca, Some(&leaf), &["h2"])).await).await;
+    let mut tx = s.h2(gw.addr, &leaf).await;
     let req = http::Request::get("https://localhost/h2")
         .header("x-forwarded-client-cert", "Hash=forged")
         .body(body(""))
@@ -256,24 +305,14 @@ async fn required_mode_forwards_the_verified_certificate_and_drops_a_forged_one(
 
 #[tokio::test]
 async fn xfcc_reaches_an_http2_upstream_in_place_of_a_forged_one() {
-    let dir = Dir::new("h2-upstream");
-    let server_ca = Ca::new("server ca");
-    let client_ca = Ca::new("client ca");
-    let b = backend("a").await;
-    let auth = ClientAuthConfig::new(dir.write("clients.pem", &client_ca.cert.pem()));
-    let mut cfg = tls_gateway_config(b.addr, listener_tls(&dir, &server_ca, Some(auth)));
+    let s = Setup::new("h2-upstream").await;
+    let mut cfg = s.config(s.auth());
     cfg.upstreams.get_mut("default").unwrap().protocol =
         scalewise_gateway::config::UpstreamProtocol::Http2;
     let gw = gateway(cfg).await;
-    let leaf = client_leaf(&client_ca, "batch");
-    let c = client(&server_ca, Some(&leaf), &["http/1.1"]);
-    let (status, text) = get_tls(
-        gw.addr,
-        &c,
-        "/",
-        &[("x-forwarded-client-cert", "Hash=forged")],
-    )
-    .await;
+    let leaf = client_leaf(&s.client_ca, "batch");
+    let c = s.client(Some(&leaf));
+    let (status, text) = get_tls(gw.addr, &c, "/", &xfcc("Hash=forged")).await;
     assert_eq!(status, 200, "{text}");
     assert!(text.contains("version=HTTP/2.0\n"), "{text}");
     assert_eq!(xfcc_seen(&text), expected_xfcc(&leaf, "batch"), "{text}");
@@ -295,147 +334,83 @@ async fn a_forged_xfcc_is_removed_on_a_listener_without_client_auth() {
 
 #[tokio::test]
 async fn optional_mode_serves_clients_with_and_without_a_certificate() {
-    let dir = Dir::new("optional");
-    let server_ca = Ca::new("server ca");
-    let client_ca = Ca::new("client ca");
-    let other_ca = Ca::new("other ca");
-    let b = backend("a").await;
-    let auth = ClientAuthConfig {
-        mode: ClientAuthMode::Optional,
-        ..ClientAuthConfig::new(dir.write("clients.pem", &client_ca.cert.pem()))
-    };
-    let gw = gateway(tls_gateway_config(
-        b.addr,
-        listener_tls(&dir, &server_ca, Some(auth)),
-    ))
-    .await;
+    let s = Setup::new("optional").await;
+    let gw = s
+        .gateway(ClientAuthConfig {
+            mode: ClientAuthMode::Optional,
+            ..s.auth()
+        })
+        .await;
 
-    let anonymous = client(&server_ca, None, &["http/1.1"]);
-    let (status, text) = get_tls(
-        gw.addr,
-        &anonymous,
-        "/",
-        &[("x-forwarded-client-cert", "Hash=forged")],
-    )
-    .await;
+    let anonymous = s.client(None);
+    let (status, text) = get_tls(gw.addr, &anonymous, "/", &xfcc("Hash=forged")).await;
     assert_eq!(status, 200, "{text}");
     assert_eq!(xfcc_seen(&text), "", "no certificate, no header: {text}");
 
-    let leaf = client_leaf(&client_ca, "reports");
-    let (status, text) = get_tls(
-        gw.addr,
-        &client(&server_ca, Some(&leaf), &["http/1.1"]),
-        "/",
-        &[],
-    )
-    .await;
+    let leaf = client_leaf(&s.client_ca, "reports");
+    let (status, text) = get_tls(gw.addr, &s.client(Some(&leaf)), "/", &[]).await;
     assert_eq!(status, 200, "{text}");
     assert_eq!(xfcc_seen(&text), expected_xfcc(&leaf, "reports"), "{text}");
 
     // A certificate that is sent must still verify.
-    let stranger = client_leaf(&other_ca, "stranger");
-    let err = refused(gw.addr, &client(&server_ca, Some(&stranger), &["http/1.1"])).await;
+    let stranger = client_leaf(&Ca::new("other ca"), "stranger");
+    let err = refused(gw.addr, &s.client(Some(&stranger))).await;
     assert!(err.contains("UnknownCA"), "{err}");
     assert_eq!(client_cert_failures(&gw).as_deref(), Some("1"));
 }
 
 #[tokio::test]
 async fn forward_client_cert_false_verifies_but_sends_no_header() {
-    let dir = Dir::new("no-forward");
-    let server_ca = Ca::new("server ca");
-    let client_ca = Ca::new("client ca");
-    let b = backend("a").await;
-    let auth = ClientAuthConfig {
-        forward_client_cert: false,
-        ..ClientAuthConfig::new(dir.write("clients.pem", &client_ca.cert.pem()))
-    };
-    let gw = gateway(tls_gateway_config(
-        b.addr,
-        listener_tls(&dir, &server_ca, Some(auth)),
-    ))
-    .await;
-    let leaf = client_leaf(&client_ca, "quiet");
-    let c = client(&server_ca, Some(&leaf), &["http/1.1"]);
-    let (status, text) = get_tls(
-        gw.addr,
-        &c,
-        "/",
-        &[("x-forwarded-client-cert", "Hash=forged")],
-    )
-    .await;
+    let s = Setup::new("no-forward").await;
+    let gw = s
+        .gateway(ClientAuthConfig {
+            forward_client_cert: false,
+            ..s.auth()
+        })
+        .await;
+    let leaf = client_leaf(&s.client_ca, "quiet");
+    let c = s.client(Some(&leaf));
+    let (status, text) = get_tls(gw.addr, &c, "/", &xfcc("Hash=forged")).await;
     assert_eq!(status, 200, "{text}");
     assert_eq!(xfcc_seen(&text), "", "{text}");
-    refused(gw.addr, &client(&server_ca, None, &["http/1.1"])).await;
+    refused(gw.addr, &s.client(None)).await;
 }
 
 #[tokio::test]
 async fn a_revoked_client_certificate_is_refused() {
-    let dir = Dir::new("revoked");
-    let server_ca = Ca::new("server ca");
-    let client_ca = Ca::new("client ca");
-    let b = backend("a").await;
-    let good = client_leaf(&client_ca, "good");
-    let revoked = client_leaf(&client_ca, "revoked");
-    let auth = ClientAuthConfig {
-        crl_files: vec![dir.write("clients.crl.pem", &client_ca.crl(&[revoked.serial]))],
-        ..ClientAuthConfig::new(dir.write("clients.pem", &client_ca.cert.pem()))
-    };
-    let gw = gateway(tls_gateway_config(
-        b.addr,
-        listener_tls(&dir, &server_ca, Some(auth)),
-    ))
-    .await;
+    let s = Setup::new("revoked").await;
+    let good = client_leaf(&s.client_ca, "good");
+    let revoked = client_leaf(&s.client_ca, "revoked");
+    let (gw, _) = s.crl_gateway(&s.client_ca.crl(&[revoked.serial])).await;
 
-    let err = refused(gw.addr, &client(&server_ca, Some(&revoked), &["http/1.1"])).await;
+    let err = refused(gw.addr, &s.client(Some(&revoked))).await;
     assert!(err.contains("CertificateRevoked"), "{err}");
-    let (status, text) = get_tls(
-        gw.addr,
-        &client(&server_ca, Some(&good), &["http/1.1"]),
-        "/",
-        &[],
-    )
-    .await;
+    let (status, text) = get_tls(gw.addr, &s.client(Some(&good)), "/", &[]).await;
     assert_eq!(status, 200, "{text}");
     assert_eq!(client_cert_failures(&gw).as_deref(), Some("1"));
 }
 
 #[tokio::test]
 async fn a_reload_changes_client_auth_and_a_bad_file_keeps_the_running_config() {
-    let dir = Dir::new("reload");
-    let server_ca = Ca::new("server ca");
-    let client_ca = Ca::new("client ca");
-    let b = backend("a").await;
-    let leaf = client_leaf(&client_ca, "ops");
-    let ca_file = dir.write("clients.pem", &client_ca.cert.pem());
-    let tls = listener_tls(&dir, &server_ca, None);
-    let cfg = tls_gateway_config(b.addr, tls.clone());
-    let gw = gateway(cfg.clone()).await;
-    let anonymous = client(&server_ca, None, &["http/1.1"]);
-    let with_cert = client(&server_ca, Some(&leaf), &["http/1.1"]);
+    let s = Setup::new("reload").await;
+    let leaf = client_leaf(&s.client_ca, "ops");
+    let gw = gateway(tls_gateway_config(s.b.addr, s.tls.clone())).await;
+    let anonymous = s.client(None);
+    let with_cert = s.client(Some(&leaf));
     assert_eq!(get_tls(gw.addr, &anonymous, "/", &[]).await.0, 200);
 
     // Client certificates required from now on, for new connections.
-    let mut required = cfg.clone();
+    let mut required = s.config(s.auth());
     required.listeners[0].addr = gw.addr;
-    required.listeners[0].tls = Some(TlsConfig {
-        client_auth: Some(ClientAuthConfig::new(ca_file.clone())),
-        ..tls.clone()
-    });
     gw.shared.apply(required.clone()).unwrap();
     refused(gw.addr, &anonymous).await;
     assert_eq!(get_tls(gw.addr, &with_cert, "/", &[]).await.0, 200);
 
     // A CRL file holding a certificate instead: refused, naming key and file; the running
     // config goes on.
-    let not_a_crl = dir.write("not-a-crl.pem", &client_ca.cert.pem());
+    let not_a_crl = s.dir.write("not-a-crl.pem", &s.client_ca.cert.pem());
     let mut broken = required.clone();
-    broken.listeners[0].tls = Some(TlsConfig {
-        client_auth: Some(ClientAuthConfig {
-            crl_files: vec![not_a_crl.clone()],
-            ..ClientAuthConfig::new(ca_file.clone())
-        }),
-        ..tls.clone()
-    });
+    client_auth_of(&mut broken).crl_files = vec![not_a_crl.clone()];
     let err = gw.shared.apply(broken).unwrap_err().to_string();
     assert_eq!(
         err,
@@ -449,34 +424,22 @@ async fn a_reload_changes_client_auth_and_a_bad_file_keeps_the_running_config() 
     refused(gw.addr, &anonymous).await;
 
     // A CRL revoking the certificate: the reload reads it and new connections are refused.
-    let crl = dir.write("clients.crl.pem", &client_ca.crl(&[leaf.serial]));
     let mut revoking = required;
-    revoking.listeners[0].tls = Some(TlsConfig {
-        client_auth: Some(ClientAuthConfig {
-            crl_files: vec![crl],
-            ..ClientAuthConfig::new(ca_file)
-        }),
-        ..tls
-    });
+    client_auth_of(&mut revoking).crl_files = vec![s
+        .dir
+        .write("clients.crl.pem", &s.client_ca.crl(&[leaf.serial]))];
     gw.shared.apply(revoking).unwrap();
     let err = refused(gw.addr, &with_cert).await;
     assert!(err.contains("CertificateRevoked"), "{err}");
 }
 
 /// The state-build error for a listener with `client_auth`.
-fn build_error(dir: &Dir, client_auth: ClientAuthConfig) -> String {
+fn client_auth_error(dir: &Dir, client_auth: ClientAuthConfig) -> String {
     let server_ca = Ca::new("server ca");
-    let cfg = tls_gateway_config(
+    build_error(&tls_gateway_config(
         "127.0.0.1:9".parse().unwrap(),
         listener_tls(dir, &server_ca, Some(client_auth)),
-    );
-    scalewise_gateway::state::GatewayState::build(
-        &cfg,
-        None,
-        &scalewise_gateway::metrics::GatewayMetrics::new(),
-    )
-    .unwrap_err()
-    .to_string()
+    ))
 }
 
 #[test]
@@ -486,7 +449,7 @@ fn bad_ca_and_crl_files_name_the_key_and_the_file() {
     let ca_file = dir.write("clients.pem", &ca.cert.pem());
 
     let missing = dir.0.join("missing.pem");
-    let err = build_error(&dir, ClientAuthConfig::new(missing.clone()));
+    let err = client_auth_error(&dir, ClientAuthConfig::new(missing.clone()));
     assert!(
         err.starts_with(&format!(
             "listener default: tls.client_auth.ca_file: cannot read {}: ",
@@ -497,7 +460,7 @@ fn bad_ca_and_crl_files_name_the_key_and_the_file() {
 
     // A key where the CA certificates should be.
     let key_only = dir.write("key-only.pem", &ca.key.serialize_pem());
-    let err = build_error(&dir, ClientAuthConfig::new(key_only.clone()));
+    let err = client_auth_error(&dir, ClientAuthConfig::new(key_only.clone()));
     assert_eq!(
         err,
         format!(
@@ -512,7 +475,7 @@ fn bad_ca_and_crl_files_name_the_key_and_the_file() {
         "-----BEGIN X509 CRL-----\nMAMCAQE=\n-----END X509 CRL-----\n",
     );
     let good_crl = dir.write("good.crl.pem", &ca.crl(&[]));
-    let err = build_error(
+    let err = client_auth_error(
         &dir,
         ClientAuthConfig {
             crl_files: vec![good_crl, garbage.clone()],
@@ -535,13 +498,7 @@ fn bad_ca_and_crl_files_name_the_key_and_the_file() {
     );
     let missing_cert: PathBuf = dir.0.join("nope.pem");
     cfg.listeners[0].tls.as_mut().unwrap().cert = missing_cert.clone();
-    let err = scalewise_gateway::state::GatewayState::build(
-        &cfg,
-        None,
-        &scalewise_gateway::metrics::GatewayMetrics::new(),
-    )
-    .unwrap_err()
-    .to_string();
+    let err = build_error(&cfg);
     assert!(
         err.starts_with(&format!(
             "listener default: tls.cert: cannot read {}",
@@ -632,32 +589,27 @@ backends = [{ addr = "10.0.0.5:80" }]
 /// The test clients connect from 127.0.0.1: a trusted proxy when `trusted_proxies` says so.
 #[tokio::test]
 async fn a_trusted_proxys_xfcc_is_appended_to_or_forwarded_and_anyone_elses_replaced() {
-    let dir = Dir::new("trusted-xfcc");
-    let server_ca = Ca::new("server ca");
-    let client_ca = Ca::new("client ca");
-    let b = backend("a").await;
-    let auth = ClientAuthConfig {
+    let s = Setup::new("trusted-xfcc").await;
+    let mut cfg = s.config(ClientAuthConfig {
         mode: ClientAuthMode::Optional,
-        ..ClientAuthConfig::new(dir.write("clients.pem", &client_ca.cert.pem()))
-    };
-    let mut cfg = tls_gateway_config(b.addr, listener_tls(&dir, &server_ca, Some(auth)));
+        ..s.auth()
+    });
     cfg.listeners[0].trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
     cfg.listeners[0].xfcc_from_trusted_proxies = TrustedXfcc::Append;
     let gw = gateway(cfg.clone()).await;
     cfg.listeners[0].addr = gw.addr;
-    let leaf = client_leaf(&client_ca, "edge");
+    let leaf = client_leaf(&s.client_ca, "edge");
     let ours = expected_xfcc(&leaf, "edge");
     let theirs = "By=spiffe://example.org/edge;Hash=abc;URI=spiffe://example.org/user";
-    let with_cert = client(&server_ca, Some(&leaf), &["http/1.1"]);
-    let anonymous = client(&server_ca, None, &["http/1.1"]);
-    let xfcc = |v| [("x-forwarded-client-cert", v)];
+    let with_cert = s.client(Some(&leaf));
+    let anonymous = s.client(None);
 
     // `append`: the proxy's elements, then ours.
     let (status, text) = get_tls(gw.addr, &with_cert, "/", &xfcc(theirs)).await;
     assert_eq!(status, 200, "{text}");
     assert_eq!(xfcc_seen(&text), format!("{theirs},{ours}"), "{text}");
     // Over HTTP/2, with the proxy's header in two lines: one value, in order.
-    let mut tx = h2_client(connect(gw.addr, &client(&server_ca, Some(&leaf), &["h2"])).await).await;
+    let mut tx = s.h2(gw.addr, &leaf).await;
     let req = http::Request::get("https://localhost/h2")
         .header("x-forwarded-client-cert", "Hash=first")
         .header("x-forwarded-client-cert", "Hash=second")
@@ -745,38 +697,25 @@ fn percent_decode(s: &str) -> String {
 
 #[tokio::test]
 async fn by_and_cert_details_name_the_gateway_and_carry_the_client_certificate() {
-    let dir = Dir::new("xfcc-details");
-    let server_ca = Ca::new("server ca");
-    let client_ca = Ca::new("client ca");
-    let b = backend("a").await;
+    let s = Setup::new("xfcc-details").await;
     // The gateway's own certificate, with a URI SAN for `By`.
     let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
     params.subject_alt_names.push(SanType::URI(
         "spiffe://example.org/gateway".try_into().unwrap(),
     ));
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let own = server_ca.sign(params);
-    let auth = ClientAuthConfig {
+    let own = s.server_ca.sign(params);
+    let mut cfg = s.config(ClientAuthConfig {
         // Any order in the config; Envoy's order in the header.
         forward_client_cert_details: vec![XfccDetail::Cert, XfccDetail::Subject, XfccDetail::By],
-        ..ClientAuthConfig::new(dir.write("clients.pem", &client_ca.cert.pem()))
-    };
-    let tls = TlsConfig {
-        client_auth: Some(auth),
-        ..TlsConfig::new(
-            dir.write("gateway.pem", &own.cert),
-            dir.write("gateway.key", &own.key),
-        )
-    };
-    let gw = gateway(tls_gateway_config(b.addr, tls)).await;
-    let leaf = client_leaf(&client_ca, "billing");
-    let (status, text) = get_tls(
-        gw.addr,
-        &client(&server_ca, Some(&leaf), &["http/1.1"]),
-        "/",
-        &[],
-    )
-    .await;
+        ..s.auth()
+    });
+    let tls = cfg.listeners[0].tls.as_mut().unwrap();
+    tls.cert = s.dir.write("own.pem", &own.cert);
+    tls.key = s.dir.write("own.key", &own.key);
+    let gw = gateway(cfg).await;
+    let leaf = client_leaf(&s.client_ca, "billing");
+    let (status, text) = get_tls(gw.addr, &s.client(Some(&leaf)), "/", &[]).await;
     assert_eq!(status, 200, "{text}");
     let seen = xfcc_seen(&text);
     let prefix = format!(
@@ -799,25 +738,6 @@ async fn by_and_cert_details_name_the_gateway_and_carry_the_client_certificate()
     assert_eq!(certs(&pem), std::slice::from_ref(&leaf.der));
 }
 
-/// A gateway in front of `b` requiring certificates of `ca` (PEM) checked against `crl`,
-/// and its config (with the bound address, ready for reloads).
-async fn crl_gateway(
-    dir: &Dir,
-    b: &Backend,
-    server_ca: &Ca,
-    ca: &str,
-    crl: &str,
-) -> (Gateway, Config) {
-    let auth = ClientAuthConfig {
-        crl_files: vec![dir.write("clients.crl.pem", crl)],
-        ..ClientAuthConfig::new(dir.write("clients.pem", ca))
-    };
-    let mut cfg = tls_gateway_config(b.addr, listener_tls(dir, server_ca, Some(auth)));
-    let gw = gateway(cfg.clone()).await;
-    cfg.listeners[0].addr = gw.addr;
-    (gw, cfg)
-}
-
 fn client_auth_of(cfg: &mut Config) -> &mut ClientAuthConfig {
     cfg.listeners[0]
         .tls
@@ -830,20 +750,17 @@ fn client_auth_of(cfg: &mut Config) -> &mut ClientAuthConfig {
 
 #[tokio::test]
 async fn an_expired_client_crl_still_applies_unless_next_update_is_enforced() {
-    let dir = Dir::new("expired-crl");
-    let b = backend("a").await;
-    let server_ca = Ca::new("server ca");
-    let client_ca = Ca::new("client ca");
-    let good = client_leaf(&client_ca, "good");
-    let revoked = client_leaf(&client_ca, "revoked");
+    let s = Setup::new("expired-crl").await;
+    let good = client_leaf(&s.client_ca, "good");
+    let revoked = client_leaf(&s.client_ca, "revoked");
     // nextUpdate long past.
-    let crl = client_ca.crl_until(&[revoked.serial], (2024, 1, 2));
-    let (gw, mut cfg) = crl_gateway(&dir, &b, &server_ca, &client_ca.cert.pem(), &crl).await;
-    let good_client = client(&server_ca, Some(&good), &["http/1.1"]);
+    let crl = s.client_ca.crl_until(&[revoked.serial], (2024, 1, 2));
+    let (gw, mut cfg) = s.crl_gateway(&crl).await;
+    let good_client = s.client(Some(&good));
 
     // The default: the old list still revokes what it lists, and nothing else.
     assert_eq!(get_tls(gw.addr, &good_client, "/", &[]).await.0, 200);
-    let err = refused(gw.addr, &client(&server_ca, Some(&revoked), &["http/1.1"])).await;
+    let err = refused(gw.addr, &s.client(Some(&revoked))).await;
     assert!(err.contains("CertificateRevoked"), "{err}");
 
     // Enforced: every certificate checked against the expired list is refused.
@@ -856,16 +773,12 @@ async fn an_expired_client_crl_still_applies_unless_next_update_is_enforced() {
 
 #[tokio::test]
 async fn crl_unknown_status_allow_accepts_a_certificate_no_list_covers() {
-    let dir = Dir::new("unknown-status");
-    let b = backend("a").await;
-    let server_ca = Ca::new("server ca");
-    let client_ca = Ca::new("client ca");
-    let other_ca = Ca::new("other ca");
-    let leaf = client_leaf(&client_ca, "uncovered");
+    let s = Setup::new("unknown-status").await;
+    let leaf = client_leaf(&s.client_ca, "uncovered");
     // A list, but from another CA: nothing says whether `leaf` is revoked.
-    let crl = other_ca.crl(&[leaf.serial]);
-    let (gw, mut cfg) = crl_gateway(&dir, &b, &server_ca, &client_ca.cert.pem(), &crl).await;
-    let c = client(&server_ca, Some(&leaf), &["http/1.1"]);
+    let crl = Ca::new("other ca").crl(&[leaf.serial]);
+    let (gw, mut cfg) = s.crl_gateway(&crl).await;
+    let c = s.client(Some(&leaf));
 
     let err = refused(gw.addr, &c).await;
     assert!(err.contains("UnknownCA"), "refused by default: {err}");
@@ -879,18 +792,15 @@ async fn crl_unknown_status_allow_accepts_a_certificate_no_list_covers() {
 
 #[tokio::test]
 async fn crl_scope_leaf_checks_the_client_certificate_but_not_its_intermediate() {
-    let dir = Dir::new("leaf-scope");
-    let b = backend("a").await;
-    let server_ca = Ca::new("server ca");
-    let root = Ca::new("client root");
-    let intermediate = root.intermediate("client intermediate");
+    let s = Setup::new("leaf-scope").await;
+    let intermediate = s.client_ca.intermediate("client intermediate");
     let good = intermediate.sign(client_params("good"));
     let revoked = intermediate.sign(client_params("revoked"));
-    // The intermediate's list only; no list from the root says whether the intermediate is
-    // revoked.
+    // The intermediate's list only; no list from the client CA (the root) says whether the
+    // intermediate is revoked.
     let crl = intermediate.ca.crl(&[revoked.serial]);
-    let (gw, mut cfg) = crl_gateway(&dir, &b, &server_ca, &root.cert.pem(), &crl).await;
-    let good_client = client(&server_ca, Some(&good), &["http/1.1"]);
+    let (gw, mut cfg) = s.crl_gateway(&crl).await;
+    let good_client = s.client(Some(&good));
 
     // `chain`: the intermediate's status is unknown.
     let err = refused(gw.addr, &good_client).await;
@@ -901,7 +811,7 @@ async fn crl_scope_leaf_checks_the_client_certificate_but_not_its_intermediate()
     gw.shared.apply(cfg).unwrap();
     let (status, text) = get_tls(gw.addr, &good_client, "/", &[]).await;
     assert_eq!(status, 200, "{text}");
-    let err = refused(gw.addr, &client(&server_ca, Some(&revoked), &["http/1.1"])).await;
+    let err = refused(gw.addr, &s.client(Some(&revoked))).await;
     assert!(err.contains("CertificateRevoked"), "{err}");
 }
 
@@ -943,29 +853,25 @@ async fn the_access_log_names_the_verified_client_certificate() {
     // this subscriber.
     let _guard =
         tracing::subscriber::set_default(tracing_subscriber::registry().with(capture.clone()));
-    let dir = Dir::new("access-log");
-    let server_ca = Ca::new("server ca");
-    let client_ca = Ca::new("client ca");
-    let b = backend("a").await;
-    let auth = ClientAuthConfig {
+    let s = Setup::new("access-log").await;
+    let mut cfg = s.config(ClientAuthConfig {
         mode: ClientAuthMode::Optional,
         // Logged whether or not it is forwarded.
         forward_client_cert: false,
-        ..ClientAuthConfig::new(dir.write("clients.pem", &client_ca.cert.pem()))
-    };
-    let mut cfg = tls_gateway_config(b.addr, listener_tls(&dir, &server_ca, Some(auth)));
+        ..s.auth()
+    });
     cfg.log.access_log = true;
     let gw = gateway(cfg).await;
-    let leaf = client_leaf(&client_ca, "auditor");
+    let leaf = client_leaf(&s.client_ca, "auditor");
 
-    let c = client(&server_ca, Some(&leaf), &["http/1.1"]);
+    let c = s.client(Some(&leaf));
     assert_eq!(get_tls(gw.addr, &c, "/", &[]).await.0, 200);
-    let mut tx = h2_client(connect(gw.addr, &client(&server_ca, Some(&leaf), &["h2"])).await).await;
+    let mut tx = s.h2(gw.addr, &leaf).await;
     let req = http::Request::get("https://localhost/h2")
         .body(body(""))
         .unwrap();
     assert_eq!(read(tx.send_request(req).await.unwrap()).await.0, 200);
-    let anonymous = client(&server_ca, None, &["http/1.1"]);
+    let anonymous = s.client(None);
     assert_eq!(get_tls(gw.addr, &anonymous, "/", &[]).await.0, 200);
     // HTTP/1 lines are written after the body: poll with yields, not a fixed sleep.
     for _ in 0..1000 {

@@ -266,6 +266,13 @@ pub async fn gateway(config: Config) -> Gateway {
     }
 }
 
+/// The error building the gateway's state from `config` fails with.
+pub fn build_error(config: &Config) -> String {
+    scalewise_gateway::state::GatewayState::build(config, None, &GatewayMetrics::new())
+        .unwrap_err()
+        .to_string()
+}
+
 /// An HTTP/1.1 client connection.
 pub async fn h1(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<Body> {
     let stream = TcpStream::connect(addr).await.unwrap();
