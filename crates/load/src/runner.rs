@@ -611,15 +611,7 @@ pub(crate) async fn execute(plan: Plan, stop: &Stop) -> Result<Report, LoadError
     let missed = match &run.timetable {
         Some(tt) if !interrupted => {
             // Tickets that fell due before the end but were never taken.
-            let due = end_of_load.duration_since(run.start).as_secs_f64();
-            let mut n = 0u64;
-            while let Some(t) = tt.next() {
-                if t > due {
-                    break;
-                }
-                n += 1;
-            }
-            n
+            tt.remaining_until(end_of_load.duration_since(run.start).as_secs_f64())
         }
         _ => 0,
     };
