@@ -370,6 +370,9 @@ pub async fn run_load(args: LoadArgs) -> anyhow::Result<i32> {
                 .map_err(|e| LoadError::Io(format!("--baseline {}: {e}", p.display())))?;
             let v: serde_json::Value = serde_json::from_str(&text)
                 .map_err(|e| LoadError::Io(format!("--baseline {}: not JSON: {e}", p.display())))?;
+            // Before the run, not after it: a wrong file must not cost a whole test.
+            report::compare(&v, &v, max_regression)
+                .map_err(|e| LoadError::Config(format!("--baseline {}: {e}", p.display())))?;
             Some(v)
         }
         None => None,
@@ -381,11 +384,15 @@ pub async fn run_load(args: LoadArgs) -> anyhow::Result<i32> {
     if !outcomes.is_empty() {
         out.push_str("Thresholds\n");
         for o in &outcomes {
+            let actual = if o.actual.is_nan() {
+                "no latency samples: no request got a response".to_string()
+            } else {
+                format!("actual {:.3}", o.actual)
+            };
             out.push_str(&format!(
-                "  {} {:<24} (actual {:.3})\n",
+                "  {} {:<24} ({actual})\n",
                 if o.pass { "PASS" } else { "FAIL" },
                 o.expr,
-                o.actual
             ));
             failed |= !o.pass;
         }

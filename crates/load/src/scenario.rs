@@ -1245,6 +1245,28 @@ fn literal_scheme(t: &Template) -> Option<&str> {
     }
 }
 
+/// Why an HTTP step's URL without variables cannot be requested (it would fail every run of
+/// the step as a `protocol` error, so say so when the file is loaded).
+fn static_url_problem(t: &Template) -> Option<String> {
+    if t.vars().next().is_some() {
+        return None;
+    }
+    let u = t.render(&HashMap::new());
+    match url::Url::parse(&u) {
+        Ok(p) if p.scheme() == "http" || p.scheme() == "https" => {
+            p.host_str().is_none().then(|| format!("`{u}` has no host"))
+        }
+        Ok(p) => Some(format!(
+            "`{u}`: unsupported scheme `{}` (expected http:// or https://)",
+            p.scheme()
+        )),
+        Err(url::ParseError::RelativeUrlWithoutBase) => Some(format!(
+            "`{u}` has no scheme; write `http://{u}` (or https://)"
+        )),
+        Err(e) => Some(format!("`{u}` is not a URL: {e}")),
+    }
+}
+
 /// Report entries handed out so far while validating steps.
 struct Names<'a> {
     /// Per-step statistics: every step, and every `recv` as `step.name`.
@@ -1324,6 +1346,31 @@ fn validate_step(
             ))
         }
     };
+    // Headers go onto the wire as written: a bad name or a CR/LF in a value would corrupt
+    // (or smuggle a second request into) every request of the step.
+    for (k, v) in &s.headers {
+        if http::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
+            return Err(err(
+                "headers",
+                format!("`{k}` is not a valid header name (letters, digits and !#$%&'*+-.^_`|~)"),
+            ));
+        }
+        if v.vars().next().is_none()
+            && http::header::HeaderValue::from_str(&v.render(&HashMap::new())).is_err()
+        {
+            return Err(err(
+                "headers",
+                format!(
+                    "header `{k}`: the value must not contain control characters such as CR or LF"
+                ),
+            ));
+        }
+    }
+    if !is_ws {
+        if let Some(e) = static_url_problem(&url) {
+            return Err(err("url", e));
+        }
+    }
     let mut fields: Vec<(&str, &Template)> = vec![(if is_ws { "ws" } else { "url" }, &url)];
     fields.extend(s.headers.iter().map(|(k, v)| (k.as_str(), v)));
     if let Some(b) = &s.body {
@@ -1696,6 +1743,15 @@ async fn send_step(
         .iter()
         .map(|(k, v)| (k.clone(), v.render(vars)))
         .collect();
+    // A value from a CSV row or a response may hold CR/LF: sending it would inject headers
+    // (or a whole request) into the connection. Fail the step instead, as HTTP/2 does.
+    if headers
+        .iter()
+        .any(|(_, v)| http::header::HeaderValue::from_str(v).is_err())
+    {
+        local.error(idx, ErrorKind::Protocol, 0);
+        return false;
+    }
     // A persistent WebSocket step reuses its session while the rendered URL stays the same.
     let kept = match pool
         .ws

@@ -79,6 +79,13 @@ impl Target {
     /// [`LoadError::BadUrl`] for malformed URLs or unsupported schemes, [`LoadError::Resolve`] when
     /// the host has no address.
     pub async fn parse(url: &str, tls: &TlsOptions) -> Result<Target, LoadError> {
+        if !url.contains("://") {
+            // `127.0.0.1:8080/` fails to parse and `localhost:8080` parses with the scheme
+            // `localhost`: neither error says what is wrong.
+            return Err(LoadError::BadUrl(format!(
+                "{url}: missing scheme (expected http://, https://, ws:// or wss://, e.g. http://{url})"
+            )));
+        }
         let parsed = url::Url::parse(url).map_err(|e| LoadError::BadUrl(format!("{url}: {e}")))?;
         let scheme = match parsed.scheme() {
             "http" => Scheme::Http,

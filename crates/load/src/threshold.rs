@@ -129,6 +129,16 @@ impl Threshold {
     /// The value of this threshold's metric in `report`.
     #[must_use]
     pub fn actual(&self, r: &Report) -> f64 {
+        // Failed attempts (connect, timeout, reset, TLS, protocol) carry no latency sample; a
+        // run where nothing got a response has latency 0, which would pass `p99<200ms`.
+        // NaN fails every comparison instead.
+        let e = &r.errors;
+        let samples = r
+            .requests
+            .saturating_sub(e.connect + e.timeout + e.reset + e.tls + e.protocol);
+        if samples == 0 && LATENCY.contains(&self.metric.as_str()) {
+            return f64::NAN;
+        }
         match self.metric.as_str() {
             "p50" => r.p50_ms,
             "p90" => r.p90_ms,

@@ -1,0 +1,193 @@
+//! Gaps found by the acceptance audit of issue 4, each against a real loopback socket: header
+//! injection from scenario data, static scenario mistakes, a huge `--rate`, a baseline checked
+//! before the run, latency thresholds without samples, URLs without a scheme, bench options.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use scalewise_load::{load, run_bench, run_load, BenchArgs, LoadArgs, Scenario, ScenarioFormat};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A raw HTTP/1.1 server: records every request head it receives and answers each with
+/// `response` (keep-alive). Raw, so that what the generator put on the wire is seen as sent.
+async fn raw_server(response: &'static [u8]) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = heads.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                continue;
+            };
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head: Vec<u8> = buf.drain(..end + 4).collect();
+                        seen.lock()
+                            .unwrap()
+                            .push(String::from_utf8_lossy(&head).into_owned());
+                        if s.write_all(response).await.is_err() {
+                            return;
+                        }
+                    }
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (addr, heads)
+}
+
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_header_values_with_crlf_fail_the_step_instead_of_injecting_headers() {
+    let (addr, heads) = raw_server(OK).await;
+    // A CSV field may hold a line break (quoted); rendered into a header it would add one.
+    let csv = common::temp_path("inject.csv");
+    std::fs::write(&csv, "user\n\"alice\r\nX-Injected: 1\"\n").unwrap();
+    let file = common::temp_path("inject.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[data]\ncsv = \"{}\"\n[[steps]]\nname = \"a\"\nurl = \"http://{addr}/\"\nheaders = {{ X-User = \"{{{{user}}}}\" }}\n",
+            csv.display()
+        ),
+    )
+    .unwrap();
+    let mut a = LoadArgs::new("unused");
+    a.url = None;
+    a.scenario = Some(file);
+    a.connections = 1;
+    a.requests = Some(3);
+    let r = load(&a).await.unwrap();
+    assert_eq!((r.requests, r.errors.protocol), (3, 3), "{:?}", r.errors);
+    let heads = heads.lock().unwrap();
+    assert!(
+        heads.iter().all(|h| !h.contains("X-Injected")),
+        "a header was injected: {heads:?}"
+    );
+}
+
+#[test]
+fn static_scenario_header_and_url_mistakes_are_load_time_errors_with_line_and_field() {
+    let parse = |t: &str| {
+        Scenario::parse(t, ScenarioFormat::Toml, None)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    let e = parse("[[steps]]\nname = \"a\"\nurl = \"http://127.0.0.1:1/\"\nheaders = { \"Bad Header\" = \"x\" }\n");
+    assert!(
+        e.contains("line 4")
+            && e.contains("`headers`")
+            && e.contains("`Bad Header` is not a valid header name"),
+        "{e}"
+    );
+    let e = parse(
+        "[[steps]]\nname = \"a\"\nurl = \"http://127.0.0.1:1/\"\nheaders = { X = \"a\\nb\" }\n",
+    );
+    assert!(
+        e.contains("line 4") && e.contains("control characters"),
+        "{e}"
+    );
+    let e = parse("[[steps]]\nname = \"a\"\nurl = \"127.0.0.1:8080/x\"\n");
+    assert!(
+        e.contains("line 3") && e.contains("`url`") && e.contains("http://127.0.0.1:8080/x"),
+        "{e}"
+    );
+    let e = parse("[[steps]]\nname = \"a\"\nurl = \"ftp://host/\"\n");
+    assert!(e.contains("unsupported scheme `ftp`"), "{e}");
+    // Templated URLs and header values are checked per request instead.
+    assert!(parse("[vars]\nb = \"http://h\"\n[[steps]]\nname = \"a\"\nurl = \"{{b}}/\"\nheaders = { X = \"{{b}}\" }\n").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_far_beyond_the_pool_ends_with_the_run_and_counts_what_it_missed() {
+    let (addr, _) = raw_server(OK).await;
+    let mut a = LoadArgs::new(format!("http://{addr}/"));
+    a.rate = Some(1e12);
+    a.duration = Some("200ms".into());
+    a.connections = 1;
+    // Counting the 10¹¹ missed tickets one by one took hours after the run had ended.
+    let r = load(&a).await.unwrap();
+    assert!(r.requests > 0);
+    assert!(r.missed > 100_000_000_000, "missed {}", r.missed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_baseline_without_the_compared_fields_is_refused_before_any_request() {
+    let (addr, heads) = raw_server(OK).await;
+    let base = common::temp_path("base.json");
+    std::fs::write(&base, r#"{"schema":"something-else"}"#).unwrap();
+    let mut a = LoadArgs::new(format!("http://{addr}/"));
+    a.requests = Some(5);
+    a.baseline = Some(base);
+    let err = run_load(a).await.unwrap_err().to_string();
+    assert!(err.contains("--baseline") && err.contains("rps"), "{err}");
+    assert!(heads.lock().unwrap().is_empty(), "the run started anyway");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_thresholds_fail_when_no_request_got_a_response() {
+    // Every response is malformed: all requests are protocol errors without a latency.
+    let (addr, _) = raw_server(b"NOT HTTP\r\n\r\n").await;
+    let mut a = LoadArgs::new(format!("http://{addr}/"));
+    a.requests = Some(5);
+    a.connections = 1;
+    let r = load(&a).await.unwrap();
+    assert_eq!(r.errors.protocol, 5);
+    a.thresholds = vec!["p99<200ms".into()];
+    assert_eq!(
+        run_load(a.clone()).await.unwrap(),
+        1,
+        "p99<200ms passed on no samples"
+    );
+    // Error thresholds still read the run as it was.
+    a.thresholds = vec!["errors>=5".into()];
+    assert_eq!(run_load(a).await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn urls_without_a_scheme_say_so() {
+    for url in ["127.0.0.1:8080/", "localhost:8080"] {
+        let err = load(&LoadArgs::new(url)).await.unwrap_err().to_string();
+        assert!(
+            err.contains("missing scheme") && err.contains(&format!("http://{url}")),
+            "{err}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_refuses_options_that_cannot_give_a_meaningful_report() {
+    let (addr, heads) = raw_server(OK).await;
+    let url = format!("http://{addr}/");
+    let err = |a: BenchArgs| async move { run_bench(a).await.unwrap_err().to_string() };
+    let mut a = BenchArgs::new(url.clone());
+    a.min_success_rate = "150%".into();
+    assert!(err(a).await.contains("at most 100%"));
+    let mut a = BenchArgs::new(url.clone());
+    a.base_concurrency = 0;
+    assert!(err(a).await.contains("--base-concurrency"));
+    let mut a = BenchArgs::new(url.clone());
+    a.pid = Some(u32::MAX);
+    assert!(err(a).await.contains("no such process"));
+    let e = err(BenchArgs::new(format!("ws://{addr}/"))).await;
+    assert!(e.contains("scalewise load"), "{e}");
+    let base = common::temp_path("bench-base.json");
+    std::fs::write(&base, "{}").unwrap();
+    let mut a = BenchArgs::new(url);
+    a.baseline = Some(base);
+    assert!(err(a).await.contains("--baseline"));
+    assert!(heads.lock().unwrap().is_empty(), "a phase ran");
+}
