@@ -1140,6 +1140,15 @@ impl Scenario {
                 validate_step(text, s, &known, file.pick, names).map_err(LoadError::Scenario)?;
             steps.push(step);
         }
+        // A sequence whose every (non-`on_start`) step has weight 0 runs nothing per
+        // iteration: each user would stop after its start steps and the run end at once.
+        let looped: Vec<&Step> = steps.iter().filter(|s| !s.on_start).collect();
+        if !looped.is_empty() && looped.iter().all(|s| s.weight == 0) {
+            return Err(LoadError::Scenario(format!(
+                "{}field `weight`: every step that is not `on_start` has weight 0, so an iteration would run nothing",
+                at(line_of(text, "weight"))
+            )));
+        }
         Ok(Scenario {
             name: file.name.unwrap_or_else(|| "scenario".into()),
             steps,
@@ -1539,6 +1548,15 @@ fn read_csv(path: &Path) -> Result<Csv, String> {
         .iter()
         .map(str::to_string)
         .collect();
+    // Two columns of one name would leave `{{name}}` meaning whichever came last.
+    for (i, c) in columns.iter().enumerate() {
+        if columns[..i].contains(c) {
+            return Err(format!(
+                "{} line 1: column `{c}` appears twice; header names must be unique",
+                path.display()
+            ));
+        }
+    }
     let mut rows = Vec::new();
     for rec in rdr.records() {
         let rec = rec.map_err(|e| match e.position() {

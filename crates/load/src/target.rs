@@ -227,12 +227,22 @@ fn client_config(opts: &TlsOptions) -> Result<rustls::ClientConfig, LoadError> {
         for file in files {
             let data = std::fs::read(&file)
                 .map_err(|e| LoadError::Tls(format!("reading CA file {}: {e}", file.display())))?;
+            let mut found = 0usize;
             for cert in rustls_pemfile::certs(&mut data.as_slice()) {
                 let cert =
                     cert.map_err(|e| LoadError::Tls(format!("parsing {}: {e}", file.display())))?;
+                found += 1;
                 // System bundles can contain certificates rustls rejects; skip those rather than
                 // refuse to run.
                 let _ = roots.add(cert);
+            }
+            // A --cacert that holds no certificate (a key, a DER file, the wrong path's
+            // contents) would otherwise surface only as "unknown issuer" at the handshake.
+            if found == 0 && opts.cacert.as_ref() == Some(&file) {
+                return Err(LoadError::Tls(format!(
+                    "--cacert {}: no PEM certificate (-----BEGIN CERTIFICATE-----) in the file",
+                    file.display()
+                )));
             }
         }
         builder.with_root_certificates(roots).with_no_client_auth()

@@ -118,6 +118,10 @@ impl Threshold {
                 "unknown metric `{metric}` (expected p50, p90, p99, p999, max, mean, error_rate, rps, requests, errors, checks)"
             )));
         };
+        // Every metric is ≥ 0: `p99<-5ms` or `error_rate<-1%` could never pass.
+        if value < 0.0 {
+            return Err(bad("the value must not be negative"));
+        }
         Ok(Threshold {
             expr: expr.to_string(),
             metric,
@@ -209,6 +213,8 @@ mod tests {
         assert!(Threshold::parse("p99=3").is_err());
         assert!(Threshold::parse("latency<3").is_err());
         assert!(Threshold::parse("p99<abc").is_err());
+        assert!(Threshold::parse("p99<-5ms").is_err());
+        assert!(Threshold::parse("error_rate<-1%").is_err());
         let t = Threshold::parse("checks > 99%").unwrap();
         assert_eq!((t.metric.as_str(), t.op), ("checks", Op::Gt));
         assert!((t.value - 0.99).abs() < 1e-12);

@@ -191,3 +191,48 @@ async fn bench_refuses_options_that_cannot_give_a_meaningful_report() {
     assert!(err(a).await.contains("--baseline"));
     assert!(heads.lock().unwrap().is_empty(), "a phase ran");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_with_a_repeated_column_and_a_scenario_of_zero_weights_are_refused() {
+    let (addr, heads) = raw_server(OK).await;
+    let csv = common::temp_path("dup.csv");
+    std::fs::write(&csv, "user,user\nx,y\n").unwrap();
+    let file = common::temp_path("dup.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[data]\ncsv = \"{}\"\n[[steps]]\nname = \"a\"\nurl = \"http://{addr}/{{{{user}}}}\"\n",
+            csv.display()
+        ),
+    )
+    .unwrap();
+    let mut a = LoadArgs::new("unused");
+    a.url = None;
+    a.scenario = Some(file.clone());
+    a.requests = Some(2);
+    let e = load(&a).await.unwrap_err().to_string();
+    assert!(e.contains("column `user` appears twice"), "{e}");
+    std::fs::write(
+        &file,
+        format!("[[steps]]\nname = \"a\"\nurl = \"http://{addr}/\"\nweight = 0\n"),
+    )
+    .unwrap();
+    let e = load(&a).await.unwrap_err().to_string();
+    assert!(e.contains("line 4") && e.contains("weight 0"), "{e}");
+    assert!(heads.lock().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cacert_without_certificates_is_an_error_not_an_unknown_issuer() {
+    let (addr, _pem) = common::tls_server().await;
+    let ca = common::temp_path("not-a-cert.pem");
+    std::fs::write(&ca, "just text\n").unwrap();
+    let mut a = LoadArgs::new(format!("https://{addr}/"));
+    a.cacert = Some(ca);
+    a.requests = Some(1);
+    let e = load(&a).await.unwrap_err().to_string();
+    assert!(
+        e.contains("--cacert") && e.contains("no PEM certificate"),
+        "{e}"
+    );
+}
