@@ -230,6 +230,11 @@ pub struct Report {
     pub errors: Errors,
     /// errors.total / requests (0–1).
     pub error_rate: f64,
+    /// Category key (as in `errors`) → the first error message of that category, e.g.
+    /// `"connect": "Connection refused (os error 111)"`: one example each, at most 200
+    /// characters. Absent in reports written before it was added.
+    #[serde(default)]
+    pub error_messages: BTreeMap<String, String>,
     /// Status code (as a string) → count.
     pub statuses: BTreeMap<String, u64>,
     /// Per-second timeline.
@@ -376,6 +381,11 @@ impl Report {
                 errors.total as f64 / c.requests as f64
             },
             errors,
+            error_messages: ErrorKind::ALL
+                .iter()
+                .zip(&totals.first_errors)
+                .filter_map(|(k, m)| Some((k.key().to_string(), m.clone()?)))
+                .collect(),
             statuses: totals
                 .statuses
                 .iter()
@@ -502,6 +512,9 @@ impl Report {
             e.http_4xx,
             e.http_5xx
         );
+        for (kind, m) in &self.error_messages {
+            let _ = writeln!(s, "  first {kind:<9} {m}");
+        }
         if !self.statuses.is_empty() {
             let list: Vec<String> = self
                 .statuses

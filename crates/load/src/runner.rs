@@ -267,8 +267,8 @@ async fn h1_vu(run: Arc<Run>, vu: usize) {
                     conn = Some(Conn::new(s));
                     backoff = Duration::from_millis(10);
                 }
-                Err((kind, _)) => {
-                    local.error(0, kind, 0);
+                Err((kind, e)) => {
+                    local.error_because(0, kind, 0, &e);
                     tokio::time::sleep(backoff_next(&mut backoff)).await;
                     continue;
                 }
@@ -294,12 +294,17 @@ async fn h1_vu(run: Arc<Run>, vu: usize) {
                     conn = None;
                 }
             }
-            Some(Err((kind, _))) => {
-                local.error(0, kind, 0);
+            Some(Err((kind, e))) => {
+                local.error_because(0, kind, 0, &e);
                 conn = None;
             }
             None => {
-                local.error(0, ErrorKind::Timeout, 0);
+                local.error_because(
+                    0,
+                    ErrorKind::Timeout,
+                    0,
+                    &format_args!("no complete response within {:?}", plan.timeout),
+                );
                 conn = None;
             }
         }
@@ -407,9 +412,9 @@ async fn h2_vu(run: Arc<Run>, vu: usize) {
                         *shared = Some(s);
                         backoff = Duration::from_millis(10);
                     }
-                    Err((kind, _)) => {
+                    Err((kind, e)) => {
                         drop(shared);
-                        local.error(0, kind, 0);
+                        local.error_because(0, kind, 0, &e);
                         tokio::time::sleep(backoff_next(&mut backoff)).await;
                         continue;
                     }
@@ -423,8 +428,8 @@ async fn h2_vu(run: Arc<Run>, vu: usize) {
                     sender = Some(s);
                     backoff = Duration::from_millis(10);
                 }
-                Err((kind, _)) => {
-                    local.error(0, kind, 0);
+                Err((kind, e)) => {
+                    local.error_because(0, kind, 0, &e);
                     tokio::time::sleep(backoff_next(&mut backoff)).await;
                     continue;
                 }

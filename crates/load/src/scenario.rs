@@ -1947,9 +1947,9 @@ async fn http_step(
             local.response_as(idx, scheduled, sent, resp.status, resp.bytes, expected);
             true
         }
-        Ok(Err((kind, _))) => {
+        Ok(Err((kind, e))) => {
             *conn = None;
-            local.error(idx, kind, 0);
+            local.error_because(idx, kind, 0, &e);
             false
         }
         Err(_) => {

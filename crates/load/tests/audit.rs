@@ -236,3 +236,28 @@ async fn a_cacert_without_certificates_is_an_error_not_an_unknown_issuer() {
         "{e}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_says_why_requests_failed() {
+    let (addr, _) = raw_server(b"HTTP/1.1 600 Nope\r\nContent-Length: 0\r\n\r\n").await;
+    let mut a = LoadArgs::new(format!("http://{addr}/"));
+    a.requests = Some(20);
+    a.connections = 2;
+    let r = load(&a).await.unwrap();
+    // A status outside 100-599 is no success, and the reason is in the report.
+    assert_eq!((r.ok, r.errors.protocol), (0, 20), "{:?}", r.statuses);
+    assert_eq!(
+        r.error_messages.get("protocol").map(String::as_str),
+        Some("invalid status code 600 (expected 100-599)"),
+        "{:?}",
+        r.error_messages
+    );
+    assert_eq!(r.error_messages.len(), 1);
+    assert!(
+        r.text().contains("first protocol  invalid status code 600"),
+        "{}",
+        r.text()
+    );
+    let json = serde_json::to_value(&r).unwrap();
+    assert!(json["error_messages"]["protocol"].is_string());
+}
