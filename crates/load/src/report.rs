@@ -448,9 +448,22 @@ impl Report {
             );
         }
         if let Some(t) = self.target_rps {
+            // A shaped rate (ramp, stages …) only reaches `--rate` at its peak: next to the
+            // achieved average, the comparable figure is what the timetable scheduled on
+            // average (every due request was sent, abandoned at the end, or missed).
+            let target = if self.shape == "constant" {
+                format!("{t:.1} req/s")
+            } else {
+                let due = self.requests + self.interrupted_requests + self.missed;
+                format!(
+                    "{t:.1} req/s at the peak ({}), {:.1} req/s scheduled on average",
+                    self.shape,
+                    due as f64 / self.duration_s.max(1e-9)
+                )
+            };
             let _ = writeln!(
                 s,
-                "Rate       target {t:.1} req/s, achieved {:.1} req/s, late starts {}, missed {}",
+                "Rate       target {target}, achieved {:.1} req/s, late starts {}, missed {}",
                 self.rps, self.late, self.missed
             );
         }

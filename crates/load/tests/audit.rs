@@ -261,3 +261,27 @@ async fn the_report_says_why_requests_failed() {
     let json = serde_json::to_value(&r).unwrap();
     assert!(json["error_messages"]["protocol"].is_string());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shaped_rate_is_shown_against_what_was_scheduled_not_only_its_peak() {
+    let (addr, _) = raw_server(OK).await;
+    let mut a = LoadArgs::new(format!("http://{addr}/"));
+    a.rate = Some(200.0);
+    a.shape = "ramp".into();
+    a.duration = Some("1s".into());
+    a.connections = 4;
+    let r = load(&a).await.unwrap();
+    // Ramp 0 → 200 req/s over 1 s: ∫ = 100 requests, half the peak on average.
+    let due = r.requests + r.interrupted_requests + r.missed;
+    assert!((95..=101).contains(&due), "{due} due");
+    let text = r.text();
+    let rate = text.lines().find(|l| l.starts_with("Rate")).unwrap();
+    assert!(
+        rate.contains("200.0 req/s at the peak (ramp from 0)")
+            && rate.contains(&format!(
+                "{:.1} req/s scheduled on average",
+                due as f64 / r.duration_s
+            )),
+        "{rate}"
+    );
+}
