@@ -196,6 +196,7 @@ struct Ctx {
     url: String,
     timeout: String,
     insecure: bool,
+    cacert: Option<std::path::PathBuf>,
     quiet: bool,
     pid: Option<u32>,
     rss_peak: u64,
@@ -208,6 +209,7 @@ impl Ctx {
         a.duration = Some(format!("{}ms", dur.as_millis().max(1)));
         a.timeout.clone_from(&self.timeout);
         a.insecure = self.insecure;
+        a.cacert.clone_from(&self.cacert);
         a
     }
 
@@ -385,6 +387,7 @@ pub async fn suite(args: &BenchArgs) -> Result<BenchReport, LoadError> {
         url: args.url.clone(),
         timeout: args.timeout.clone(),
         insecure: args.insecure,
+        cacert: args.cacert.clone(),
         quiet: args.quiet || args.no_progress,
         pid: args.pid,
         rss_peak: 0,

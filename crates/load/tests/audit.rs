@@ -285,3 +285,18 @@ async fn a_shaped_rate_is_shown_against_what_was_scheduled_not_only_its_peak() {
         "{rate}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_trusts_a_private_ca_with_cacert() {
+    let (addr, pem) = common::tls_server().await;
+    let ca = common::temp_path("bench-ca.pem");
+    std::fs::write(&ca, pem).unwrap();
+    let mut a = BenchArgs::new(format!("https://{addr}/"));
+    a.quick = true;
+    a.max_connections = Some(4);
+    a.cacert = Some(ca);
+    let r = scalewise_load::bench::suite(&a).await.unwrap();
+    // Without the CA every request would fail the handshake (the target is unreachable).
+    assert_eq!(r.error_rate, 0.0);
+    assert!(r.rps > 0.0);
+}
