@@ -1883,9 +1883,7 @@ async fn http_step(
                 local.error(idx, ErrorKind::Protocol, 0);
                 return false;
             };
-            tokio::time::timeout(timeout, h2_exchange(sender, request, capture))
-                .await
-                .map(|r| r.map_err(|k| (k, std::io::Error::other("HTTP/2 exchange failed"))))
+            tokio::time::timeout(timeout, h2_exchange(sender, request, capture)).await
         }
         Some(Link::H1(c)) => {
             let wire = serialize(

@@ -300,3 +300,21 @@ async fn bench_trusts_a_private_ca_with_cacert() {
     assert_eq!(r.error_rate, 0.0);
     assert!(r.rps > 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_against_an_http1_only_server_says_why_it_fails() {
+    // Answers the h2 preface with an HTTP/1.1 response, as an HTTP/1.1-only server does.
+    let (addr, _) = raw_server(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n").await;
+    let mut a = LoadArgs::new(format!("http://{addr}/"));
+    a.http2 = true;
+    a.connections = 1;
+    a.requests = Some(3);
+    let r = load(&a).await.unwrap();
+    assert_eq!(r.errors.total, 3, "{:?}", r.errors);
+    assert_eq!(r.error_messages.len(), 1, "{:?}", r.error_messages);
+    let m = r.error_messages.values().next().unwrap();
+    assert!(
+        !m.is_empty() && !m.contains("HTTP/2 exchange failed"),
+        "{m}"
+    );
+}
