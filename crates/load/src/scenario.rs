@@ -1581,6 +1581,11 @@ struct Pool {
     entries: Vec<(String, Target, Option<Link>)>,
     /// Open sessions of persistent WebSocket steps: (step slot, rendered URL, session).
     ws: Vec<(u16, String, crate::ws::Ws)>,
+    /// Whether the last step opened a connection: `Some(false)` it could not resolve or
+    /// connect to its origin, so the user backs off before its next step (as the plain engines
+    /// do: a dead origin is not hit in a tight loop); `Some(true)` a new connection worked,
+    /// which ends the backoff; `None` no connect was needed.
+    connected: Option<bool>,
 }
 
 impl Pool {
@@ -1589,7 +1594,8 @@ impl Pool {
         &mut self,
         url: &url::Url,
         tls: &TlsOptions,
-    ) -> Result<&mut (String, Target, Option<Link>), ErrorKind> {
+        timeout: Duration,
+    ) -> Result<&mut (String, Target, Option<Link>), (ErrorKind, String)> {
         let origin = format!(
             "{}://{}:{}",
             url.scheme(),
@@ -1599,9 +1605,19 @@ impl Pool {
         let pos = match self.entries.iter().position(|(o, _, _)| *o == origin) {
             Some(p) => p,
             None => {
-                let t = Target::parse(url.as_str(), tls)
-                    .await
-                    .map_err(|_| ErrorKind::Connect)?;
+                // DNS is bounded by --timeout like the connect it precedes (getaddrinfo for a
+                // dead resolver can take many seconds).
+                let t = match tokio::time::timeout(timeout, Target::parse(url.as_str(), tls)).await
+                {
+                    Ok(Ok(t)) => t,
+                    Ok(Err(e)) => return Err((ErrorKind::Connect, e.to_string())),
+                    Err(_) => {
+                        return Err((
+                            ErrorKind::Connect,
+                            format!("resolving {origin} took longer than {timeout:?}"),
+                        ))
+                    }
+                };
                 if self.entries.len() >= MAX_ORIGINS {
                     self.entries.remove(0);
                 }
@@ -1622,22 +1638,24 @@ enum Link {
 }
 
 impl Link {
-    async fn open(target: &Target, timeout: Duration, h2: bool) -> Result<Self, ErrorKind> {
+    async fn open(
+        target: &Target,
+        timeout: Duration,
+        h2: bool,
+    ) -> Result<Self, (ErrorKind, std::io::Error)> {
         if h2 {
-            h2_connect(target, timeout)
-                .await
-                .map(Link::H2)
-                .map_err(|(k, _)| k)
+            h2_connect(target, timeout).await.map(Link::H2)
         } else {
             connect(target, timeout)
                 .await
                 .map(|s| Link::H1(Conn::new(s)))
-                .map_err(|(k, _)| k)
         }
     }
 }
 
 const MAX_ORIGINS: usize = 16;
+/// Longest pause of a scenario user after a failed connect (see `scenario_vu`).
+const MAX_SCENARIO_BACKOFF: Duration = Duration::from_millis(100);
 
 pub(crate) async fn scenario_vu(run: Arc<Run>, vu: usize) {
     let Some(sc) = run.plan.scenario.clone() else {
@@ -1649,7 +1667,9 @@ pub(crate) async fn scenario_vu(run: Arc<Run>, vu: usize) {
     let mut pool = Pool {
         entries: Vec::new(),
         ws: Vec::new(),
+        connected: None,
     };
+    let mut backoff = Duration::from_millis(10);
     let total_weight: u64 = sc
         .steps
         .iter()
@@ -1710,6 +1730,16 @@ pub(crate) async fn scenario_vu(run: Arc<Run>, vu: usize) {
             vars.insert("random".into(), rand::thread_rng().gen::<u32>().to_string());
             let step = &sc.steps[i];
             run_step(&run, &sc, step, scheduled, &mut vars, &mut pool, &mut local).await;
+            match pool.connected.take() {
+                Some(false) => {
+                    // 10 ms doubling, like the plain engines, but only to 100 ms: the pause
+                    // also holds up the user's steps to healthy origins.
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_SCENARIO_BACKOFF);
+                }
+                Some(true) => backoff = Duration::from_millis(10),
+                None => {}
+            }
             if let Some(t) = step.think.or(sc.think).or(run.plan.think) {
                 tokio::time::sleep(t).await;
             }
@@ -1779,10 +1809,12 @@ async fn send_step(
         Some(i) => Some(pool.ws.swap_remove(i).2),
         None => None,
     };
-    let (target, conn) = match pool.entry(&url, tls).await {
+    let timeout = run.plan.timeout;
+    let (target, conn) = match pool.entry(&url, tls, timeout).await {
         Ok((_, target, conn)) => (target, conn),
-        Err(kind) => {
-            local.error(idx, kind, 0);
+        Err((kind, why)) => {
+            local.error_because(idx, kind, 0, &why);
+            pool.connected = Some(false);
             return false;
         }
     };
@@ -1803,7 +1835,20 @@ async fn send_step(
                 checks,
                 expected,
             };
-            http_step(run, &req, idx, scheduled, target, conn, vars, local).await
+            let mut connected = None;
+            let answered = http_step(
+                run,
+                &req,
+                idx,
+                scheduled,
+                (target, conn),
+                vars,
+                local,
+                &mut connected,
+            )
+            .await;
+            pool.connected = connected;
+            answered
         }
         StepKind::Ws {
             actions,
@@ -1845,19 +1890,23 @@ async fn http_step(
     req: &HttpRequest<'_>,
     idx: u16,
     scheduled: Instant,
-    target: &Target,
-    conn: &mut Option<Link>,
+    (target, conn): (&Target, &mut Option<Link>),
     vars: &mut HashMap<String, String>,
     local: &mut Local<'_>,
+    connected: &mut Option<bool>,
 ) -> bool {
     let timeout = run.plan.timeout;
     let sent = Instant::now();
     let h2 = run.plan.http2;
     if conn.is_none() {
         match Link::open(target, timeout, h2).await {
-            Ok(l) => *conn = Some(l),
-            Err(kind) => {
-                local.error(idx, kind, 0);
+            Ok(l) => {
+                *conn = Some(l);
+                *connected = Some(true);
+            }
+            Err((kind, e)) => {
+                local.error_because(idx, kind, 0, &e);
+                *connected = Some(false);
                 return false;
             }
         }

@@ -318,3 +318,35 @@ async fn http2_against_an_http1_only_server_says_why_it_fails() {
         "{m}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_users_back_off_from_a_dead_origin_instead_of_hammering_it() {
+    let (addr, heads) = raw_server(OK).await;
+    let dead = common::dead_port();
+    let file = common::temp_path("dead.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[steps]]\nname = \"ok\"\nurl = \"http://{addr}/\"\n[[steps]]\nname = \"dead\"\nurl = \"http://127.0.0.1:{dead}/\"\n"
+        ),
+    )
+    .unwrap();
+    let mut a = LoadArgs::new("unused");
+    a.url = None;
+    a.scenario = Some(file);
+    a.connections = 2;
+    a.duration = Some("500ms".into());
+    let r = load(&a).await.unwrap();
+    // Backing off 10, 20, 40, 80, then 100 ms, a user tries a dead origin at most ~8 times in
+    // 500 ms (fewer on a slow machine); without backoff it was thousands of connects a second.
+    let dead_step = &r.steps[1];
+    assert!(
+        (1..=2 * 12).contains(&dead_step.requests),
+        "{} attempts on the dead origin",
+        dead_step.requests
+    );
+    assert_eq!(dead_step.errors, dead_step.requests);
+    assert!(!heads.lock().unwrap().is_empty(), "the live step still ran");
+    let why = r.error_messages.get("connect").cloned().unwrap_or_default();
+    assert!(why.to_lowercase().contains("refused"), "{why:?}");
+}
