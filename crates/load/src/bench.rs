@@ -296,6 +296,8 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
 /// # Errors
 /// Bad arguments or an unreachable target.
 pub async fn run(args: BenchArgs) -> Result<i32, LoadError> {
+    crate::check_output(args.json.as_deref(), "--json")?;
+    crate::check_output(args.html.as_deref(), "--html")?;
     let report = suite(&args).await?;
     if !args.quiet {
         print!("{}", text(&report));

@@ -329,6 +329,28 @@ pub fn parse_thresholds(exprs: &[String]) -> Result<Vec<Threshold>, LoadError> {
     exprs.iter().map(|e| Threshold::parse(e)).collect()
 }
 
+/// Checks, before a run, that `--json` / `--html` can be written where asked: finding out
+/// after a ten-minute run loses its results. Creates nothing.
+pub(crate) fn check_output(path: Option<&std::path::Path>, what: &str) -> Result<(), LoadError> {
+    let Some(path) = path else { return Ok(()) };
+    let bad = |why: String| LoadError::Io(format!("{what} {}: {why}", path.display()));
+    if path.is_dir() {
+        return Err(bad("is a directory; give a file name".into()));
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    match std::fs::metadata(parent) {
+        Ok(m) if m.is_dir() && m.permissions().readonly() => {
+            Err(bad(format!("directory {} is read-only", parent.display())))
+        }
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(bad(format!("{} is not a directory", parent.display()))),
+        Err(e) => Err(bad(format!("directory {}: {e}", parent.display()))),
+    }
+}
+
 fn write_file(path: &std::path::Path, contents: &str, what: &str) -> Result<(), LoadError> {
     std::fs::write(path, contents)
         .map_err(|e| LoadError::Io(format!("writing {what} {}: {e}", path.display())))
@@ -377,6 +399,8 @@ pub async fn run_load(args: LoadArgs) -> anyhow::Result<i32> {
         }
         None => None,
     };
+    check_output(args.json.as_deref(), "--json")?;
+    check_output(args.html.as_deref(), "--html")?;
     let report = load(&args).await?;
     let mut failed = false;
     let mut out = report.text();

@@ -350,3 +350,23 @@ async fn scenario_users_back_off_from_a_dead_origin_instead_of_hammering_it() {
     let why = r.error_messages.get("connect").cloned().unwrap_or_default();
     assert!(why.to_lowercase().contains("refused"), "{why:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unwritable_report_paths_are_refused_before_the_run() {
+    let (addr, heads) = raw_server(OK).await;
+    let missing_dir = common::temp_path("no-such-dir").join("r.json");
+    let mut a = LoadArgs::new(format!("http://{addr}/"));
+    a.requests = Some(5);
+    a.json = Some(missing_dir);
+    let e = run_load(a.clone()).await.unwrap_err().to_string();
+    assert!(e.contains("--json") && e.contains("no-such-dir"), "{e}");
+    a.json = None;
+    a.html = Some(std::env::temp_dir());
+    let e = run_load(a).await.unwrap_err().to_string();
+    assert!(e.contains("--html") && e.contains("is a directory"), "{e}");
+    let mut b = BenchArgs::new(format!("http://{addr}/"));
+    b.json = Some(common::temp_path("no-such-dir-2").join("b.json"));
+    let e = run_bench(b).await.unwrap_err().to_string();
+    assert!(e.contains("--json"), "{e}");
+    assert!(heads.lock().unwrap().is_empty(), "a run started");
+}
