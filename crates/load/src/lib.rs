@@ -110,6 +110,13 @@ async fn plan(args: &LoadArgs) -> Result<Plan, LoadError> {
         .map(parse_duration)
         .transpose()
         .map_err(|e| LoadError::Config(format!("--think-time: {e}")))?;
+    if think.is_some() && args.rate.is_some() {
+        // In the open model the timetable sets the pace; a pause would only keep connections
+        // from taking their slots (the rate silently drops, the slots count as missed).
+        return Err(LoadError::Config(
+            "--think-time applies to the closed model; with --rate the timetable paces the requests (drop one of them)".into(),
+        ));
+    }
     let shape = match &args.stages {
         Some(s) => Shape::parse_stages(s)?,
         None => Shape::parse(&args.shape)?,

@@ -370,3 +370,16 @@ async fn unwritable_report_paths_are_refused_before_the_run() {
     assert!(e.contains("--json"), "{e}");
     assert!(heads.lock().unwrap().is_empty(), "a run started");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn think_time_is_refused_in_the_open_model() {
+    let (addr, heads) = raw_server(OK).await;
+    let mut a = LoadArgs::new(format!("http://{addr}/"));
+    a.rate = Some(100.0);
+    a.duration = Some("1s".into());
+    a.think_time = Some("50ms".into());
+    // It used to run at a fraction of the rate, counting the rest as missed.
+    let e = load(&a).await.unwrap_err().to_string();
+    assert!(e.contains("--think-time") && e.contains("--rate"), "{e}");
+    assert!(heads.lock().unwrap().is_empty());
+}
