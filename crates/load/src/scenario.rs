@@ -2050,8 +2050,8 @@ async fn ws_step(
                     local.response(idx, scheduled, opened, 101, 0);
                     slot.insert(ws)
                 }
-                Err(kind) => {
-                    local.error(idx, kind, 0);
+                Err((kind, why)) => {
+                    local.error_because(idx, kind, 0, &why);
                     return false;
                 }
             }

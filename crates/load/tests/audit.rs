@@ -383,3 +383,18 @@ async fn think_time_is_refused_in_the_open_model() {
     assert!(e.contains("--think-time") && e.contains("--rate"), "{e}");
     assert!(heads.lock().unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_url_on_a_server_that_does_not_upgrade_says_so() {
+    let (addr, _) = raw_server(OK).await;
+    let mut a = LoadArgs::new(format!("ws://{addr}/"));
+    a.connections = 1;
+    a.requests = Some(2);
+    let r = load(&a).await.unwrap();
+    assert_eq!(r.errors.total, 2, "{:?}", r.errors);
+    let why: Vec<&String> = r.error_messages.values().collect();
+    assert!(
+        why.len() == 1 && why[0].starts_with("WebSocket handshake: ") && why[0].contains("200"),
+        "{why:?}"
+    );
+}
