@@ -1985,10 +1985,12 @@ async fn http_step(
                 vars,
                 local,
             );
-            if extract && !extract_into(req.extract, &resp.headers, json.as_ref(), vars) {
-                // The response lacks what later steps depend on: a failed step.
-                local.error(idx, ErrorKind::Protocol, resp.bytes);
-                return true;
+            if extract {
+                if let Err(why) = extract_into(req.extract, &resp.headers, json.as_ref(), vars) {
+                    // The response lacks what later steps depend on: a failed step.
+                    local.error_because(idx, ErrorKind::Protocol, resp.bytes, &why);
+                    return true;
+                }
             }
             let expected = req.expected.contains(&resp.status);
             local.response_as(idx, scheduled, sent, resp.status, resp.bytes, expected);
@@ -2013,16 +2015,25 @@ fn extract_into(
     headers: &[(String, String)],
     json: Option<&serde_json::Value>,
     vars: &mut HashMap<String, String>,
-) -> bool {
+) -> Result<(), String> {
     for (name, ex) in extract {
         match ex.extract(headers, json) {
             Some(v) => {
                 vars.insert(name.clone(), v);
             }
-            None => return false,
+            None => {
+                return Err(format!(
+                    "extract `{name}`: `{ex}` not found in the response{}",
+                    if json.is_none() && !matches!(ex, Extractor::Header(_)) {
+                        " (the body is not JSON)"
+                    } else {
+                        ""
+                    }
+                ))
+            }
         }
     }
-    true
+    Ok(())
 }
 
 /// A WebSocket step: the actions in order over `slot`'s session, opened first when there is
@@ -2114,8 +2125,8 @@ async fn ws_step(
                 let limit = r.timeout.unwrap_or(session.timeout);
                 match tokio::time::timeout(limit, wait).await {
                     Ok(Ok(json)) => {
-                        if !extract_into(&r.extract, &[], json.as_ref(), vars) {
-                            local.error(r.slot, ErrorKind::Protocol, bytes);
+                        if let Err(why) = extract_into(&r.extract, &[], json.as_ref(), vars) {
+                            local.error_because(r.slot, ErrorKind::Protocol, bytes, &why);
                             return false;
                         }
                         local.response(r.slot, since, since, 0, bytes);

@@ -398,3 +398,25 @@ async fn a_websocket_url_on_a_server_that_does_not_upgrade_says_so() {
         "{why:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_extraction_names_the_variable_and_the_path() {
+    let (addr, _) = raw_server(OK).await;
+    let file = common::temp_path("extract.toml");
+    std::fs::write(
+        &file,
+        format!("[[steps]]\nname = \"a\"\nurl = \"http://{addr}/\"\nextract = {{ token = \"$.token\" }}\n"),
+    )
+    .unwrap();
+    let mut a = LoadArgs::new("unused");
+    a.url = None;
+    a.scenario = Some(file);
+    a.requests = Some(2);
+    a.connections = 1;
+    let r = load(&a).await.unwrap();
+    assert_eq!(r.errors.protocol, 2);
+    assert_eq!(
+        r.error_messages.get("protocol").map(String::as_str),
+        Some("extract `token`: `$.token` not found in the response (the body is not JSON)")
+    );
+}
