@@ -420,3 +420,19 @@ async fn a_failed_extraction_names_the_variable_and_the_path() {
         Some("extract `token`: `$.token` not found in the response (the body is not JSON)")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_html_report_shows_error_messages_escaped_and_thresholds_without_samples() {
+    let (addr, _) = raw_server(b"<script>alert(1)</script>\r\n\r\n").await;
+    let html = common::temp_path("errors.html");
+    let mut a = LoadArgs::new(format!("http://{addr}/"));
+    a.requests = Some(2);
+    a.connections = 1;
+    a.html = Some(html.clone());
+    a.thresholds = vec!["p99<1s".into()];
+    assert_eq!(run_load(a).await.unwrap(), 1);
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("First error by category") && page.contains("bad response head"));
+    assert!(page.contains("no latency samples") && !page.contains("NaN"));
+    assert!(!page.contains("<script>"));
+}
