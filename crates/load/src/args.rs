@@ -50,7 +50,7 @@ pub struct LoadArgs {
     /// Per-request timeout.
     #[arg(long, default_value = "30s")]
     pub timeout: String,
-    /// Closed model: pause between a response and the user's next request.
+    /// Closed model: pause between a response and the user's next request (not with --rate).
     #[arg(long)]
     pub think_time: Option<String>,
     /// How long requests in flight at the end of the run get to finish (k6's gracefulStop);
