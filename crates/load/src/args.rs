@@ -50,7 +50,7 @@ pub struct LoadArgs {
     /// Per-request timeout.
     #[arg(long, default_value = "30s")]
     pub timeout: String,
-    /// Closed model: pause between a response and the user's next request.
+    /// Closed model: pause between a response and the user's next request (not with --rate).
     #[arg(long)]
     pub think_time: Option<String>,
     /// How long requests in flight at the end of the run get to finish (k6's gracefulStop);
@@ -175,6 +175,9 @@ pub struct BenchArgs {
     /// Accept any TLS certificate.
     #[arg(long)]
     pub insecure: bool,
+    /// Extra CA certificate (PEM) to trust, as for `load` (the system bundle is always read).
+    #[arg(long)]
+    pub cacert: Option<PathBuf>,
     /// Write JSON results (schema `scalewise-bench/1`).
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -211,6 +214,7 @@ impl BenchArgs {
             max_connections: None,
             timeout: "10s".into(),
             insecure: false,
+            cacert: None,
             json: None,
             html: None,
             baseline: None,

@@ -196,6 +196,7 @@ struct Ctx {
     url: String,
     timeout: String,
     insecure: bool,
+    cacert: Option<std::path::PathBuf>,
     quiet: bool,
     pid: Option<u32>,
     rss_peak: u64,
@@ -208,6 +209,7 @@ impl Ctx {
         a.duration = Some(format!("{}ms", dur.as_millis().max(1)));
         a.timeout.clone_from(&self.timeout);
         a.insecure = self.insecure;
+        a.cacert.clone_from(&self.cacert);
         a
     }
 
@@ -294,6 +296,8 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
 /// # Errors
 /// Bad arguments or an unreachable target.
 pub async fn run(args: BenchArgs) -> Result<i32, LoadError> {
+    crate::check_output(args.json.as_deref(), "--json")?;
+    crate::check_output(args.html.as_deref(), "--html")?;
     let report = suite(&args).await?;
     if !args.quiet {
         print!("{}", text(&report));
@@ -326,13 +330,51 @@ pub async fn suite(args: &BenchArgs) -> Result<BenchReport, LoadError> {
         Some(p) => {
             let t = std::fs::read_to_string(p)
                 .map_err(|e| LoadError::Io(format!("--baseline {}: {e}", p.display())))?;
-            Some(
-                serde_json::from_str::<serde_json::Value>(&t)
-                    .map_err(|e| LoadError::Io(format!("--baseline {}: {e}", p.display())))?,
-            )
+            let v = serde_json::from_str::<serde_json::Value>(&t)
+                .map_err(|e| LoadError::Io(format!("--baseline {}: {e}", p.display())))?;
+            // Before the suite, not after its minutes of load.
+            compare(&v, &v, max_regression)
+                .map_err(|e| LoadError::Config(format!("--baseline {}: {e}", p.display())))?;
+            Some(v)
         }
         None => None,
     };
+    // Options that can only produce a meaningless report are refused up front.
+    if min_success > 1.0 {
+        return Err(LoadError::Config(format!(
+            "--min-success-rate `{}`: at most 100%",
+            args.min_success_rate
+        )));
+    }
+    if args.base_concurrency == 0 {
+        return Err(LoadError::Config(
+            "--base-concurrency must be at least 1".into(),
+        ));
+    }
+    if objective_ms <= 0.0 {
+        return Err(LoadError::Config("--latency-objective must be > 0".into()));
+    }
+    if args.max_connections == Some(0) {
+        return Err(LoadError::Config(
+            "--max-connections must be at least 1".into(),
+        ));
+    }
+    match url::Url::parse(&args.url).map(|u| u.scheme().to_string()) {
+        Ok(s) if s == "ws" || s == "wss" => {
+            return Err(LoadError::BadUrl(format!(
+                "{}: bench measures HTTP(S) targets; use `scalewise load {}` for WebSocket load",
+                args.url, args.url
+            )))
+        }
+        _ => {}
+    }
+    if let Some(pid) = args.pid {
+        if !std::path::Path::new(&format!("/proc/{pid}/stat")).exists() {
+            return Err(LoadError::Config(format!(
+                "--pid {pid}: no such process (its memory and CPU are read from /proc/{pid})"
+            )));
+        }
+    }
     let base = args.base_concurrency.max(1);
     let q = args.quick;
     let secs = |quick_ms: u64, full_s: u64| {
@@ -347,6 +389,7 @@ pub async fn suite(args: &BenchArgs) -> Result<BenchReport, LoadError> {
         url: args.url.clone(),
         timeout: args.timeout.clone(),
         insecure: args.insecure,
+        cacert: args.cacert.clone(),
         quiet: args.quiet || args.no_progress,
         pid: args.pid,
         rss_peak: 0,

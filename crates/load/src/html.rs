@@ -148,11 +148,16 @@ fn outcome_rows(outcomes: &[Outcome], deltas: &[Delta]) -> String {
             "<h2>Thresholds</h2><table><tr><th>Threshold</th><th>Actual</th><th>Result</th></tr>",
         );
         for o in outcomes {
+            // NaN: a latency threshold on a run where no request got a response.
+            let actual = if o.actual.is_nan() {
+                "no latency samples".to_string()
+            } else {
+                format!("{:.3}", o.actual)
+            };
             let _ = write!(
                 s,
-                "<tr><td>{}</td><td>{:.3}</td><td class=\"{c}\">{c}</td></tr>",
+                "<tr><td>{}</td><td>{actual}</td><td class=\"{c}\">{c}</td></tr>",
                 esc(&o.expr),
-                o.actual,
                 c = if o.pass { "pass" } else { "fail" }
             );
         }
@@ -305,6 +310,16 @@ pub(crate) fn load_report(r: &Report, outcomes: &[Outcome], deltas: &[Delta]) ->
         ],
         "#d62728",
     ));
+    if !r.error_messages.is_empty() {
+        // Server-influenced text: escaped like every other value in the page.
+        s.push_str(
+            "<h2>First error by category</h2><table><tr><th>Category</th><th>Message</th></tr>",
+        );
+        for (kind, m) in &r.error_messages {
+            let _ = write!(s, "<tr><td>{}</td><td>{}</td></tr>", esc(kind), esc(m));
+        }
+        s.push_str("</table>");
+    }
     let statuses: Vec<(String, f64)> = r
         .statuses
         .iter()

@@ -17,7 +17,10 @@ const INITIAL_BUF: usize = 4096;
 const MAX_HEAD: usize = 64 * 1024;
 /// Largest body kept when a scenario needs it for extraction.
 pub(crate) const MAX_CAPTURE: usize = 1024 * 1024;
+/// Header slots tried first; a response with more headers is parsed again with room for as
+/// many as fit in [`MAX_HEAD`] (each takes at least 4 bytes: `a:\r\n`).
 const MAX_HEADERS: usize = 64;
+const MAX_HEADERS_LARGE: usize = MAX_HEAD / 4;
 
 /// A TCP or TLS stream (the library's, shared with the gateway).
 pub use scalewise::tls::ClientStream as Stream;
@@ -206,10 +209,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         loop {
             if self.end > self.start {
                 let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                // Only for responses with more than MAX_HEADERS headers (some CDNs and
+                // frameworks send dozens of Set-Cookie / security headers): a heap slice then.
+                let mut many: Vec<httparse::Header<'_>> = Vec::new();
+                let head = &self.buf[self.start..self.end];
                 let mut parsed = httparse::Response::new(&mut headers);
-                match parsed.parse(&self.buf[self.start..self.end]) {
+                let mut outcome = parsed.parse(head);
+                if matches!(outcome, Err(httparse::Error::TooManyHeaders)) {
+                    many.resize(MAX_HEADERS_LARGE, httparse::EMPTY_HEADER);
+                    parsed = httparse::Response::new(&mut many);
+                    outcome = parsed.parse(head);
+                }
+                match outcome {
                     Ok(httparse::Status::Complete(len)) => {
                         let status = parsed.code.unwrap_or(0);
+                        // RFC 9110 §15: a status code is 100–599; anything else is not HTTP,
+                        // and counting it as a success would hide a broken server.
+                        if !(100..=599).contains(&status) {
+                            return Err(err(
+                                ErrorKind::Protocol,
+                                &format!("invalid status code {status} (expected 100-599)"),
+                            ));
+                        }
                         let http10 = parsed.version == Some(0);
                         let mut close = http10;
                         let mut length = None;
@@ -220,6 +241,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                                     .ok()
                                     .and_then(|v| v.trim().parse::<u64>().ok());
                                 match v {
+                                    // RFC 9112 §6.3: differing lengths make the message
+                                    // framing unknowable; guessing one would misread the
+                                    // body (or wait for bytes that never come).
+                                    Some(v) if length.is_some_and(|l| l != v) => {
+                                        return Err(err(
+                                            ErrorKind::Protocol,
+                                            "conflicting Content-Length headers",
+                                        ))
+                                    }
                                     Some(v) => length = Some(v),
                                     None => {
                                         return Err(err(
@@ -424,6 +454,63 @@ mod tests {
         .unwrap();
         assert_eq!(r.status, 201);
         assert_eq!(r.body, b"abcde");
+    }
+
+    #[tokio::test]
+    async fn responses_with_hundreds_of_headers_are_read() {
+        let mut resp = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for i in 0..300 {
+            resp.extend_from_slice(format!("X-H{i}: v\r\n").as_bytes());
+        }
+        resp.extend_from_slice(b"Content-Length: 2\r\n\r\nok");
+        let r = roundtrip(Box::leak(resp.into_boxed_slice()), true)
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.status, r.headers.len(), &r.body[..]),
+            (200, 301, &b"ok"[..])
+        );
+    }
+
+    #[tokio::test]
+    async fn status_codes_outside_100_to_599_are_protocol_errors() {
+        for resp in [
+            &b"HTTP/1.1 600 X\r\nContent-Length: 0\r\n\r\n"[..],
+            b"HTTP/1.1 999 X\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 099 X\r\nContent-Length: 0\r\n\r\n",
+        ] {
+            let (kind, e) = roundtrip(resp, false).await.unwrap_err();
+            assert_eq!(kind, ErrorKind::Protocol);
+            assert!(e.to_string().contains("invalid status code"), "{e}");
+        }
+        assert_eq!(
+            roundtrip(b"HTTP/1.1 599 X\r\nContent-Length: 0\r\n\r\n", false)
+                .await
+                .unwrap()
+                .status,
+            599
+        );
+    }
+
+    #[tokio::test]
+    async fn conflicting_content_lengths_are_a_protocol_error_not_a_wait() {
+        // Without the check the last length (5) wins and the read waits for 3 bytes forever.
+        let (kind, e) = roundtrip(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 5\r\n\r\nok",
+            false,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(kind, ErrorKind::Protocol);
+        assert!(e.to_string().contains("conflicting Content-Length"), "{e}");
+        // Repeating the same length is allowed (RFC 9112 §6.3 lets a recipient accept it).
+        let r = roundtrip(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok",
+            true,
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.body, b"ok");
     }
 
     #[tokio::test]

@@ -110,6 +110,13 @@ async fn plan(args: &LoadArgs) -> Result<Plan, LoadError> {
         .map(parse_duration)
         .transpose()
         .map_err(|e| LoadError::Config(format!("--think-time: {e}")))?;
+    if think.is_some() && args.rate.is_some() {
+        // In the open model the timetable sets the pace; a pause would only keep connections
+        // from taking their slots (the rate silently drops, the slots count as missed).
+        return Err(LoadError::Config(
+            "--think-time applies to the closed model; with --rate the timetable paces the requests (drop one of them)".into(),
+        ));
+    }
     let shape = match &args.stages {
         Some(s) => Shape::parse_stages(s)?,
         None => Shape::parse(&args.shape)?,
@@ -329,6 +336,28 @@ pub fn parse_thresholds(exprs: &[String]) -> Result<Vec<Threshold>, LoadError> {
     exprs.iter().map(|e| Threshold::parse(e)).collect()
 }
 
+/// Checks, before a run, that `--json` / `--html` can be written where asked: finding out
+/// after a ten-minute run loses its results. Creates nothing.
+pub(crate) fn check_output(path: Option<&std::path::Path>, what: &str) -> Result<(), LoadError> {
+    let Some(path) = path else { return Ok(()) };
+    let bad = |why: String| LoadError::Io(format!("{what} {}: {why}", path.display()));
+    if path.is_dir() {
+        return Err(bad("is a directory; give a file name".into()));
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    match std::fs::metadata(parent) {
+        Ok(m) if m.is_dir() && m.permissions().readonly() => {
+            Err(bad(format!("directory {} is read-only", parent.display())))
+        }
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(bad(format!("{} is not a directory", parent.display()))),
+        Err(e) => Err(bad(format!("directory {}: {e}", parent.display()))),
+    }
+}
+
 fn write_file(path: &std::path::Path, contents: &str, what: &str) -> Result<(), LoadError> {
     std::fs::write(path, contents)
         .map_err(|e| LoadError::Io(format!("writing {what} {}: {e}", path.display())))
@@ -370,10 +399,15 @@ pub async fn run_load(args: LoadArgs) -> anyhow::Result<i32> {
                 .map_err(|e| LoadError::Io(format!("--baseline {}: {e}", p.display())))?;
             let v: serde_json::Value = serde_json::from_str(&text)
                 .map_err(|e| LoadError::Io(format!("--baseline {}: not JSON: {e}", p.display())))?;
+            // Before the run, not after it: a wrong file must not cost a whole test.
+            report::compare(&v, &v, max_regression)
+                .map_err(|e| LoadError::Config(format!("--baseline {}: {e}", p.display())))?;
             Some(v)
         }
         None => None,
     };
+    check_output(args.json.as_deref(), "--json")?;
+    check_output(args.html.as_deref(), "--html")?;
     let report = load(&args).await?;
     let mut failed = false;
     let mut out = report.text();
@@ -381,11 +415,15 @@ pub async fn run_load(args: LoadArgs) -> anyhow::Result<i32> {
     if !outcomes.is_empty() {
         out.push_str("Thresholds\n");
         for o in &outcomes {
+            let actual = if o.actual.is_nan() {
+                "no latency samples: no request got a response".to_string()
+            } else {
+                format!("actual {:.3}", o.actual)
+            };
             out.push_str(&format!(
-                "  {} {:<24} (actual {:.3})\n",
+                "  {} {:<24} ({actual})\n",
                 if o.pass { "PASS" } else { "FAIL" },
                 o.expr,
-                o.actual
             ));
             failed |= !o.pass;
         }

@@ -9,6 +9,7 @@
 //! every latency lands in the merged histogram.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,9 @@ const BATCH: usize = 64;
 /// A buffer older than this is flushed even when not full, so the per-second timeline and the
 /// live progress stay current at low request rates.
 const MAX_BUFFER_AGE: Duration = Duration::from_millis(100);
+
+/// Longest error message kept (server-controlled text: bounded).
+const MAX_MESSAGE: usize = 200;
 
 /// Lowest and highest trackable latency (µs) and precision of every histogram.
 pub(crate) const HIST_LOW: u64 = 1;
@@ -177,6 +181,9 @@ pub struct Totals {
     pub steps: Vec<StepStats>,
     /// Per scenario check (index = check number): (passes, fails).
     pub checks: Vec<(u64, u64)>,
+    /// The first error message seen per [`ErrorKind`] (by index), so a report can say *why*
+    /// requests failed; one short string per category, whatever the server sends.
+    pub first_errors: [Option<String>; 7],
 }
 
 impl Totals {
@@ -188,6 +195,7 @@ impl Totals {
             statuses: BTreeMap::new(),
             steps: Vec::new(),
             checks: Vec::new(),
+            first_errors: Default::default(),
         }
     }
 
@@ -207,6 +215,11 @@ impl Totals {
             mine.errors += s.errors;
         }
         add_checks(&mut self.checks, &other.checks);
+        for (mine, theirs) in self.first_errors.iter_mut().zip(&other.first_errors) {
+            if mine.is_none() {
+                mine.clone_from(theirs);
+            }
+        }
     }
 
     fn step_mut(&mut self, i: usize) -> &mut StepStats {
@@ -245,6 +258,8 @@ struct Shard {
 /// State shared by every virtual user of a run.
 pub struct Recorder {
     shards: Vec<Mutex<Shard>>,
+    /// Per [`ErrorKind`]: a message was already taken, so later errors skip formatting one.
+    messaged: [AtomicBool; 7],
     per_step: bool,
     uncorrected: bool,
 }
@@ -274,6 +289,7 @@ impl Recorder {
             .collect();
         Recorder {
             shards,
+            messaged: Default::default(),
             per_step: true,
             uncorrected: true,
         }
@@ -300,6 +316,7 @@ impl Recorder {
             statuses: Vec::new(),
             checks: Vec::new(),
             checks_pending: false,
+            first_errors: Default::default(),
             in_flight: false,
             last_flush: Instant::now(),
         }
@@ -369,6 +386,8 @@ pub struct Local<'a> {
     /// Scenario checks (passes, fails) by check number; empty outside scenarios with checks.
     checks: Vec<(u64, u64)>,
     checks_pending: bool,
+    /// First error messages taken by this user, not flushed yet (see [`Local::error_because`]).
+    first_errors: [Option<String>; 7],
     /// A request of this user has started and its result is not recorded yet: if the buffer
     /// is dropped in this state (the run aborted the user's task), it counts as interrupted.
     in_flight: bool,
@@ -459,6 +478,34 @@ impl Local<'_> {
             error: true,
         });
         self.maybe_flush(Instant::now());
+    }
+
+    /// [`error`](Self::error), keeping `why` as the category's example message when it is the
+    /// first of its category in the run. Only the first few errors format a message: later ones
+    /// cost one atomic load.
+    pub fn error_because(
+        &mut self,
+        step: u16,
+        kind: ErrorKind,
+        bytes: u64,
+        why: &dyn std::fmt::Display,
+    ) {
+        let k = kind.index();
+        if !self.recorder.messaged[k].load(Ordering::Relaxed)
+            && !self.recorder.messaged[k].swap(true, Ordering::Relaxed)
+        {
+            let mut m = why.to_string();
+            if m.len() > MAX_MESSAGE {
+                let mut end = MAX_MESSAGE;
+                while !m.is_char_boundary(end) {
+                    end -= 1;
+                }
+                m.truncate(end);
+                m.push('…');
+            }
+            self.first_errors[k] = Some(m);
+        }
+        self.error(step, kind, bytes);
     }
 
     /// Counts one evaluation of scenario check number `check`. Not a flush point: checks are
@@ -561,6 +608,15 @@ impl Local<'_> {
         for (code, n) in self.statuses.drain(..) {
             *shard.total.statuses.entry(code).or_insert(0) += n;
         }
+        for (mine, shared) in self
+            .first_errors
+            .iter_mut()
+            .zip(shard.total.first_errors.iter_mut())
+        {
+            if let Some(m) = mine.take() {
+                shared.get_or_insert(m);
+            }
+        }
         if self.checks_pending {
             add_checks(&mut shard.total.checks, &self.checks);
             self.checks.iter_mut().for_each(|c| *c = (0, 0));
@@ -592,6 +648,37 @@ fn micros(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_bounded_message_per_error_category_whatever_the_errors_say() {
+        let rec = Recorder::new(4);
+        for user in 0..100 {
+            let mut l = rec.local(user);
+            for i in 0..50 {
+                // Server-controlled text: distinct and long every time.
+                let why = format!("bad header {user}-{i}: {}", "é".repeat(500));
+                l.error_because(0, ErrorKind::Protocol, 0, &why);
+            }
+            l.error_because(0, ErrorKind::Connect, 0, &"refused");
+        }
+        let t = rec.totals();
+        assert_eq!(t.counts.error(ErrorKind::Protocol), 5000);
+        let kept: Vec<&String> = t.first_errors.iter().flatten().collect();
+        assert_eq!(kept.len(), 2, "{kept:?}");
+        let protocol = t.first_errors[ErrorKind::Protocol.index()]
+            .as_ref()
+            .unwrap();
+        assert!(protocol.starts_with("bad header ") && protocol.ends_with('…'));
+        assert!(
+            protocol.len() <= MAX_MESSAGE + '…'.len_utf8(),
+            "{}",
+            protocol.len()
+        );
+        assert_eq!(
+            t.first_errors[ErrorKind::Connect.index()].as_deref(),
+            Some("refused")
+        );
+    }
 
     #[test]
     fn local_flushes_into_totals_on_drop() {

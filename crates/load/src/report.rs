@@ -230,6 +230,11 @@ pub struct Report {
     pub errors: Errors,
     /// errors.total / requests (0–1).
     pub error_rate: f64,
+    /// Category key (as in `errors`) → the first error message of that category, e.g.
+    /// `"connect": "Connection refused (os error 111)"`: one example each, at most 200
+    /// characters. Absent in reports written before it was added.
+    #[serde(default)]
+    pub error_messages: BTreeMap<String, String>,
     /// Status code (as a string) → count.
     pub statuses: BTreeMap<String, u64>,
     /// Per-second timeline.
@@ -376,6 +381,11 @@ impl Report {
                 errors.total as f64 / c.requests as f64
             },
             errors,
+            error_messages: ErrorKind::ALL
+                .iter()
+                .zip(&totals.first_errors)
+                .filter_map(|(k, m)| Some((k.key().to_string(), m.clone()?)))
+                .collect(),
             statuses: totals
                 .statuses
                 .iter()
@@ -438,9 +448,22 @@ impl Report {
             );
         }
         if let Some(t) = self.target_rps {
+            // A shaped rate (ramp, stages …) only reaches `--rate` at its peak: next to the
+            // achieved average, the comparable figure is what the timetable scheduled on
+            // average (every due request was sent, abandoned at the end, or missed).
+            let target = if self.shape == "constant" {
+                format!("{t:.1} req/s")
+            } else {
+                let due = self.requests + self.interrupted_requests + self.missed;
+                format!(
+                    "{t:.1} req/s at the peak ({}), {:.1} req/s scheduled on average",
+                    self.shape,
+                    due as f64 / self.duration_s.max(1e-9)
+                )
+            };
             let _ = writeln!(
                 s,
-                "Rate       target {t:.1} req/s, achieved {:.1} req/s, late starts {}, missed {}",
+                "Rate       target {target}, achieved {:.1} req/s, late starts {}, missed {}",
                 self.rps, self.late, self.missed
             );
         }
@@ -502,6 +525,9 @@ impl Report {
             e.http_4xx,
             e.http_5xx
         );
+        for (kind, m) in &self.error_messages {
+            let _ = writeln!(s, "  first {kind:<9} {m}");
+        }
         if !self.statuses.is_empty() {
             let list: Vec<String> = self
                 .statuses

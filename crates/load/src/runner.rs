@@ -267,8 +267,8 @@ async fn h1_vu(run: Arc<Run>, vu: usize) {
                     conn = Some(Conn::new(s));
                     backoff = Duration::from_millis(10);
                 }
-                Err((kind, _)) => {
-                    local.error(0, kind, 0);
+                Err((kind, e)) => {
+                    local.error_because(0, kind, 0, &e);
                     tokio::time::sleep(backoff_next(&mut backoff)).await;
                     continue;
                 }
@@ -294,12 +294,17 @@ async fn h1_vu(run: Arc<Run>, vu: usize) {
                     conn = None;
                 }
             }
-            Some(Err((kind, _))) => {
-                local.error(0, kind, 0);
+            Some(Err((kind, e))) => {
+                local.error_because(0, kind, 0, &e);
                 conn = None;
             }
             None => {
-                local.error(0, ErrorKind::Timeout, 0);
+                local.error_because(
+                    0,
+                    ErrorKind::Timeout,
+                    0,
+                    &format_args!("no complete response within {:?}", plan.timeout),
+                );
                 conn = None;
             }
         }
@@ -341,11 +346,11 @@ pub(crate) async fn h2_exchange(
     sender: &mut H2Sender,
     req: http::Request<http_body_util::Full<bytes::Bytes>>,
     capture: bool,
-) -> Result<Response, ErrorKind> {
+) -> Result<Response, (ErrorKind, std::io::Error)> {
     let resp = sender
         .send_request(req)
         .await
-        .map_err(|e| classify_hyper(&e))?;
+        .map_err(|e| hyper_failure(&e))?;
     let mut out = Response {
         status: resp.status().as_u16(),
         ..Response::default()
@@ -361,7 +366,7 @@ pub(crate) async fn h2_exchange(
     }
     let mut body = resp.into_body();
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| classify_hyper(&e))?;
+        let frame = frame.map_err(|e| hyper_failure(&e))?;
         if let Some(data) = frame.data_ref() {
             out.bytes += data.len() as u64;
             if capture && out.body.len() < MAX_CAPTURE {
@@ -371,6 +376,16 @@ pub(crate) async fn h2_exchange(
         }
     }
     Ok(out)
+}
+
+/// The category of a failed HTTP/2 exchange, and its message (with hyper's cause, e.g. the
+/// peer answering HTTP/1.1 to the h2 preface).
+fn hyper_failure(e: &hyper::Error) -> (ErrorKind, std::io::Error) {
+    let mut msg = e.to_string();
+    if let Some(cause) = std::error::Error::source(e) {
+        msg = format!("{msg}: {cause}");
+    }
+    (classify_hyper(e), std::io::Error::other(msg))
 }
 
 fn classify_hyper(e: &hyper::Error) -> ErrorKind {
@@ -407,9 +422,9 @@ async fn h2_vu(run: Arc<Run>, vu: usize) {
                         *shared = Some(s);
                         backoff = Duration::from_millis(10);
                     }
-                    Err((kind, _)) => {
+                    Err((kind, e)) => {
                         drop(shared);
-                        local.error(0, kind, 0);
+                        local.error_because(0, kind, 0, &e);
                         tokio::time::sleep(backoff_next(&mut backoff)).await;
                         continue;
                     }
@@ -423,8 +438,8 @@ async fn h2_vu(run: Arc<Run>, vu: usize) {
                     sender = Some(s);
                     backoff = Duration::from_millis(10);
                 }
-                Err((kind, _)) => {
-                    local.error(0, kind, 0);
+                Err((kind, e)) => {
+                    local.error_because(0, kind, 0, &e);
                     tokio::time::sleep(backoff_next(&mut backoff)).await;
                     continue;
                 }
@@ -443,12 +458,17 @@ async fn h2_vu(run: Arc<Run>, vu: usize) {
         };
         match tokio::time::timeout(plan.timeout, h2_exchange(s, req, false)).await {
             Ok(Ok(resp)) => local.response(0, scheduled, sent, resp.status, resp.bytes),
-            Ok(Err(kind)) => {
-                local.error(0, kind, 0);
+            Ok(Err((kind, e))) => {
+                local.error_because(0, kind, 0, &e);
                 sender = None;
             }
             Err(_) => {
-                local.error(0, ErrorKind::Timeout, 0);
+                local.error_because(
+                    0,
+                    ErrorKind::Timeout,
+                    0,
+                    &format_args!("no complete response within {:?}", plan.timeout),
+                );
                 sender = None;
             }
         }
@@ -611,15 +631,7 @@ pub(crate) async fn execute(plan: Plan, stop: &Stop) -> Result<Report, LoadError
     let missed = match &run.timetable {
         Some(tt) if !interrupted => {
             // Tickets that fell due before the end but were never taken.
-            let due = end_of_load.duration_since(run.start).as_secs_f64();
-            let mut n = 0u64;
-            while let Some(t) = tt.next() {
-                if t > due {
-                    break;
-                }
-                n += 1;
-            }
-            n
+            tt.remaining_until(end_of_load.duration_since(run.start).as_secs_f64())
         }
         _ => 0,
     };

@@ -1140,6 +1140,15 @@ impl Scenario {
                 validate_step(text, s, &known, file.pick, names).map_err(LoadError::Scenario)?;
             steps.push(step);
         }
+        // A sequence whose every (non-`on_start`) step has weight 0 runs nothing per
+        // iteration: each user would stop after its start steps and the run end at once.
+        let looped: Vec<&Step> = steps.iter().filter(|s| !s.on_start).collect();
+        if !looped.is_empty() && looped.iter().all(|s| s.weight == 0) {
+            return Err(LoadError::Scenario(format!(
+                "{}field `weight`: every step that is not `on_start` has weight 0, so an iteration would run nothing",
+                at(line_of(text, "weight"))
+            )));
+        }
         Ok(Scenario {
             name: file.name.unwrap_or_else(|| "scenario".into()),
             steps,
@@ -1245,6 +1254,28 @@ fn literal_scheme(t: &Template) -> Option<&str> {
     }
 }
 
+/// Why an HTTP step's URL without variables cannot be requested (it would fail every run of
+/// the step as a `protocol` error, so say so when the file is loaded).
+fn static_url_problem(t: &Template) -> Option<String> {
+    if t.vars().next().is_some() {
+        return None;
+    }
+    let u = t.render(&HashMap::new());
+    match url::Url::parse(&u) {
+        Ok(p) if p.scheme() == "http" || p.scheme() == "https" => {
+            p.host_str().is_none().then(|| format!("`{u}` has no host"))
+        }
+        Ok(p) => Some(format!(
+            "`{u}`: unsupported scheme `{}` (expected http:// or https://)",
+            p.scheme()
+        )),
+        Err(url::ParseError::RelativeUrlWithoutBase) => Some(format!(
+            "`{u}` has no scheme; write `http://{u}` (or https://)"
+        )),
+        Err(e) => Some(format!("`{u}` is not a URL: {e}")),
+    }
+}
+
 /// Report entries handed out so far while validating steps.
 struct Names<'a> {
     /// Per-step statistics: every step, and every `recv` as `step.name`.
@@ -1324,6 +1355,31 @@ fn validate_step(
             ))
         }
     };
+    // Headers go onto the wire as written: a bad name or a CR/LF in a value would corrupt
+    // (or smuggle a second request into) every request of the step.
+    for (k, v) in &s.headers {
+        if http::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
+            return Err(err(
+                "headers",
+                format!("`{k}` is not a valid header name (letters, digits and !#$%&'*+-.^_`|~)"),
+            ));
+        }
+        if v.vars().next().is_none()
+            && http::header::HeaderValue::from_str(&v.render(&HashMap::new())).is_err()
+        {
+            return Err(err(
+                "headers",
+                format!(
+                    "header `{k}`: the value must not contain control characters such as CR or LF"
+                ),
+            ));
+        }
+    }
+    if !is_ws {
+        if let Some(e) = static_url_problem(&url) {
+            return Err(err("url", e));
+        }
+    }
     let mut fields: Vec<(&str, &Template)> = vec![(if is_ws { "ws" } else { "url" }, &url)];
     fields.extend(s.headers.iter().map(|(k, v)| (k.as_str(), v)));
     if let Some(b) = &s.body {
@@ -1492,6 +1548,15 @@ fn read_csv(path: &Path) -> Result<Csv, String> {
         .iter()
         .map(str::to_string)
         .collect();
+    // Two columns of one name would leave `{{name}}` meaning whichever came last.
+    for (i, c) in columns.iter().enumerate() {
+        if columns[..i].contains(c) {
+            return Err(format!(
+                "{} line 1: column `{c}` appears twice; header names must be unique",
+                path.display()
+            ));
+        }
+    }
     let mut rows = Vec::new();
     for rec in rdr.records() {
         let rec = rec.map_err(|e| match e.position() {
@@ -1516,6 +1581,11 @@ struct Pool {
     entries: Vec<(String, Target, Option<Link>)>,
     /// Open sessions of persistent WebSocket steps: (step slot, rendered URL, session).
     ws: Vec<(u16, String, crate::ws::Ws)>,
+    /// Whether the last step opened a connection: `Some(false)` it could not resolve or
+    /// connect to its origin, so the user backs off before its next step (as the plain engines
+    /// do: a dead origin is not hit in a tight loop); `Some(true)` a new connection worked,
+    /// which ends the backoff; `None` no connect was needed.
+    connected: Option<bool>,
 }
 
 impl Pool {
@@ -1524,7 +1594,8 @@ impl Pool {
         &mut self,
         url: &url::Url,
         tls: &TlsOptions,
-    ) -> Result<&mut (String, Target, Option<Link>), ErrorKind> {
+        timeout: Duration,
+    ) -> Result<&mut (String, Target, Option<Link>), (ErrorKind, String)> {
         let origin = format!(
             "{}://{}:{}",
             url.scheme(),
@@ -1534,9 +1605,19 @@ impl Pool {
         let pos = match self.entries.iter().position(|(o, _, _)| *o == origin) {
             Some(p) => p,
             None => {
-                let t = Target::parse(url.as_str(), tls)
-                    .await
-                    .map_err(|_| ErrorKind::Connect)?;
+                // DNS is bounded by --timeout like the connect it precedes (getaddrinfo for a
+                // dead resolver can take many seconds).
+                let t = match tokio::time::timeout(timeout, Target::parse(url.as_str(), tls)).await
+                {
+                    Ok(Ok(t)) => t,
+                    Ok(Err(e)) => return Err((ErrorKind::Connect, e.to_string())),
+                    Err(_) => {
+                        return Err((
+                            ErrorKind::Connect,
+                            format!("resolving {origin} took longer than {timeout:?}"),
+                        ))
+                    }
+                };
                 if self.entries.len() >= MAX_ORIGINS {
                     self.entries.remove(0);
                 }
@@ -1557,22 +1638,24 @@ enum Link {
 }
 
 impl Link {
-    async fn open(target: &Target, timeout: Duration, h2: bool) -> Result<Self, ErrorKind> {
+    async fn open(
+        target: &Target,
+        timeout: Duration,
+        h2: bool,
+    ) -> Result<Self, (ErrorKind, std::io::Error)> {
         if h2 {
-            h2_connect(target, timeout)
-                .await
-                .map(Link::H2)
-                .map_err(|(k, _)| k)
+            h2_connect(target, timeout).await.map(Link::H2)
         } else {
             connect(target, timeout)
                 .await
                 .map(|s| Link::H1(Conn::new(s)))
-                .map_err(|(k, _)| k)
         }
     }
 }
 
 const MAX_ORIGINS: usize = 16;
+/// Longest pause of a scenario user after a failed connect (see `scenario_vu`).
+const MAX_SCENARIO_BACKOFF: Duration = Duration::from_millis(100);
 
 pub(crate) async fn scenario_vu(run: Arc<Run>, vu: usize) {
     let Some(sc) = run.plan.scenario.clone() else {
@@ -1584,7 +1667,9 @@ pub(crate) async fn scenario_vu(run: Arc<Run>, vu: usize) {
     let mut pool = Pool {
         entries: Vec::new(),
         ws: Vec::new(),
+        connected: None,
     };
+    let mut backoff = Duration::from_millis(10);
     let total_weight: u64 = sc
         .steps
         .iter()
@@ -1645,6 +1730,16 @@ pub(crate) async fn scenario_vu(run: Arc<Run>, vu: usize) {
             vars.insert("random".into(), rand::thread_rng().gen::<u32>().to_string());
             let step = &sc.steps[i];
             run_step(&run, &sc, step, scheduled, &mut vars, &mut pool, &mut local).await;
+            match pool.connected.take() {
+                Some(false) => {
+                    // 10 ms doubling, like the plain engines, but only to 100 ms: the pause
+                    // also holds up the user's steps to healthy origins.
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_SCENARIO_BACKOFF);
+                }
+                Some(true) => backoff = Duration::from_millis(10),
+                None => {}
+            }
             if let Some(t) = step.think.or(sc.think).or(run.plan.think) {
                 tokio::time::sleep(t).await;
             }
@@ -1696,6 +1791,15 @@ async fn send_step(
         .iter()
         .map(|(k, v)| (k.clone(), v.render(vars)))
         .collect();
+    // A value from a CSV row or a response may hold CR/LF: sending it would inject headers
+    // (or a whole request) into the connection. Fail the step instead, as HTTP/2 does.
+    if headers
+        .iter()
+        .any(|(_, v)| http::header::HeaderValue::from_str(v).is_err())
+    {
+        local.error(idx, ErrorKind::Protocol, 0);
+        return false;
+    }
     // A persistent WebSocket step reuses its session while the rendered URL stays the same.
     let kept = match pool
         .ws
@@ -1705,10 +1809,12 @@ async fn send_step(
         Some(i) => Some(pool.ws.swap_remove(i).2),
         None => None,
     };
-    let (target, conn) = match pool.entry(&url, tls).await {
+    let timeout = run.plan.timeout;
+    let (target, conn) = match pool.entry(&url, tls, timeout).await {
         Ok((_, target, conn)) => (target, conn),
-        Err(kind) => {
-            local.error(idx, kind, 0);
+        Err((kind, why)) => {
+            local.error_because(idx, kind, 0, &why);
+            pool.connected = Some(false);
             return false;
         }
     };
@@ -1729,7 +1835,20 @@ async fn send_step(
                 checks,
                 expected,
             };
-            http_step(run, &req, idx, scheduled, target, conn, vars, local).await
+            let mut connected = None;
+            let answered = http_step(
+                run,
+                &req,
+                idx,
+                scheduled,
+                (target, conn),
+                vars,
+                local,
+                &mut connected,
+            )
+            .await;
+            pool.connected = connected;
+            answered
         }
         StepKind::Ws {
             actions,
@@ -1771,19 +1890,23 @@ async fn http_step(
     req: &HttpRequest<'_>,
     idx: u16,
     scheduled: Instant,
-    target: &Target,
-    conn: &mut Option<Link>,
+    (target, conn): (&Target, &mut Option<Link>),
     vars: &mut HashMap<String, String>,
     local: &mut Local<'_>,
+    connected: &mut Option<bool>,
 ) -> bool {
     let timeout = run.plan.timeout;
     let sent = Instant::now();
     let h2 = run.plan.http2;
     if conn.is_none() {
         match Link::open(target, timeout, h2).await {
-            Ok(l) => *conn = Some(l),
-            Err(kind) => {
-                local.error(idx, kind, 0);
+            Ok(l) => {
+                *conn = Some(l);
+                *connected = Some(true);
+            }
+            Err((kind, e)) => {
+                local.error_because(idx, kind, 0, &e);
+                *connected = Some(false);
                 return false;
             }
         }
@@ -1809,9 +1932,7 @@ async fn http_step(
                 local.error(idx, ErrorKind::Protocol, 0);
                 return false;
             };
-            tokio::time::timeout(timeout, h2_exchange(sender, request, capture))
-                .await
-                .map(|r| r.map_err(|k| (k, std::io::Error::other("HTTP/2 exchange failed"))))
+            tokio::time::timeout(timeout, h2_exchange(sender, request, capture)).await
         }
         Some(Link::H1(c)) => {
             let wire = serialize(
@@ -1864,18 +1985,20 @@ async fn http_step(
                 vars,
                 local,
             );
-            if extract && !extract_into(req.extract, &resp.headers, json.as_ref(), vars) {
-                // The response lacks what later steps depend on: a failed step.
-                local.error(idx, ErrorKind::Protocol, resp.bytes);
-                return true;
+            if extract {
+                if let Err(why) = extract_into(req.extract, &resp.headers, json.as_ref(), vars) {
+                    // The response lacks what later steps depend on: a failed step.
+                    local.error_because(idx, ErrorKind::Protocol, resp.bytes, &why);
+                    return true;
+                }
             }
             let expected = req.expected.contains(&resp.status);
             local.response_as(idx, scheduled, sent, resp.status, resp.bytes, expected);
             true
         }
-        Ok(Err((kind, _))) => {
+        Ok(Err((kind, e))) => {
             *conn = None;
-            local.error(idx, kind, 0);
+            local.error_because(idx, kind, 0, &e);
             false
         }
         Err(_) => {
@@ -1892,16 +2015,25 @@ fn extract_into(
     headers: &[(String, String)],
     json: Option<&serde_json::Value>,
     vars: &mut HashMap<String, String>,
-) -> bool {
+) -> Result<(), String> {
     for (name, ex) in extract {
         match ex.extract(headers, json) {
             Some(v) => {
                 vars.insert(name.clone(), v);
             }
-            None => return false,
+            None => {
+                return Err(format!(
+                    "extract `{name}`: `{ex}` not found in the response{}",
+                    if json.is_none() && !matches!(ex, Extractor::Header(_)) {
+                        " (the body is not JSON)"
+                    } else {
+                        ""
+                    }
+                ))
+            }
         }
     }
-    true
+    Ok(())
 }
 
 /// A WebSocket step: the actions in order over `slot`'s session, opened first when there is
@@ -1929,8 +2061,8 @@ async fn ws_step(
                     local.response(idx, scheduled, opened, 101, 0);
                     slot.insert(ws)
                 }
-                Err(kind) => {
-                    local.error(idx, kind, 0);
+                Err((kind, why)) => {
+                    local.error_because(idx, kind, 0, &why);
                     return false;
                 }
             }
@@ -1993,8 +2125,8 @@ async fn ws_step(
                 let limit = r.timeout.unwrap_or(session.timeout);
                 match tokio::time::timeout(limit, wait).await {
                     Ok(Ok(json)) => {
-                        if !extract_into(&r.extract, &[], json.as_ref(), vars) {
-                            local.error(r.slot, ErrorKind::Protocol, bytes);
+                        if let Err(why) = extract_into(&r.extract, &[], json.as_ref(), vars) {
+                            local.error_because(r.slot, ErrorKind::Protocol, bytes, &why);
                             return false;
                         }
                         local.response(r.slot, since, since, 0, bytes);

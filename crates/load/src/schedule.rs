@@ -298,6 +298,59 @@ impl Timetable {
         Some(t)
     }
 
+    /// How many tickets not handed out yet fall due at or before `due` (seconds since start):
+    /// the requests the run missed when it ends at `due`. Computed, not counted ticket by
+    /// ticket: at `--rate 1e12` that would be 10¹² calls of [`next`](Self::next) after the run.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use scalewise_load::schedule::{Shape, Timetable};
+    /// let tt = Timetable::new(Shape::Constant, 1e12, Duration::from_secs(5));
+    /// tt.next();
+    /// assert_eq!(tt.remaining_until(1.0), 1_000_000_000_000);
+    /// ```
+    #[must_use]
+    pub fn remaining_until(&self, due: f64) -> u64 {
+        let (index, last) = *self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // No ticket lies at or after the end of the run (see `next`).
+        let end = due.min(self.total);
+        if end < 0.0 {
+            return 0;
+        }
+        if self.shape == Shape::Constant {
+            // Tickets i with i / rate ≤ due and i / rate < total.
+            let by_due = (due * self.rate).floor() + 1.0;
+            let by_total = (self.total * self.rate).ceil();
+            let n = by_due.min(by_total);
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            return (n.max(0.0) as u64).saturating_sub(index);
+        }
+        // Shaped: one ticket per unit of the rate's integral after the last ticket handed out
+        // (or after the first, which goes out as soon as the rate is positive), as `after`
+        // integrates it; O(duration / STEP), not O(tickets).
+        let (from, extra) = if index == 0 {
+            match self.first() {
+                Some(t) if t <= end => (t, 1.0),
+                _ => return 0,
+            }
+        } else {
+            (last, 0.0)
+        };
+        let mut credit = 0.0;
+        let mut t = from;
+        while t < end {
+            let step = STEP.min(end - t);
+            credit += self.shape.value(t, self.total, self.rate).max(0.0) * step;
+            t += STEP;
+        }
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let n = (credit.floor() + extra) as u64;
+        n
+    }
+
     fn first(&self) -> Option<f64> {
         // The first request goes out as soon as the rate is positive.
         let mut t = 0.0;
@@ -338,6 +391,28 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, 200);
+    }
+
+    #[test]
+    fn remaining_tickets_are_computed_not_counted() {
+        // Constant: the same count as handing the tickets out one by one.
+        let tt = Timetable::new(Shape::Constant, 100.0, Duration::from_secs(2));
+        for _ in 0..10 {
+            tt.next();
+        }
+        assert_eq!(tt.remaining_until(1.0), 91); // tickets 10..=100 (t = 0.10 ..= 1.00)
+        assert_eq!(tt.remaining_until(5.0), 190); // capped at the end of the run
+                                                  // Shaped: within one ticket of counting them.
+        let ramp = || Timetable::new(Shape::Ramp { from: 0.0 }, 200.0, Duration::from_secs(2));
+        let (a, b) = (ramp(), ramp());
+        let computed = a.remaining_until(1.5);
+        let counted = std::iter::from_fn(|| b.next())
+            .take_while(|t| *t <= 1.5)
+            .count() as u64;
+        assert!(computed.abs_diff(counted) <= 1, "{computed} vs {counted}");
+        // A rate no run could keep up with still answers at once.
+        let huge = Timetable::new(Shape::Ramp { from: 0.0 }, 1e12, Duration::from_secs(5));
+        assert!(huge.remaining_until(5.0) > 2_000_000_000_000);
     }
 
     #[test]

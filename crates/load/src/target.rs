@@ -79,6 +79,13 @@ impl Target {
     /// [`LoadError::BadUrl`] for malformed URLs or unsupported schemes, [`LoadError::Resolve`] when
     /// the host has no address.
     pub async fn parse(url: &str, tls: &TlsOptions) -> Result<Target, LoadError> {
+        if !url.contains("://") {
+            // `127.0.0.1:8080/` fails to parse and `localhost:8080` parses with the scheme
+            // `localhost`: neither error says what is wrong.
+            return Err(LoadError::BadUrl(format!(
+                "{url}: missing scheme (expected http://, https://, ws:// or wss://, e.g. http://{url})"
+            )));
+        }
         let parsed = url::Url::parse(url).map_err(|e| LoadError::BadUrl(format!("{url}: {e}")))?;
         let scheme = match parsed.scheme() {
             "http" => Scheme::Http,
@@ -220,12 +227,22 @@ fn client_config(opts: &TlsOptions) -> Result<rustls::ClientConfig, LoadError> {
         for file in files {
             let data = std::fs::read(&file)
                 .map_err(|e| LoadError::Tls(format!("reading CA file {}: {e}", file.display())))?;
+            let mut found = 0usize;
             for cert in rustls_pemfile::certs(&mut data.as_slice()) {
                 let cert =
                     cert.map_err(|e| LoadError::Tls(format!("parsing {}: {e}", file.display())))?;
+                found += 1;
                 // System bundles can contain certificates rustls rejects; skip those rather than
                 // refuse to run.
                 let _ = roots.add(cert);
+            }
+            // A --cacert that holds no certificate (a key, a DER file, the wrong path's
+            // contents) would otherwise surface only as "unknown issuer" at the handshake.
+            if found == 0 && opts.cacert.as_ref() == Some(&file) {
+                return Err(LoadError::Tls(format!(
+                    "--cacert {}: no PEM certificate (-----BEGIN CERTIFICATE-----) in the file",
+                    file.display()
+                )));
             }
         }
         builder.with_root_certificates(roots).with_no_client_auth()

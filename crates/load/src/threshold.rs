@@ -118,6 +118,10 @@ impl Threshold {
                 "unknown metric `{metric}` (expected p50, p90, p99, p999, max, mean, error_rate, rps, requests, errors, checks)"
             )));
         };
+        // Every metric is ≥ 0: `p99<-5ms` or `error_rate<-1%` could never pass.
+        if value < 0.0 {
+            return Err(bad("the value must not be negative"));
+        }
         Ok(Threshold {
             expr: expr.to_string(),
             metric,
@@ -129,6 +133,16 @@ impl Threshold {
     /// The value of this threshold's metric in `report`.
     #[must_use]
     pub fn actual(&self, r: &Report) -> f64 {
+        // Failed attempts (connect, timeout, reset, TLS, protocol) carry no latency sample; a
+        // run where nothing got a response has latency 0, which would pass `p99<200ms`.
+        // NaN fails every comparison instead.
+        let e = &r.errors;
+        let samples = r
+            .requests
+            .saturating_sub(e.connect + e.timeout + e.reset + e.tls + e.protocol);
+        if samples == 0 && LATENCY.contains(&self.metric.as_str()) {
+            return f64::NAN;
+        }
         match self.metric.as_str() {
             "p50" => r.p50_ms,
             "p90" => r.p90_ms,
@@ -199,6 +213,8 @@ mod tests {
         assert!(Threshold::parse("p99=3").is_err());
         assert!(Threshold::parse("latency<3").is_err());
         assert!(Threshold::parse("p99<abc").is_err());
+        assert!(Threshold::parse("p99<-5ms").is_err());
+        assert!(Threshold::parse("error_rate<-1%").is_err());
         let t = Threshold::parse("checks > 99%").unwrap();
         assert_eq!((t.metric.as_str(), t.op), ("checks", Op::Gt));
         assert!((t.value - 0.99).abs() < 1e-12);

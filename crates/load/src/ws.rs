@@ -42,33 +42,36 @@ pub(crate) struct Session<'a> {
 
 impl Session<'_> {
     /// Connects (TCP or TLS, as every engine does) and performs the upgrade handshake.
-    pub(crate) async fn open(&self) -> Result<Ws, ErrorKind> {
+    /// On failure, the category and a message for the report's `error_messages`.
+    pub(crate) async fn open(&self) -> Result<Ws, (ErrorKind, String)> {
         let stream = connect(self.target, self.timeout)
             .await
-            .map_err(|(k, _)| k)?;
-        let mut req = self
-            .url
-            .into_client_request()
-            .map_err(|_| ErrorKind::Protocol)?;
+            .map_err(|(k, e)| (k, e.to_string()))?;
+        let protocol = |e: &dyn std::fmt::Display| (ErrorKind::Protocol, e.to_string());
+        let mut req = self.url.into_client_request().map_err(|e| protocol(&e))?;
         for (k, v) in self.headers {
-            let name = http::header::HeaderName::from_bytes(k.as_bytes())
-                .map_err(|_| ErrorKind::Protocol)?;
-            let value = http::header::HeaderValue::from_str(v).map_err(|_| ErrorKind::Protocol)?;
+            let name =
+                http::header::HeaderName::from_bytes(k.as_bytes()).map_err(|e| protocol(&e))?;
+            let value = http::header::HeaderValue::from_str(v).map_err(|e| protocol(&e))?;
             req.headers_mut().insert(name, value);
         }
         match tokio::time::timeout(self.timeout, tokio_tungstenite::client_async(req, stream)).await
         {
             Ok(Ok((ws, _))) => Ok(ws),
-            Ok(Err(e)) => Err(classify(&e)),
-            Err(_) => Err(ErrorKind::Timeout),
+            // E.g. `HTTP error: 200 OK` from a server that does not upgrade.
+            Ok(Err(e)) => Err((classify(&e), format!("WebSocket handshake: {e}"))),
+            Err(_) => Err((
+                ErrorKind::Timeout,
+                format!("WebSocket handshake took longer than {:?}", self.timeout),
+            )),
         }
     }
 }
 
-async fn open(run: &Run) -> Result<Ws, ErrorKind> {
+async fn open(run: &Run) -> Result<Ws, (ErrorKind, String)> {
     let plan = &run.plan;
     let Some(target) = plan.target.as_ref() else {
-        return Err(ErrorKind::Connect);
+        return Err((ErrorKind::Connect, "no target".into()));
     };
     Session {
         target,
@@ -146,8 +149,8 @@ async fn echo(run: Arc<Run>, vu: usize) {
                     ws = Some(w);
                     backoff = Duration::from_millis(10);
                 }
-                Err(kind) => {
-                    local.error(0, kind, 0);
+                Err((kind, why)) => {
+                    local.error_because(0, kind, 0, &why);
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                     continue;
@@ -187,8 +190,8 @@ async fn subscribe(run: Arc<Run>, vu: usize) {
     while run.turn(vu, &mut local).await.is_some() {
         let mut ws = match open(&run).await {
             Ok(w) => w,
-            Err(kind) => {
-                local.error(0, kind, 0);
+            Err((kind, why)) => {
+                local.error_because(0, kind, 0, &why);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
                 continue;

@@ -143,6 +143,7 @@ async fn json_schema_keys_are_stable_and_html_is_offline() {
             "checks",
             "connections",
             "duration_s",
+            "error_messages",
             "error_rate",
             "errors",
             "generator",
