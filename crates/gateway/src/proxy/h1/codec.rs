@@ -79,6 +79,9 @@ struct Framers {
     close: bool,
     keep_alive: bool,
     length: Option<u64>,
+    /// `Content-Length` given as a list or more than once (each the same length): passed
+    /// on as one plain value, so no later hop reads `5, 5` its own way.
+    length_repeated: bool,
     te: bool,
     te_chunked_last: bool,
     /// `chunked` listed more than once, or before another coding.
@@ -118,6 +121,7 @@ impl Framers {
         if name.eq_ignore_ascii_case("content-length") {
             // `Content-Length: 5, 5` and repeated identical headers are one length
             // (RFC 9112 §6.3); anything else differing is a smuggling attempt.
+            self.length_repeated |= self.length.is_some() || value.contains(&b',');
             for part in value.split(|&b| b == b',') {
                 let n = parse_length(part).ok_or(HeadError::Malformed)?;
                 match self.length {
@@ -239,7 +243,7 @@ pub(crate) fn parse_request(buf: &[u8], max: usize) -> Result<Option<RequestHead
     let uri = Uri::try_from(path).map_err(|_| HeadError::Malformed)?;
     let version = version(req.version);
     let mut f = Framers::default();
-    let headers = header_map(req.headers, &mut f)?;
+    let mut headers = header_map(req.headers, &mut f)?;
     if f.hosts > 1 {
         return Err(HeadError::Malformed);
     }
@@ -260,6 +264,9 @@ pub(crate) fn parse_request(buf: &[u8], max: usize) -> Result<Option<RequestHead
         (false, Some(0)) | (false, None) => Framing::Empty,
         (false, Some(n)) => Framing::Length(n),
     };
+    if let (true, Some(n)) = (f.length_repeated, f.length) {
+        headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
     let (mut parts, ()) = http::Request::new(()).into_parts();
     parts.method = method;
     parts.uri = uri;
@@ -363,6 +370,8 @@ pub(crate) fn parse_response(
         // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3): a length passed on
         // next to a de-chunked body would frame it wrongly for the client.
         map.remove(http::header::CONTENT_LENGTH);
+    } else if let (true, Some(n)) = (f.length_repeated, f.length) {
+        map.insert(http::header::CONTENT_LENGTH, HeaderValue::from(n));
     }
     let (mut parts, ()) = http::Response::new(()).into_parts();
     parts.status = status;
@@ -446,9 +455,26 @@ impl ChunkedDecoder {
                     if digits == 0 || digits > 15 {
                         return Err(ChunkError);
                     }
-                    // After the size only whitespace and `;extensions` may follow.
-                    match line.get(digits) {
-                        None | Some(b';' | b' ' | b'\t') => {}
+                    // After the size: optional whitespace, then nothing or `;extensions`
+                    // (RFC 9112 §7.1.1). Extensions are dropped, but must not hold a CR, LF
+                    // or other control character: a hop that ends the line at a lone LF
+                    // would read the chunk data from a different byte (chunk-extension
+                    // smuggling), so the line must mean the same to every reader.
+                    let rest = &line[digits..];
+                    let ws = rest
+                        .iter()
+                        .take_while(|&&b| b == b' ' || b == b'\t')
+                        .count();
+                    match rest.get(ws) {
+                        None => {}
+                        Some(b';') => {
+                            if rest[ws..]
+                                .iter()
+                                .any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+                            {
+                                return Err(ChunkError);
+                            }
+                        }
                         Some(_) => return Err(ChunkError),
                     }
                     let mut size = 0u64;
@@ -505,12 +531,28 @@ impl ChunkedDecoder {
                     if end > MAX_TRAILERS {
                         return Err(ChunkError);
                     }
+                    // CRLF line ends only: `httparse` would also end a line (and the whole
+                    // trailer section, at `\n\n`) at a lone LF, and then the bytes up to the
+                    // CRLF CRLF found above — possibly a whole pipelined request — would be
+                    // swallowed here while another hop reads them as the next request.
+                    let section = &buf[..end + 4];
+                    if section
+                        .iter()
+                        .enumerate()
+                        .any(|(i, &b)| b == b'\n' && (i == 0 || section[i - 1] != b'\r'))
+                    {
+                        return Err(ChunkError);
+                    }
                     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                    let parsed = httparse::parse_headers(&buf[..end + 4], &mut headers)
-                        .map_err(|_| ChunkError)?;
-                    let httparse::Status::Complete((_, hs)) = parsed else {
+                    let parsed =
+                        httparse::parse_headers(section, &mut headers).map_err(|_| ChunkError)?;
+                    let httparse::Status::Complete((used, hs)) = parsed else {
                         return Err(ChunkError);
                     };
+                    // The section must end where the CRLF CRLF is, not before it.
+                    if used != section.len() {
+                        return Err(ChunkError);
+                    }
                     let mut map = HeaderMap::with_capacity(hs.len());
                     for h in hs {
                         let name =
@@ -535,6 +577,11 @@ pub(crate) enum BodyDecoder {
     Chunked(ChunkedDecoder),
     Close,
     Done,
+    /// The body ended in an error (bad chunked framing, a close or a read error midway).
+    /// Not [`Done`](Self::Done): where this body ended on the wire is unknown, so the
+    /// connection must not carry another message — what follows the bad bytes would be
+    /// taken for the next request (request smuggling).
+    Failed,
 }
 
 impl BodyDecoder {
@@ -557,7 +604,7 @@ impl BodyDecoder {
         match self {
             Self::Length(n) => Some(*n),
             Self::Done => Some(0),
-            _ => None,
+            Self::Chunked(_) | Self::Close | Self::Failed => None,
         }
     }
 
@@ -571,7 +618,8 @@ impl BodyDecoder {
     ) -> Poll<Option<io::Result<Frame<Bytes>>>> {
         loop {
             match self {
-                Self::Done => return Poll::Ready(None),
+                // After an error: the consumer has had it, and stops.
+                Self::Done | Self::Failed => return Poll::Ready(None),
                 Self::Length(left) => {
                     if !buf.is_empty() {
                         let n = usize::try_from(*left).unwrap_or(usize::MAX).min(buf.len());
@@ -591,7 +639,7 @@ impl BodyDecoder {
                 }
                 Self::Chunked(dec) => match dec.decode(buf) {
                     Err(e) => {
-                        *self = Self::Done;
+                        *self = Self::Failed;
                         return Poll::Ready(Some(Err(io::Error::new(
                             io::ErrorKind::InvalidData,
                             e,
@@ -619,16 +667,16 @@ impl BodyDecoder {
             let n = match ready!(tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, buf)) {
                 Ok(n) => n,
                 Err(e) => {
-                    *self = Self::Done;
+                    *self = Self::Failed;
                     return Poll::Ready(Some(Err(e)));
                 }
             };
             if n == 0 {
-                let close = matches!(self, Self::Close);
-                *self = Self::Done;
-                if close {
+                if matches!(self, Self::Close) {
+                    *self = Self::Done;
                     return Poll::Ready(None);
                 }
+                *self = Self::Failed;
                 return Poll::Ready(Some(Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "connection closed in the middle of a body",
