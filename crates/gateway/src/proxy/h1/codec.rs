@@ -862,9 +862,16 @@ mod tests {
         ] {
             assert_eq!(req(bad).unwrap_err(), HeadError::Malformed, "{bad:?}");
         }
-        // Repeated identical lengths are one length.
-        let h = req("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\ncontent-length: 3\r\n\r\n");
-        assert_eq!(h.unwrap().unwrap().framing, Framing::Length(3));
+        // Repeated identical lengths are one length, passed on as one plain value.
+        for same in [
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\ncontent-length: 3\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3, 3\r\n\r\n",
+        ] {
+            let h = req(same).unwrap().unwrap();
+            assert_eq!(h.framing, Framing::Length(3));
+            let all: Vec<_> = h.parts.headers.get_all("content-length").iter().collect();
+            assert_eq!(all, ["3"], "{same:?}");
+        }
         let h = req("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n");
         assert_eq!(h.unwrap().unwrap().framing, Framing::Chunked);
         // Empty list elements are allowed.
@@ -910,6 +917,12 @@ mod tests {
         assert_eq!(t["x-sum"], "42");
         assert_eq!(t["x-other"], "y");
 
+        // Whitespace between size and extension or line end.
+        let mut dec = ChunkedDecoder::default();
+        let (data, _, done) = decode_all(&mut dec, b"2 \r\nab\r\n1\t;x\r\nc\r\n0\r\n\r\n").unwrap();
+        assert!(done);
+        assert_eq!(data, b"abc");
+
         let mut dec = ChunkedDecoder::default();
         let (data, trailers, done) = decode_all(&mut dec, b"A\r\n0123456789\r\n0\r\n\r\n").unwrap();
         assert!(done);
@@ -925,6 +938,15 @@ mod tests {
             b"5x\r\nhello\r\n",
             b"ffffffffffffffffff\r\n",
             b"\r\n",
+            // Control characters in an extension, text after the size that is not one.
+            b"5;a\nb\r\nhello\r\n",
+            b"5;a\rb\r\nhello\r\n",
+            b"5;a\0b\r\nhello\r\n",
+            b"5 x\r\nhello\r\n",
+            // A lone LF ending the trailers: what follows up to the next CRLF CRLF (here a
+            // pipelined request) must not be swallowed as trailers.
+            b"0\r\nX-T: 1\n\nGET /next HTTP/1.1\r\n\r\n",
+            b"0\r\nX-T: 1\nX-U: 2\r\n\r\n",
         ] {
             let mut dec = ChunkedDecoder::default();
             assert!(decode_all(&mut dec, bad).is_err(), "{bad:?}");
@@ -969,6 +991,19 @@ mod tests {
         assert_eq!(close.framing, Framing::Close);
         assert!(!close.keep_alive);
         assert!(!r("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", false).keep_alive);
+        // One length given twice goes to the client as one plain value.
+        let twice = r(
+            "HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\nContent-Length: 2\r\n\r\n",
+            false,
+        );
+        assert_eq!(twice.framing, Framing::Length(2));
+        let all: Vec<_> = twice
+            .parts
+            .headers
+            .get_all("content-length")
+            .iter()
+            .collect();
+        assert_eq!(all, ["2"]);
         assert!(
             !r(
                 "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n",
