@@ -465,16 +465,10 @@ impl ChunkedDecoder {
                         .iter()
                         .take_while(|&&b| b == b' ' || b == b'\t')
                         .count();
+                    let ctl = |b: &u8| (*b < 0x20 && *b != b'\t') || *b == 0x7f;
                     match rest.get(ws) {
                         None => {}
-                        Some(b';') => {
-                            if rest[ws..]
-                                .iter()
-                                .any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
-                            {
-                                return Err(ChunkError);
-                            }
-                        }
+                        Some(b';') if !rest[ws..].iter().any(ctl) => {}
                         Some(_) => return Err(ChunkError),
                     }
                     let mut size = 0u64;

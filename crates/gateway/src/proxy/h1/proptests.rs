@@ -267,8 +267,12 @@ fn decode_in_reads(input: &[u8], at: &[usize]) -> Decoded {
     out
 }
 
-/// A valid chunked body: chunks of `data` with optional extensions, trailers.
-fn chunked_body() -> impl Strategy<Value = (Vec<u8>, Vec<u8>, Vec<(String, Vec<u8>)>)> {
+/// Header fields as name (lowercase) and value.
+type Fields = Vec<(String, Vec<u8>)>;
+
+/// A valid chunked body: its wire form, its data, its trailers. Chunks with optional
+/// extensions and upper- or lowercase sizes.
+fn chunked_body() -> impl Strategy<Value = (Vec<u8>, Vec<u8>, Fields)> {
     let chunks = prop::collection::vec(
         (
             prop::collection::vec(any::<u8>(), 1..64),
