@@ -363,7 +363,12 @@ pub(crate) fn parse_response(
             None => Framing::Close,
         }
     };
-    if framing == Framing::Close {
+    // Framing the backend may have meant another way (RFC 9112 §6.1, §6.3): both
+    // Transfer-Encoding and Content-Length, or Transfer-Encoding in an HTTP/1.0 message.
+    // The response is read by Transfer-Encoding, but the connection is not reused: if the
+    // backend meant the other framing, what is left on it is not the next response.
+    let doubtful = f.te && (f.length.is_some() || version == Version::HTTP_10);
+    if framing == Framing::Close || doubtful {
         keep_alive = false;
     }
     if f.te {
@@ -981,6 +986,16 @@ mod tests {
         );
         assert_eq!(c.framing, Framing::Chunked);
         assert!(c.keep_alive);
+        // Both framings, or chunked in HTTP/1.0: read as chunked, the connection not kept.
+        for doubtful in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 9\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            let d = r(doubtful, false);
+            assert_eq!(d.framing, Framing::Chunked, "{doubtful:?}");
+            assert!(!d.keep_alive, "{doubtful:?}");
+            assert!(!d.parts.headers.contains_key("content-length"));
+        }
         let close = r("HTTP/1.1 200 OK\r\n\r\n", false);
         assert_eq!(close.framing, Framing::Close);
         assert!(!close.keep_alive);
