@@ -800,3 +800,51 @@ async fn backend_chunk_errors_cut_the_response_and_close() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_backend_connection_with_doubtful_framing_is_not_reused() {
+    // Each backend connection answers requests for as long as it is used, always with
+    // both framings; the gateway must open a new one for the second request.
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let conns = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = conns.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut tmp = [0u8; 4096];
+                loop {
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\
+                            Transfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n";
+                        if s.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                    match s.read(&mut tmp).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                    }
+                }
+            });
+        }
+    });
+    let gw = gateway(config(&[addr])).await;
+    let (resps, rest) = exchange(
+        gw.addr,
+        b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    assert!(rest.is_empty(), "{rest:?}");
+    assert_eq!(resps.len(), 2);
+    for r in &resps {
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"ok"[..]));
+    }
+    assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
