@@ -466,6 +466,16 @@ async fn conflicting_lengths_and_codings_are_400_and_close() {
         ("unknown version", "GET / HTTP/1.2\r\nHost: x\r\n\r\n"),
         ("HTTP/2 preface-like", "GET / HTTP/2.0\r\nHost: x\r\n\r\n"),
         ("space in target", "GET /a b HTTP/1.1\r\nHost: x\r\n\r\n"),
+        // RFC 9110 §4.2.4: userinfo in an http(s) target is an error; and a Host that is
+        // not a host[:port] could route one way here and another way behind.
+        (
+            "userinfo in absolute-form",
+            "GET http://evil@x/ HTTP/1.1\r\nHost: x\r\n\r\n",
+        ),
+        ("userinfo in Host", "GET / HTTP/1.1\r\nHost: evil@x\r\n\r\n"),
+        ("slash in Host", "GET / HTTP/1.1\r\nHost: x/../evil\r\n\r\n"),
+        ("space in Host", "GET / HTTP/1.1\r\nHost: x y\r\n\r\n"),
+        ("backslash in Host", "GET / HTTP/1.1\r\nHost: x\\y\r\n\r\n"),
     ] {
         // The body that would be a second request under the other reading.
         let bytes = format!("{head}4\r\nabcd\r\n0\r\n\r\n{SMUGGLED}");

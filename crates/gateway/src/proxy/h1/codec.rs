@@ -94,6 +94,8 @@ struct Framers {
     te_codings: u32,
     expect_continue: bool,
     hosts: u32,
+    /// A `Host` that is not `host[:port]`.
+    bad_host: bool,
 }
 
 fn trim(v: &[u8]) -> &[u8] {
@@ -103,6 +105,16 @@ fn trim(v: &[u8]) -> &[u8] {
 /// A `tchar` of RFC 9110 §5.6.2 (the characters of a token).
 fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Whether a `Host` value can be `uri-host [":" port]` (RFC 9110 §7.2): the characters of
+/// a reg-name, an IP literal and a port, and no `..`. What is refused — `@` (userinfo),
+/// `/`, `\`, `?`, `#`, whitespace, controls — is what lets the gateway route on one host
+/// while a backend or cache behind it reads another (nginx refuses `/`, `\` and `..` too).
+fn valid_host(v: &[u8]) -> bool {
+    v.iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%:[]".contains(&b))
+        && !v.windows(2).any(|w| w == b"..")
 }
 
 fn parse_length(v: &[u8]) -> Option<u64> {
@@ -173,6 +185,7 @@ impl Framers {
             self.expect_continue = trim(value).eq_ignore_ascii_case(b"100-continue");
         } else if name.eq_ignore_ascii_case("host") {
             self.hosts += 1;
+            self.bad_host |= !valid_host(value);
         }
         Ok(())
     }
@@ -241,10 +254,15 @@ pub(crate) fn parse_request(buf: &[u8], max: usize) -> Result<Option<RequestHead
     };
     let method = Method::from_bytes(method.as_bytes()).map_err(|_| HeadError::Malformed)?;
     let uri = Uri::try_from(path).map_err(|_| HeadError::Malformed)?;
+    // Userinfo in an absolute-form target is an error (RFC 9110 §4.2.4); its authority
+    // becomes the backend's `Host`, which must not carry it.
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(HeadError::Malformed);
+    }
     let version = version(req.version);
     let mut f = Framers::default();
     let mut headers = header_map(req.headers, &mut f)?;
-    if f.hosts > 1 {
+    if f.hosts > 1 || f.bad_host {
         return Err(HeadError::Malformed);
     }
     let framing = match (f.te, f.length) {
@@ -857,6 +875,10 @@ mod tests {
             "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
             "GET / HTTP/1.1\r\nHost : x\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: u@x\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x/y\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x..y\r\n\r\n",
+            "GET http://u@x/ HTTP/1.1\r\nHost: x\r\n\r\n",
             "GARBAGE\r\n\r\n",
         ] {
             assert_eq!(req(bad).unwrap_err(), HeadError::Malformed, "{bad:?}");
@@ -873,6 +895,17 @@ mod tests {
         }
         let h = req("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n");
         assert_eq!(h.unwrap().unwrap().framing, Framing::Chunked);
+        // Hosts that are host[:port], IP literals included.
+        for host in [
+            "x",
+            "a.example:8080",
+            "[::1]:80",
+            "10.0.0.1",
+            "xn--bcher-kva.example.",
+        ] {
+            let h = req(&format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n"));
+            assert!(h.unwrap().is_some(), "{host}");
+        }
         // Empty list elements are allowed.
         let h = req("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: , chunked,\r\n\r\n");
         assert_eq!(h.unwrap().unwrap().framing, Framing::Chunked);
