@@ -24,6 +24,26 @@ pub(crate) type OwnedBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Bo
 #[error("request body larger than the configured limit")]
 pub struct BodyTooLarge;
 
+/// The client's request body could not be read to its end: bad chunked framing, or the
+/// client closed or failed midway. The client's doing, not the backend's: answered 400 and
+/// not counted against the backend (a client must not be able to trip a backend's breaker
+/// or outlier detection by sending broken bodies).
+#[derive(Debug, thiserror::Error)]
+#[error("malformed or incomplete request body: {0}")]
+pub struct BadRequestBody(#[source] pub std::io::Error);
+
+/// Whether `err` (or anything in its source chain) is [`BadRequestBody`].
+pub(crate) fn is_bad_request_body(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut e = Some(err);
+    while let Some(cur) = e {
+        if cur.is::<BadRequestBody>() {
+            return true;
+        }
+        e = cur.source();
+    }
+    false
+}
+
 /// A request body on its way upstream, from either client-side engine.
 ///
 /// The native HTTP/1 engine's body borrows the client connection (it is read inline by the

@@ -32,8 +32,8 @@ pub(crate) mod websocket;
 use crate::route::request_host;
 use crate::state::Shared;
 use body::{
-    is_body_too_large, ActiveGuard, Activity, ForwardBody, HyperBody, Limited, Replay,
-    ResponseBody, Upstreamed,
+    is_bad_request_body, is_body_too_large, ActiveGuard, Activity, ForwardBody, HyperBody, Limited,
+    Replay, ResponseBody, Upstreamed,
 };
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
@@ -364,13 +364,18 @@ pub(crate) async fn forward<B: ForwardBody>(
                 return local(StatusCode::GATEWAY_TIMEOUT, Some(active));
             }
             Some(Err(e)) => {
-                let client_fault =
-                    matches!(&e, SendError::Request(inner) if is_body_too_large(inner.as_ref()));
-                // A body over the limit is the client's doing: the permit is dropped unjudged.
+                let bad_body =
+                    matches!(&e, SendError::Request(inner) if is_bad_request_body(inner.as_ref()));
+                let client_fault = bad_body
+                    || matches!(&e, SendError::Request(inner) if is_body_too_large(inner.as_ref()));
+                // A body over the limit or broken is the client's doing: the permit is dropped
+                // unjudged.
                 if let (Some(b), false) = (breaker, client_fault) {
                     b.record(scalewise::breaker::Outcome::failure().with_duration(latency));
                 }
                 selection.finish(match e {
+                    // Not the backend's failure: outlier detection must not eject it.
+                    _ if bad_body => Outcome::success(latency),
                     SendError::Connect(_) => Outcome::connect_failure(latency),
                     SendError::Request(_) => Outcome::failure(latency),
                 });
@@ -380,6 +385,15 @@ pub(crate) async fn forward<B: ForwardBody>(
                         shared.metrics.local_reply(&ci.listener, "body_too_large");
                         route.metrics.count(413);
                         return local(StatusCode::PAYLOAD_TOO_LARGE, Some(active));
+                    }
+                    if bad_body {
+                        // RFC 9112 §7.1: a chunked body that cannot be decoded is the
+                        // request's error. The connection closes (the body did not end
+                        // where the framing said), and the request is not retried.
+                        tracing::debug!(error = %e, "request body failed");
+                        shared.metrics.local_reply(&ci.listener, "bad_request");
+                        route.metrics.count(400);
+                        return local(StatusCode::BAD_REQUEST, Some(active));
                     }
                 }
                 tracing::debug!(upstream = %upstream.name, backend = %backend.addr(), error = %e, "upstream request failed");

@@ -79,6 +79,9 @@ struct Framers {
     close: bool,
     keep_alive: bool,
     length: Option<u64>,
+    /// `Content-Length` given as a list or more than once (each the same length): passed
+    /// on as one plain value, so no later hop reads `5, 5` its own way.
+    length_repeated: bool,
     te: bool,
     te_chunked_last: bool,
     /// `chunked` listed more than once, or before another coding.
@@ -91,6 +94,8 @@ struct Framers {
     te_codings: u32,
     expect_continue: bool,
     hosts: u32,
+    /// A `Host` that is not `host[:port]`.
+    bad_host: bool,
 }
 
 fn trim(v: &[u8]) -> &[u8] {
@@ -100,6 +105,16 @@ fn trim(v: &[u8]) -> &[u8] {
 /// A `tchar` of RFC 9110 §5.6.2 (the characters of a token).
 fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Whether a `Host` value can be `uri-host [":" port]` (RFC 9110 §7.2): the characters of
+/// a reg-name, an IP literal and a port, and no `..`. What is refused — `@` (userinfo),
+/// `/`, `\`, `?`, `#`, whitespace, controls — is what lets the gateway route on one host
+/// while a backend or cache behind it reads another (nginx refuses `/`, `\` and `..` too).
+fn valid_host(v: &[u8]) -> bool {
+    v.iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%:[]".contains(&b))
+        && !v.windows(2).any(|w| w == b"..")
 }
 
 fn parse_length(v: &[u8]) -> Option<u64> {
@@ -118,6 +133,7 @@ impl Framers {
         if name.eq_ignore_ascii_case("content-length") {
             // `Content-Length: 5, 5` and repeated identical headers are one length
             // (RFC 9112 §6.3); anything else differing is a smuggling attempt.
+            self.length_repeated |= self.length.is_some() || value.contains(&b',');
             for part in value.split(|&b| b == b',') {
                 let n = parse_length(part).ok_or(HeadError::Malformed)?;
                 match self.length {
@@ -169,6 +185,7 @@ impl Framers {
             self.expect_continue = trim(value).eq_ignore_ascii_case(b"100-continue");
         } else if name.eq_ignore_ascii_case("host") {
             self.hosts += 1;
+            self.bad_host |= !valid_host(value);
         }
         Ok(())
     }
@@ -237,10 +254,15 @@ pub(crate) fn parse_request(buf: &[u8], max: usize) -> Result<Option<RequestHead
     };
     let method = Method::from_bytes(method.as_bytes()).map_err(|_| HeadError::Malformed)?;
     let uri = Uri::try_from(path).map_err(|_| HeadError::Malformed)?;
+    // Userinfo in an absolute-form target is an error (RFC 9110 §4.2.4); its authority
+    // becomes the backend's `Host`, which must not carry it.
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(HeadError::Malformed);
+    }
     let version = version(req.version);
     let mut f = Framers::default();
-    let headers = header_map(req.headers, &mut f)?;
-    if f.hosts > 1 {
+    let mut headers = header_map(req.headers, &mut f)?;
+    if f.hosts > 1 || f.bad_host {
         return Err(HeadError::Malformed);
     }
     let framing = match (f.te, f.length) {
@@ -260,6 +282,9 @@ pub(crate) fn parse_request(buf: &[u8], max: usize) -> Result<Option<RequestHead
         (false, Some(0)) | (false, None) => Framing::Empty,
         (false, Some(n)) => Framing::Length(n),
     };
+    if let (true, Some(n)) = (f.length_repeated, f.length) {
+        headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
     let (mut parts, ()) = http::Request::new(()).into_parts();
     parts.method = method;
     parts.uri = uri;
@@ -356,13 +381,20 @@ pub(crate) fn parse_response(
             None => Framing::Close,
         }
     };
-    if framing == Framing::Close {
+    // Framing the backend may have meant another way (RFC 9112 §6.1, §6.3): both
+    // Transfer-Encoding and Content-Length, or Transfer-Encoding in an HTTP/1.0 message.
+    // The response is read by Transfer-Encoding, but the connection is not reused: if the
+    // backend meant the other framing, what is left on it is not the next response.
+    let doubtful = f.te && (f.length.is_some() || version == Version::HTTP_10);
+    if framing == Framing::Close || doubtful {
         keep_alive = false;
     }
     if f.te {
         // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3): a length passed on
         // next to a de-chunked body would frame it wrongly for the client.
         map.remove(http::header::CONTENT_LENGTH);
+    } else if let (true, Some(n)) = (f.length_repeated, f.length) {
+        map.insert(http::header::CONTENT_LENGTH, HeaderValue::from(n));
     }
     let (mut parts, ()) = http::Response::new(()).into_parts();
     parts.status = status;
@@ -446,9 +478,20 @@ impl ChunkedDecoder {
                     if digits == 0 || digits > 15 {
                         return Err(ChunkError);
                     }
-                    // After the size only whitespace and `;extensions` may follow.
-                    match line.get(digits) {
-                        None | Some(b';' | b' ' | b'\t') => {}
+                    // After the size: optional whitespace, then nothing or `;extensions`
+                    // (RFC 9112 §7.1.1). Extensions are dropped, but must not hold a CR, LF
+                    // or other control character: a hop that ends the line at a lone LF
+                    // would read the chunk data from a different byte (chunk-extension
+                    // smuggling), so the line must mean the same to every reader.
+                    let rest = &line[digits..];
+                    let ws = rest
+                        .iter()
+                        .take_while(|&&b| b == b' ' || b == b'\t')
+                        .count();
+                    let ctl = |b: &u8| (*b < 0x20 && *b != b'\t') || *b == 0x7f;
+                    match rest.get(ws) {
+                        None => {}
+                        Some(b';') if !rest[ws..].iter().any(ctl) => {}
                         Some(_) => return Err(ChunkError),
                     }
                     let mut size = 0u64;
@@ -505,12 +548,28 @@ impl ChunkedDecoder {
                     if end > MAX_TRAILERS {
                         return Err(ChunkError);
                     }
+                    // CRLF line ends only: `httparse` would also end a line (and the whole
+                    // trailer section, at `\n\n`) at a lone LF, and then the bytes up to the
+                    // CRLF CRLF found above — possibly a whole pipelined request — would be
+                    // swallowed here while another hop reads them as the next request.
+                    let section = &buf[..end + 4];
+                    if section
+                        .iter()
+                        .enumerate()
+                        .any(|(i, &b)| b == b'\n' && (i == 0 || section[i - 1] != b'\r'))
+                    {
+                        return Err(ChunkError);
+                    }
                     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                    let parsed = httparse::parse_headers(&buf[..end + 4], &mut headers)
-                        .map_err(|_| ChunkError)?;
-                    let httparse::Status::Complete((_, hs)) = parsed else {
+                    let parsed =
+                        httparse::parse_headers(section, &mut headers).map_err(|_| ChunkError)?;
+                    let httparse::Status::Complete((used, hs)) = parsed else {
                         return Err(ChunkError);
                     };
+                    // The section must end where the CRLF CRLF is, not before it.
+                    if used != section.len() {
+                        return Err(ChunkError);
+                    }
                     let mut map = HeaderMap::with_capacity(hs.len());
                     for h in hs {
                         let name =
@@ -535,6 +594,11 @@ pub(crate) enum BodyDecoder {
     Chunked(ChunkedDecoder),
     Close,
     Done,
+    /// The body ended in an error (bad chunked framing, a close or a read error midway).
+    /// Not [`Done`](Self::Done): where this body ended on the wire is unknown, so the
+    /// connection must not carry another message — what follows the bad bytes would be
+    /// taken for the next request (request smuggling).
+    Failed,
 }
 
 impl BodyDecoder {
@@ -557,7 +621,7 @@ impl BodyDecoder {
         match self {
             Self::Length(n) => Some(*n),
             Self::Done => Some(0),
-            _ => None,
+            Self::Chunked(_) | Self::Close | Self::Failed => None,
         }
     }
 
@@ -571,7 +635,8 @@ impl BodyDecoder {
     ) -> Poll<Option<io::Result<Frame<Bytes>>>> {
         loop {
             match self {
-                Self::Done => return Poll::Ready(None),
+                // After an error: the consumer has had it, and stops.
+                Self::Done | Self::Failed => return Poll::Ready(None),
                 Self::Length(left) => {
                     if !buf.is_empty() {
                         let n = usize::try_from(*left).unwrap_or(usize::MAX).min(buf.len());
@@ -591,7 +656,7 @@ impl BodyDecoder {
                 }
                 Self::Chunked(dec) => match dec.decode(buf) {
                     Err(e) => {
-                        *self = Self::Done;
+                        *self = Self::Failed;
                         return Poll::Ready(Some(Err(io::Error::new(
                             io::ErrorKind::InvalidData,
                             e,
@@ -619,16 +684,16 @@ impl BodyDecoder {
             let n = match ready!(tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, buf)) {
                 Ok(n) => n,
                 Err(e) => {
-                    *self = Self::Done;
+                    *self = Self::Failed;
                     return Poll::Ready(Some(Err(e)));
                 }
             };
             if n == 0 {
-                let close = matches!(self, Self::Close);
-                *self = Self::Done;
-                if close {
+                if matches!(self, Self::Close) {
+                    *self = Self::Done;
                     return Poll::Ready(None);
                 }
+                *self = Self::Failed;
                 return Poll::Ready(Some(Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "connection closed in the middle of a body",
@@ -810,15 +875,37 @@ mod tests {
             "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
             "GET / HTTP/1.1\r\nHost : x\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: u@x\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x/y\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x..y\r\n\r\n",
+            "GET http://u@x/ HTTP/1.1\r\nHost: x\r\n\r\n",
             "GARBAGE\r\n\r\n",
         ] {
             assert_eq!(req(bad).unwrap_err(), HeadError::Malformed, "{bad:?}");
         }
-        // Repeated identical lengths are one length.
-        let h = req("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\ncontent-length: 3\r\n\r\n");
-        assert_eq!(h.unwrap().unwrap().framing, Framing::Length(3));
+        // Repeated identical lengths are one length, passed on as one plain value.
+        for same in [
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\ncontent-length: 3\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3, 3\r\n\r\n",
+        ] {
+            let h = req(same).unwrap().unwrap();
+            assert_eq!(h.framing, Framing::Length(3));
+            let all: Vec<_> = h.parts.headers.get_all("content-length").iter().collect();
+            assert_eq!(all, ["3"], "{same:?}");
+        }
         let h = req("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n");
         assert_eq!(h.unwrap().unwrap().framing, Framing::Chunked);
+        // Hosts that are host[:port], IP literals included.
+        for host in [
+            "x",
+            "a.example:8080",
+            "[::1]:80",
+            "10.0.0.1",
+            "xn--bcher-kva.example.",
+        ] {
+            let h = req(&format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n"));
+            assert!(h.unwrap().is_some(), "{host}");
+        }
         // Empty list elements are allowed.
         let h = req("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: , chunked,\r\n\r\n");
         assert_eq!(h.unwrap().unwrap().framing, Framing::Chunked);
@@ -862,6 +949,12 @@ mod tests {
         assert_eq!(t["x-sum"], "42");
         assert_eq!(t["x-other"], "y");
 
+        // Whitespace between size and extension or line end.
+        let mut dec = ChunkedDecoder::default();
+        let (data, _, done) = decode_all(&mut dec, b"2 \r\nab\r\n1\t;x\r\nc\r\n0\r\n\r\n").unwrap();
+        assert!(done);
+        assert_eq!(data, b"abc");
+
         let mut dec = ChunkedDecoder::default();
         let (data, trailers, done) = decode_all(&mut dec, b"A\r\n0123456789\r\n0\r\n\r\n").unwrap();
         assert!(done);
@@ -877,6 +970,15 @@ mod tests {
             b"5x\r\nhello\r\n",
             b"ffffffffffffffffff\r\n",
             b"\r\n",
+            // Control characters in an extension, text after the size that is not one.
+            b"5;a\nb\r\nhello\r\n",
+            b"5;a\rb\r\nhello\r\n",
+            b"5;a\0b\r\nhello\r\n",
+            b"5 x\r\nhello\r\n",
+            // A lone LF ending the trailers: what follows up to the next CRLF CRLF (here a
+            // pipelined request) must not be swallowed as trailers.
+            b"0\r\nX-T: 1\n\nGET /next HTTP/1.1\r\n\r\n",
+            b"0\r\nX-T: 1\nX-U: 2\r\n\r\n",
         ] {
             let mut dec = ChunkedDecoder::default();
             assert!(decode_all(&mut dec, bad).is_err(), "{bad:?}");
@@ -917,10 +1019,33 @@ mod tests {
         );
         assert_eq!(c.framing, Framing::Chunked);
         assert!(c.keep_alive);
+        // Both framings, or chunked in HTTP/1.0: read as chunked, the connection not kept.
+        for doubtful in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 9\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            let d = r(doubtful, false);
+            assert_eq!(d.framing, Framing::Chunked, "{doubtful:?}");
+            assert!(!d.keep_alive, "{doubtful:?}");
+            assert!(!d.parts.headers.contains_key("content-length"));
+        }
         let close = r("HTTP/1.1 200 OK\r\n\r\n", false);
         assert_eq!(close.framing, Framing::Close);
         assert!(!close.keep_alive);
         assert!(!r("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", false).keep_alive);
+        // One length given twice goes to the client as one plain value.
+        let twice = r(
+            "HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\nContent-Length: 2\r\n\r\n",
+            false,
+        );
+        assert_eq!(twice.framing, Framing::Length(2));
+        let all: Vec<_> = twice
+            .parts
+            .headers
+            .get_all("content-length")
+            .iter()
+            .collect();
+        assert_eq!(all, ["2"]);
         assert!(
             !r(
                 "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n",

@@ -9,4 +9,6 @@
 //!   server for HTTP/1 backends.
 pub(crate) mod client;
 pub(crate) mod codec;
+#[cfg(test)]
+mod proptests;
 pub(crate) mod server;

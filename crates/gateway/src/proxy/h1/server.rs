@@ -13,7 +13,7 @@
 //! a buffer.
 use super::codec::{self, BodyDecoder, HeadError, RequestHead, READ_CHUNK};
 use crate::logging::AccessEntry;
-use crate::proxy::body::{BoxError, ForwardBody, OwnedBody, ResponseBody};
+use crate::proxy::body::{BadRequestBody, BoxError, ForwardBody, OwnedBody, ResponseBody};
 use crate::proxy::{self, ConnInfo};
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::FutureExt as _;
@@ -615,9 +615,11 @@ impl<S: ClientIo> Body for ClientBody<'_, S> {
                 Err(e) => return Poll::Ready(Some(Err(Box::new(e)))),
             }
         }
+        // Marked as the client's fault: the pipeline answers 400 and does not blame the
+        // backend it was streaming to.
         this.decoder
             .poll_frame(&mut *this.io, this.buf, cx)
-            .map(|f| f.map(|r| r.map_err(Into::into)))
+            .map(|f| f.map(|r| r.map_err(|e| Box::new(BadRequestBody(e)) as BoxError)))
     }
 
     fn is_end_stream(&self) -> bool {
