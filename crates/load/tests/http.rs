@@ -35,8 +35,19 @@ async fn open_model_sends_rate_times_duration() {
     a.rate = Some(200.0);
     a.duration = Some("1s".into());
     let r = load(&a).await.unwrap();
-    // The timetable has exactly 200 slots in 1 s; all of them are sent unless the machine stalls.
-    assert!((190..=200).contains(&r.requests), "{} requests", r.requests);
+    // The timetable has exactly 200 slots in 1 s. Each is sent, or reported as missed (not
+    // started by the end) or interrupted (still in flight after the graceful stop) — exactly.
+    // How many get sent depends on how busy the machine is (CI runs tests in parallel on 2
+    // cores), so only a loose floor is asserted for that.
+    assert_eq!(
+        r.requests + r.missed + r.interrupted_requests,
+        200,
+        "{} sent, {} missed, {} interrupted",
+        r.requests,
+        r.missed,
+        r.interrupted_requests
+    );
+    assert!(r.requests >= 150, "{} requests", r.requests);
     assert_eq!(
         st.count.load(std::sync::atomic::Ordering::SeqCst),
         r.requests
@@ -61,7 +72,8 @@ async fn open_model_corrects_for_a_server_stall() {
     a.duration = Some("1.5s".into());
     let r = load(&a).await.unwrap();
     eprintln!("{}", r.text());
-    assert!((285..=300).contains(&r.requests), "{} requests", r.requests);
+    assert_eq!(r.requests + r.missed + r.interrupted_requests, 300);
+    assert!(r.requests >= 250, "{} requests", r.requests);
     // Draining the backlog takes time too (more under CPU contention), which only pushes the
     // corrected figures up; so the arithmetic gives a lower bound.
     let expected_p90 = 500.0 - 0.1 * r.requests as f64 * 5.0;
