@@ -129,6 +129,28 @@ pub(crate) fn handle(
     ))
 }
 
+type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// [`pool::BackendClient::acquire`] boxed (a backend at its connection limit: rare), built
+/// outside the async fn for the reason [`boxed_admit`] gives.
+fn boxed_acquire(
+    backend: &pool::BackendClient,
+) -> BoxFuture<'_, Result<Option<tokio::sync::OwnedSemaphorePermit>, QueueError>> {
+    Box::pin(backend.acquire())
+}
+
+/// `policy.admit(..)` in a box of its own, built outside the async fn (see `listener.rs`):
+/// its future has room for a Redis round trip and a queue wait (1.2 KiB), which would
+/// otherwise take room in every request's future, to be moved with it. Routes without
+/// policies never build it.
+fn boxed_admit<'a>(
+    policy: &'a crate::policy::RoutePolicy,
+    parts: &'a http::request::Parts,
+    client: std::net::IpAddr,
+) -> BoxFuture<'a, Result<crate::policy::Admitted, crate::policy::Refused>> {
+    Box::pin(policy.admit(parts, client))
+}
+
 /// The request pipeline: answers one request, from a local reply or a backend. `has_body`
 /// says whether `body` may yield data (a body is kept for retries only then). `timer`: the
 /// connection's timer for the response deadline (see [`scalewise::timeout::timeout_on`]);
@@ -194,7 +216,12 @@ pub(crate) async fn forward<B: ForwardBody>(
     let client =
         crate::client_ip::client_ip(ci.peer.ip(), &parts.headers, &listener.trusted_proxies);
     let arrived = Instant::now();
-    let admitted = match route.policy.admit(&parts, client).await {
+    let admitted = if route.policy.admits_all() {
+        Ok(crate::policy::Admitted::unconditional())
+    } else {
+        boxed_admit(&route.policy, &parts, client).await
+    };
+    let admitted = match admitted {
         Ok(a) => a,
         Err(refused) => {
             shared.metrics.local_reply(&ci.listener, refused.kind);
@@ -308,7 +335,7 @@ pub(crate) async fn forward<B: ForwardBody>(
 
         let acquired = match backend.acquire_now() {
             Some(r) => r,
-            None => Box::pin(backend.acquire()).await,
+            None => boxed_acquire(&backend).await,
         };
         let permit = match acquired {
             Ok(p) => p,
@@ -341,10 +368,14 @@ pub(crate) async fn forward<B: ForwardBody>(
             forwarding: &ci.forwarding,
             upgrade,
         };
-        let sending = backend.send(&outgoing, &mut body, has_body, started);
-        let result = match timer.as_mut() {
-            Some(t) => scalewise::timeout::timeout_on(t.as_mut(), deadline, sending).await,
-            None => tokio::time::timeout_at(deadline, sending).await.ok(),
+        // Pinned here and lent to the timeout: `timeout_on` is an async fn, and one that
+        // took the future by value would hold it twice (its argument and its pinned copy).
+        let result = {
+            let sending = std::pin::pin!(backend.send(&outgoing, &mut body, has_body, started));
+            match timer.as_mut() {
+                Some(t) => scalewise::timeout::timeout_on(t.as_mut(), deadline, sending).await,
+                None => tokio::time::timeout_at(deadline, sending).await.ok(),
+            }
         };
         let latency = started.elapsed();
 

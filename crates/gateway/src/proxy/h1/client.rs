@@ -232,7 +232,10 @@ impl Conn {
         if framing == Framing::Empty {
             self.io.write_all(head).await.map_err(stale)?;
         } else {
-            let r = self.send_body(head, body, framing, head_request).await;
+            // Boxed (in a plain fn, see `listener.rs`): the body pump's state (the writer,
+            // an early answer) would otherwise take room in every request's future, bodiless
+            // ones included, and be moved with it.
+            let r = send_body_boxed(self, head, body, framing, head_request).await;
             head.truncate(head_len);
             if let Some(answer) = r? {
                 return Ok(answer);
@@ -242,13 +245,16 @@ impl Conn {
         loop {
             if !self.rbuf.is_empty() {
                 got_any = true;
-                match self.parse_head(head_request)? {
+                // The match ends before the await: a scrutinee held across it would keep
+                // room for a whole response head in this future.
+                let interim = match self.parse_head(head_request)? {
                     Some(Answer::Final(h)) => return Ok((h, true)),
-                    Some(Answer::Interim(parts)) => {
-                        body.interim(parts).await;
-                        continue;
-                    }
-                    None => {}
+                    Some(Answer::Interim(parts)) => Some(body.interim(parts)),
+                    None => None,
+                };
+                if let Some(passed_on) = interim {
+                    passed_on.await;
+                    continue;
                 }
             }
             if self.rbuf.capacity() - self.rbuf.len() < 1024 {
@@ -550,7 +556,10 @@ pub(crate) async fn send<B: ForwardBody>(
         let mut conn = match pooled {
             Some(c) if has_body && c.looks_closed() => continue,
             Some(c) => c,
-            None => Conn::connect(target).await.map_err(Ok)?,
+            // Boxed (in a plain fn, see `listener.rs`): the connect future (TCP connect,
+            // TLS handshake, their timer) is most of this one's size, and a warm pool
+            // rarely needs it; unboxed, every request would carry and move its room.
+            None => connect_boxed(target).await.map_err(Ok)?,
         };
         match conn.exchange(&mut head, body, framing, head_request).await {
             Ok((h, whole)) => {
@@ -563,6 +572,30 @@ pub(crate) async fn send<B: ForwardBody>(
             Err(e) => return Err(Err(e.into_box())),
         }
     }
+}
+
+type SendBodyFuture<'a> = Pin<
+    Box<
+        dyn std::future::Future<Output = Result<Option<(ResponseHead, bool)>, ExchangeError>>
+            + Send
+            + 'a,
+    >,
+>;
+
+fn send_body_boxed<'a, B: ForwardBody>(
+    conn: &'a mut Conn,
+    out: &'a mut Vec<u8>,
+    body: &'a mut B,
+    framing: Framing,
+    head_request: bool,
+) -> SendBodyFuture<'a> {
+    Box::pin(conn.send_body(out, body, framing, head_request))
+}
+
+fn connect_boxed(
+    target: &Target,
+) -> Pin<Box<dyn std::future::Future<Output = io::Result<Conn>> + Send + '_>> {
+    Box::pin(Conn::connect(target))
 }
 
 /// A backend's HTTP/1 response body, read from its connection as the client takes it.
