@@ -29,7 +29,7 @@ pub(crate) mod headers;
 pub mod pool;
 pub(crate) mod websocket;
 
-use crate::route::request_host;
+use crate::route::strip_port;
 use crate::state::Shared;
 use body::{
     is_body_too_large, ActiveGuard, Activity, ForwardBody, HyperBody, Limited, Replay,
@@ -172,17 +172,23 @@ pub(crate) async fn forward<B: ForwardBody>(
         return local(StatusCode::NOT_FOUND, Some(active));
     };
 
-    if parts.version == Version::HTTP_11
-        && parts.uri.authority().is_none()
-        && !parts.headers.contains_key(header::HOST)
-    {
-        shared.metrics.local_reply(&ci.listener, "bad_request");
-        return local(StatusCode::BAD_REQUEST, Some(active));
-    }
+    // `request_host`, with the `Host` lookup shared with the check that an HTTP/1.1
+    // request has one.
+    let host = match parts.uri.authority() {
+        Some(a) => Some(a.host()),
+        None => match parts.headers.get(header::HOST) {
+            Some(h) => h.to_str().ok().map(strip_port),
+            None if parts.version == Version::HTTP_11 => {
+                shared.metrics.local_reply(&ci.listener, "bad_request");
+                return local(StatusCode::BAD_REQUEST, Some(active));
+            }
+            None => None,
+        },
+    };
 
     let Some(route) = listener
         .router
-        .find(request_host(&parts), parts.uri.path(), &parts.method)
+        .find(host, parts.uri.path(), &parts.method)
         .cloned()
     else {
         shared.metrics.local_reply(&ci.listener, "no_route");
@@ -457,10 +463,10 @@ pub(crate) async fn forward<B: ForwardBody>(
 
         let switching = status == StatusCode::SWITCHING_PROTOCOLS;
         headers::strip_hop_by_hop(resp.headers_mut(), switching && upgrade);
-        if !resp.headers().contains_key(&headers::X_REQUEST_ID) {
-            resp.headers_mut()
-                .insert(headers::X_REQUEST_ID.clone(), request_id);
-        }
+        // One lookup: kept if the backend set one.
+        resp.headers_mut()
+            .entry(&headers::X_REQUEST_ID)
+            .or_insert(request_id);
         if state.config().log.access_log {
             resp.extensions_mut()
                 .insert(crate::logging::AnsweredBy(format!(
