@@ -260,9 +260,11 @@ impl Forwarding {
     /// The `X-Forwarded-For`, `X-Forwarded-Proto` and `Forwarded` values for a request
     /// with headers `h`: the client appended to what earlier proxies said.
     pub(crate) fn values(&self, h: &HeaderMap) -> (HeaderValue, &'static str, HeaderValue) {
-        let xff = if h.contains_key(&X_FORWARDED_FOR) {
+        // One lookup per header: `get_all` tells whether it is there, too.
+        let prior = h.get_all(&X_FORWARDED_FOR);
+        let xff = if prior.iter().next().is_some() {
             let mut xff = String::with_capacity(48);
-            for v in h.get_all(&X_FORWARDED_FOR) {
+            for v in prior {
                 if let Ok(v) = v.to_str() {
                     if !xff.is_empty() {
                         xff.push_str(", ");
@@ -274,9 +276,10 @@ impl Forwarding {
         } else {
             self.xff.clone()
         };
-        let fwd = if h.contains_key(header::FORWARDED) {
+        let prior = h.get_all(header::FORWARDED);
+        let fwd = if prior.iter().next().is_some() {
             let mut fwd = String::with_capacity(48);
-            for v in h.get_all(header::FORWARDED) {
+            for v in prior {
                 if let Ok(v) = v.to_str() {
                     fwd.push_str(v);
                     fwd.push_str(", ");

@@ -195,10 +195,10 @@ pub(crate) async fn forward<B: ForwardBody>(
         return local(StatusCode::NOT_FOUND, Some(active));
     };
 
+    // Looked up once: the backend client frames the request by it too (`Outgoing`).
+    let content_length = parts.headers.get(header::CONTENT_LENGTH);
     let declared = if has_body || listener.max_body_bytes.is_some() {
-        parts
-            .headers
-            .get(header::CONTENT_LENGTH)
+        content_length
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok())
     } else {
@@ -370,6 +370,7 @@ pub(crate) async fn forward<B: ForwardBody>(
 
         let outgoing = pool::Outgoing {
             parts: &parts,
+            content_length,
             request_id: &request_id,
             forwarding: &ci.forwarding,
             upgrade,

@@ -114,16 +114,17 @@ impl ExchangeError {
 /// The parts of an outgoing request besides the client's head.
 pub(crate) struct Outgoing<'a> {
     pub(crate) parts: &'a http::request::Parts,
+    /// `parts`' `Content-Length`, which the caller has looked up already.
+    pub(crate) content_length: Option<&'a HeaderValue>,
     pub(crate) request_id: &'a HeaderValue,
     pub(crate) forwarding: &'a Forwarding,
     pub(crate) upgrade: bool,
 }
 
-/// How the request body goes upstream: as the client declared its length, else chunked.
-pub(crate) fn request_framing(parts: &http::request::Parts, has_body: bool) -> Framing {
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
+/// How the request body goes upstream: as the client declared its length (`content_length`,
+/// the request's `Content-Length`), else chunked.
+pub(crate) fn request_framing(content_length: Option<&HeaderValue>, has_body: bool) -> Framing {
+    let declared = content_length
         .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     match declared {
@@ -153,11 +154,8 @@ pub(crate) fn write_request_head(out: &mut Vec<u8>, o: &Outgoing<'_>, framing: F
         codec::put_header(out, b"host", a.as_str().as_bytes());
     }
     let h = &parts.headers;
-    let listed = if h.contains_key(header::CONNECTION) {
-        headers::connection_listed(h)
-    } else {
-        Vec::new()
-    };
+    // One lookup (no allocation without a `Connection` header).
+    let listed = headers::connection_listed(h);
     for (name, value) in h {
         if headers::is_hop_by_hop(name)
             || name == header::CONTENT_LENGTH
@@ -545,7 +543,7 @@ pub(crate) async fn send<B: ForwardBody>(
     has_body: bool,
     now: Instant,
 ) -> Result<(ResponseHead, H1Body), Result<io::Error, BoxError>> {
-    let framing = request_framing(o.parts, has_body);
+    let framing = request_framing(o.content_length, has_body);
     let mut head = Vec::with_capacity(512);
     write_request_head(&mut head, o, framing);
     let head_request = o.parts.method == Method::HEAD;
@@ -711,12 +709,13 @@ mod tests {
         let id = HeaderValue::from_static("rid");
         let o = Outgoing {
             parts: &parts,
+            content_length: parts.headers.get(header::CONTENT_LENGTH),
             request_id: &id,
             forwarding: &f,
             upgrade,
         };
         let mut out = Vec::new();
-        write_request_head(&mut out, &o, request_framing(&parts, false));
+        write_request_head(&mut out, &o, request_framing(o.content_length, false));
         String::from_utf8(out).unwrap()
     }
 
@@ -756,6 +755,7 @@ mod tests {
         let head = |f: &Forwarding| {
             let o = Outgoing {
                 parts: &parts,
+                content_length: parts.headers.get(header::CONTENT_LENGTH),
                 request_id: &id,
                 forwarding: f,
                 upgrade: false,
@@ -828,6 +828,7 @@ mod tests {
         let id = HeaderValue::from_static("r");
         let o = Outgoing {
             parts: &parts,
+            content_length: parts.headers.get(header::CONTENT_LENGTH),
             request_id: &id,
             forwarding: &f,
             upgrade: false,
