@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+mod cancel;
 pub mod client_cert;
 pub mod client_ip;
 pub mod config;

@@ -24,6 +24,7 @@
 //! }
 //! # Ok(()) }
 //! ```
+use crate::cancel::Cancelled;
 use crate::config::ListenerConfig;
 use crate::metrics::ClientTlsErrors;
 use crate::proxy::body::Activity;
@@ -34,6 +35,7 @@ use bytes::{Buf, BytesMut};
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use prometheus_client::metrics::gauge::Gauge;
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 use std::convert::Infallible;
 use std::future::Future;
@@ -46,7 +48,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -148,6 +150,14 @@ fn h2_builder(cfg: &ListenerConfig) -> http2::Builder<TokioExecutor> {
 
 /// What every connection of a listener shares.
 struct ConnSetup {
+    shared: Arc<Shared>,
+    name: Arc<str>,
+    /// `gateway_client_connections` of this listener.
+    gauge: Gauge,
+    /// The listener's drain signal: stop taking requests, finish the ones in progress.
+    cancel: CancellationToken,
+    /// [`Listening::close_connections`]: drop every connection at once.
+    close: CancellationToken,
     h2: http2::Builder<TokioExecutor>,
     http2: bool,
     timeouts: Timeouts,
@@ -158,10 +168,66 @@ struct ConnSetup {
 }
 
 impl ConnSetup {
-    fn tls_errors(&self, shared: &Shared, listener: &str) -> &ClientTlsErrors {
+    fn tls_errors(&self) -> &ClientTlsErrors {
         self.tls_errors
-            .get_or_init(|| shared.metrics.client_tls_errors(listener))
+            .get_or_init(|| self.shared.metrics.client_tls_errors(&self.name))
     }
+}
+
+/// What the connections of listener `cfg` share.
+fn conn_setup(
+    cfg: &ListenerConfig,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+    close: CancellationToken,
+) -> ConnSetup {
+    ConnSetup {
+        name: Arc::from(cfg.name.as_str()),
+        gauge: shared.metrics.client_connections(&cfg.name),
+        cancel,
+        close,
+        h2: h2_builder(cfg),
+        http2: cfg.http2,
+        timeouts: Timeouts {
+            header_read: cfg.header_read_timeout,
+            idle: cfg.idle_timeout,
+        },
+        h1: Arc::new(h1::Listener {
+            settings: h1::Settings {
+                header_read: cfg.header_read_timeout,
+                idle: cfg.idle_timeout,
+                max_header_bytes: cfg.max_header_bytes.max(crate::config::MIN_HEADER_BYTES),
+            },
+            buffers: shared.metrics.client_buffers(&cfg.name),
+            draining: std::sync::atomic::AtomicBool::new(false),
+        }),
+        tls_errors: std::sync::OnceLock::new(),
+        shared,
+    }
+}
+
+/// The task of one accepted connection, holding its slot under `max_connections`.
+async fn connection_task(
+    stream: TcpStream,
+    peer: SocketAddr,
+    setup: Arc<ConnSetup>,
+    permit: OwnedSemaphorePermit,
+) {
+    setup.gauge.inc();
+    // Dropping the connection's future at `close` drops its sockets: the hard stop
+    // at a drain deadline. (HTTP/2 streams and WebSocket relays run on tasks of
+    // their own; they end when the connection they belong to is gone.)
+    // (`select!` rather than `close.run_until_cancelled(..)`: that async fn takes the
+    // connection future by value, and its state machine then holds it twice — 2 KiB
+    // more per idle connection, measured with bench/idle_conns.py.) `Cancelled`, not
+    // `close.cancelled()`: the select polls it at every wake-up of the connection,
+    // several per request, and the token's own future takes two locks per poll.
+    tokio::select! {
+        () = serve_connection(stream, peer, &setup) => {}
+        () = Cancelled::new(&setup.close) => {}
+    }
+    setup.gauge.dec();
+    drop(permit);
 }
 
 async fn accept_loop(
@@ -175,29 +241,9 @@ async fn accept_loop(
         cfg.max_connections.clamp(1, Semaphore::MAX_PERMITS),
     ));
     let tracker = TaskTracker::new();
-    let name: Arc<str> = Arc::from(cfg.name.as_str());
-    let gauge = shared.metrics.client_connections(&cfg.name);
-    let timeouts = Timeouts {
-        header_read: cfg.header_read_timeout,
-        idle: cfg.idle_timeout,
-    };
-    let builder = Arc::new(ConnSetup {
-        h2: h2_builder(&cfg),
-        http2: cfg.http2,
-        timeouts,
-        h1: Arc::new(h1::Listener {
-            settings: h1::Settings {
-                header_read: cfg.header_read_timeout,
-                idle: cfg.idle_timeout,
-                max_header_bytes: cfg.max_header_bytes.max(crate::config::MIN_HEADER_BYTES),
-            },
-            buffers: shared.metrics.client_buffers(&cfg.name),
-            draining: std::sync::atomic::AtomicBool::new(false),
-        }),
-        tls_errors: std::sync::OnceLock::new(),
-    });
+    let setup = Arc::new(conn_setup(&cfg, shared, cancel.clone(), close));
     if cfg.tls.is_some() {
-        builder.tls_errors(&shared, &cfg.name);
+        setup.tls_errors();
     }
     loop {
         // Take a slot before accepting: while all are in use the listener stops accepting
@@ -218,7 +264,7 @@ async fn accept_loop(
                 Err(e) => {
                     // EMFILE/ENFILE and friends: back off instead of spinning; the listener
                     // keeps running.
-                    tracing::warn!(listener = %name, error = %e, "accept failed");
+                    tracing::warn!(listener = %setup.name, error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -227,29 +273,9 @@ async fn accept_loop(
         if let Err(e) = tune(&stream, &cfg) {
             tracing::debug!(error = %e, "socket options");
         }
-        let shared = shared.clone();
-        let builder = builder.clone();
-        let name = name.clone();
-        let cancel = cancel.clone();
-        let gauge = gauge.clone();
-        let close = close.clone();
-        tracker.spawn(async move {
-            gauge.inc();
-            // Dropping the connection's future at `close` drops its sockets: the hard stop
-            // at a drain deadline. (HTTP/2 streams and WebSocket relays run on tasks of
-            // their own; they end when the connection they belong to is gone.)
-            // (`select!` rather than `close.run_until_cancelled(..)`: that async fn takes the
-            // connection future by value, and its state machine then holds it twice — 2 KiB
-            // more per idle connection, measured with bench/idle_conns.py.)
-            tokio::select! {
-                () = serve_connection(stream, peer, shared, name, &builder, cancel) => {}
-                () = close.cancelled() => {}
-            }
-            gauge.dec();
-            drop(permit);
-        });
+        tracker.spawn(connection_task(stream, peer, setup.clone(), permit));
     }
-    builder.h1.draining.store(true, Ordering::Relaxed);
+    setup.h1.draining.store(true, Ordering::Relaxed);
     drop(listener);
     tracker.close();
     tracker.wait().await;
@@ -286,14 +312,10 @@ async fn sniff_h2(stream: &TcpStream, buf: &mut BytesMut, wait: Duration) -> Opt
     }
 }
 
-async fn serve_connection(
-    stream: TcpStream,
-    peer: SocketAddr,
-    shared: Arc<Shared>,
-    listener: Arc<str>,
-    setup: &ConnSetup,
-    cancel: CancellationToken,
-) {
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, setup: &ConnSetup) {
+    let shared = setup.shared.clone();
+    let listener = setup.name.clone();
+    let cancel = setup.cancel.clone();
     let (tls, forward_client_cert, trusted) = {
         let state = shared.state.load();
         match state.listener(&listener) {
@@ -388,7 +410,7 @@ fn boxed_tls(
         let s = match tokio::time::timeout(setup.timeouts.header_read, accept).await {
             Ok(Ok(s)) => s,
             Ok(Err((e, tcp))) => {
-                let errors = setup.tls_errors(&client.shared, &client.listener);
+                let errors = setup.tls_errors();
                 if crate::tls::is_client_cert_error(&e) {
                     errors.client_cert.inc();
                     tracing::info!(
@@ -407,10 +429,7 @@ fn boxed_tls(
                 return;
             }
             Err(_) => {
-                setup
-                    .tls_errors(&client.shared, &client.listener)
-                    .timeout
-                    .inc();
+                setup.tls_errors().timeout.inc();
                 return;
             }
         };
@@ -478,7 +497,8 @@ async fn serve_h2<I>(
             }
             return;
         }
-        _ = cancel.cancelled() => {}
+        // Polled at every wake-up of the connection (see `connection_task`).
+        () = Cancelled::new(&cancel) => {}
     }
     conn.as_mut().graceful_shutdown();
     let _ = conn.await;
@@ -620,5 +640,86 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{AlgorithmName, Config};
+    use crate::metrics::GatewayMetrics;
+
+    /// The futures of the plain HTTP/1 path, in bytes. Why it matters: a task keeps room for
+    /// its future's largest state for its whole life (the connection task: memory per open
+    /// connection), and the request pipeline's future is built on the stack and moved into
+    /// its box for every request (`boxed_forward`): each of its bytes is copied per request,
+    /// and so is every large sub-future moved within it. The bounds are what this code
+    /// reaches in the test build on x86_64, with a little room; a change that grows one
+    /// past its bound should box the new state (as rare paths are: connect, admission
+    /// policies, the request body pump, HTTP/2, TLS, upgrades) or say why not.
+    #[tokio::test]
+    async fn future_sizes() {
+        let config = Config::from_backends(
+            "127.0.0.1:0".parse().unwrap(),
+            ["127.0.0.1:9".parse().unwrap()],
+            AlgorithmName::RoundRobin,
+        );
+        let shared = Shared::new(config.clone(), GatewayMetrics::new()).unwrap();
+        let setup = Arc::new(conn_setup(
+            &config.listeners[0],
+            shared.clone(),
+            CancellationToken::new(),
+            CancellationToken::new(),
+        ));
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (mut stream, peer) = l.accept().await.unwrap();
+
+        let info = Arc::new(ConnInfo {
+            shared: shared.clone(),
+            listener: setup.name.clone(),
+            peer,
+            activity: Arc::new(Activity::default()),
+            forwarding: crate::proxy::headers::Forwarding::new(peer.ip(), false),
+            client_cert: None,
+        });
+        let (parts, ()) = http::Request::builder()
+            .uri("/")
+            .header("host", "a")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let timer = tokio::time::sleep(Duration::from_secs(1));
+        tokio::pin!(timer);
+        let forward = h1::forward_future_size(&mut stream, parts, &info, timer.as_mut());
+
+        let serve = std::mem::size_of_val(&h1::serve(
+            stream,
+            BytesMut::new(),
+            info,
+            setup.h1.clone(),
+            CancellationToken::new(),
+        ));
+        let (stream, _) = {
+            let _c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+            l.accept().await.unwrap()
+        };
+        let conn = std::mem::size_of_val(&serve_connection(stream, peer, &setup));
+        let (stream, _) = {
+            let _c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+            l.accept().await.unwrap()
+        };
+        let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
+        let task = std::mem::size_of_val(&connection_task(stream, peer, setup, permit));
+        println!("forward {forward}, h1::serve {serve}, serve_connection {conn}, task {task}");
+        // Were: forward 5256 (the connect, admission and body pump futures inline, the
+        // send future held twice by `timeout_on`), task 2552.
+        assert!(forward <= 2304, "request pipeline future: {forward} bytes");
+        assert!(
+            serve <= 2176,
+            "HTTP/1 connection loop future: {serve} bytes"
+        );
+        assert!(conn <= 2432, "connection future: {conn} bytes");
+        assert!(task <= 2688, "connection task future: {task} bytes");
     }
 }

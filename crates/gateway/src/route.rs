@@ -111,7 +111,8 @@ pub fn request_host(req: &http::request::Parts) -> Option<&str> {
     Some(strip_port(h))
 }
 
-fn strip_port(h: &str) -> &str {
+/// A `Host` value without its port (and an IPv6 literal without its brackets).
+pub(crate) fn strip_port(h: &str) -> &str {
     if let Some(rest) = h.strip_prefix('[') {
         // IPv6 literal: keep the brackets off, the port after `]` too.
         return rest.split(']').next().unwrap_or(rest);

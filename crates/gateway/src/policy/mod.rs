@@ -245,6 +245,17 @@ impl RoutePolicy {
         }
     }
 
+    /// Whether [`admit`](Self::admit) lets every request through with nothing to hold:
+    /// the route has no rate limit, load shedding or concurrency limit (fixed or
+    /// adaptive). The request path then skips `admit` and its future, which has room for
+    /// a Redis round trip and a queue wait.
+    pub(crate) fn admits_all(&self) -> bool {
+        self.limiter.is_none()
+            && self.concurrency.is_none()
+            && self.shed.is_none()
+            && self.adaptive.is_none()
+    }
+
     /// Runs the route's admission policies: rate limit, load shedding, concurrency limit.
     /// On refusal returns the status to answer and the rate-limit decision for its headers.
     pub(crate) async fn admit(
@@ -356,6 +367,20 @@ pub(crate) struct Admitted {
     pub(crate) decision: Option<Decision>,
     /// Held until the response is complete.
     pub(crate) guard: RouteGuard,
+}
+
+impl Admitted {
+    /// What [`RoutePolicy::admit`] returns for a route that [admits all](RoutePolicy::admits_all).
+    pub(crate) fn unconditional() -> Self {
+        Self {
+            decision: None,
+            guard: RouteGuard {
+                _permit: None,
+                _shed: None,
+                token: None,
+            },
+        }
+    }
 }
 
 /// A request the route's policies refused.

@@ -49,22 +49,8 @@ pub(crate) fn copy_end_to_end(src: &HeaderMap, keep_upgrade: bool) -> HeaderMap 
 
 /// Removes hop-by-hop headers in place (responses).
 pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
-    // Most responses carry none but `Connection`/`Keep-Alive`: one pass over the few names
-    // instead of a hash lookup per hop-by-hop name.
-    if !h
-        .keys()
-        .any(|n| is_hop_by_hop(n) || n == header::PROXY_AUTHENTICATE)
-    {
-        return;
-    }
-    let listed = connection_listed(h);
-    let upgrade = keep_upgrade
-        .then(|| h.get(header::UPGRADE).cloned())
-        .flatten();
-    for l in &listed {
-        h.remove(l.as_str());
-    }
-    for n in [
+    // The names removed, in this order (`Proxy-Authorization` is a request header).
+    let hop = [
         &header::CONNECTION,
         &KEEP_ALIVE,
         &PROXY_CONNECTION,
@@ -73,8 +59,38 @@ pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
         &header::TRANSFER_ENCODING,
         &header::UPGRADE,
         &header::PROXY_AUTHENTICATE,
-    ] {
-        h.remove(n);
+    ];
+    const CONNECTION_BIT: u8 = 1;
+    const UPGRADE_BIT: u8 = 1 << 6;
+    // Most responses carry none but `Connection`/`Keep-Alive`: one pass over the names
+    // notes which are there, and only those are removed (each removal is a hash lookup;
+    // removing an absent name changes nothing).
+    let mut present = 0u8;
+    for n in h.keys() {
+        for (i, hn) in hop.iter().enumerate() {
+            if n == *hn {
+                present |= 1 << i;
+            }
+        }
+    }
+    if present == 0 {
+        return;
+    }
+    let listed = if present & CONNECTION_BIT != 0 {
+        connection_listed(h)
+    } else {
+        Vec::new()
+    };
+    let upgrade = (keep_upgrade && present & UPGRADE_BIT != 0)
+        .then(|| h.get(header::UPGRADE).cloned())
+        .flatten();
+    for l in &listed {
+        h.remove(l.as_str());
+    }
+    for (i, n) in hop.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            h.remove(*n);
+        }
     }
     if let Some(up) = upgrade {
         h.insert(header::UPGRADE, up);
@@ -244,9 +260,11 @@ impl Forwarding {
     /// The `X-Forwarded-For`, `X-Forwarded-Proto` and `Forwarded` values for a request
     /// with headers `h`: the client appended to what earlier proxies said.
     pub(crate) fn values(&self, h: &HeaderMap) -> (HeaderValue, &'static str, HeaderValue) {
-        let xff = if h.contains_key(&X_FORWARDED_FOR) {
+        // One lookup per header: `get_all` tells whether it is there, too.
+        let prior = h.get_all(&X_FORWARDED_FOR);
+        let xff = if prior.iter().next().is_some() {
             let mut xff = String::with_capacity(48);
-            for v in h.get_all(&X_FORWARDED_FOR) {
+            for v in prior {
                 if let Ok(v) = v.to_str() {
                     if !xff.is_empty() {
                         xff.push_str(", ");
@@ -258,9 +276,10 @@ impl Forwarding {
         } else {
             self.xff.clone()
         };
-        let fwd = if h.contains_key(header::FORWARDED) {
+        let prior = h.get_all(header::FORWARDED);
+        let fwd = if prior.iter().next().is_some() {
             let mut fwd = String::with_capacity(48);
-            for v in h.get_all(header::FORWARDED) {
+            for v in prior {
                 if let Ok(v) = v.to_str() {
                     fwd.push_str(v);
                     fwd.push_str(", ");
@@ -352,6 +371,32 @@ mod tests {
         assert_eq!(out["upgrade"], "websocket");
         assert_eq!(out["connection"], "upgrade");
         assert!(copy_end_to_end(&src, false).is_empty());
+    }
+
+    #[test]
+    fn responses_lose_exactly_the_hop_by_hop_headers_present() {
+        let mut resp = map(&[
+            ("content-type", "text/plain"),
+            ("connection", "x-secret"),
+            ("x-secret", "1"),
+            ("proxy-authenticate", "Basic"),
+            ("upgrade", "websocket"),
+            ("x-kept", "yes"),
+        ]);
+        let mut tunnel = resp.clone();
+        strip_hop_by_hop(&mut resp, false);
+        let names: Vec<_> = resp.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["content-type", "x-kept"]);
+        // A 101 to an upgrade request keeps the upgrade, with `Connection: upgrade`.
+        strip_hop_by_hop(&mut tunnel, true);
+        assert_eq!(tunnel["upgrade"], "websocket");
+        assert_eq!(tunnel["connection"], "upgrade");
+        assert!(!tunnel.contains_key("x-secret") && !tunnel.contains_key("proxy-authenticate"));
+        // Nothing hop-by-hop (`Proxy-Authorization` is a request header): untouched.
+        let mut plain = map(&[("x-a", "1"), ("proxy-authorization", "x"), ("x-b", "2")]);
+        let before = plain.clone();
+        strip_hop_by_hop(&mut plain, false);
+        assert_eq!(plain, before);
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub(crate) mod headers;
 pub mod pool;
 pub(crate) mod websocket;
 
-use crate::route::request_host;
+use crate::route::strip_port;
 use crate::state::Shared;
 use body::{
     is_bad_request_body, is_body_too_large, ActiveGuard, Activity, ForwardBody, HyperBody, Limited,
@@ -129,6 +129,28 @@ pub(crate) fn handle(
     ))
 }
 
+type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// [`pool::BackendClient::acquire`] boxed (a backend at its connection limit: rare), built
+/// outside the async fn for the reason [`boxed_admit`] gives.
+fn boxed_acquire(
+    backend: &pool::BackendClient,
+) -> BoxFuture<'_, Result<Option<tokio::sync::OwnedSemaphorePermit>, QueueError>> {
+    Box::pin(backend.acquire())
+}
+
+/// `policy.admit(..)` in a box of its own, built outside the async fn (see `listener.rs`):
+/// its future has room for a Redis round trip and a queue wait (1.2 KiB), which would
+/// otherwise take room in every request's future, to be moved with it. Routes without
+/// policies never build it.
+fn boxed_admit<'a>(
+    policy: &'a crate::policy::RoutePolicy,
+    parts: &'a http::request::Parts,
+    client: std::net::IpAddr,
+) -> BoxFuture<'a, Result<crate::policy::Admitted, crate::policy::Refused>> {
+    Box::pin(policy.admit(parts, client))
+}
+
 /// The request pipeline: answers one request, from a local reply or a backend. `has_body`
 /// says whether `body` may yield data (a body is kept for retries only then). `timer`: the
 /// connection's timer for the response deadline (see [`scalewise::timeout::timeout_on`]);
@@ -150,27 +172,33 @@ pub(crate) async fn forward<B: ForwardBody>(
         return local(StatusCode::NOT_FOUND, Some(active));
     };
 
-    if parts.version == Version::HTTP_11
-        && parts.uri.authority().is_none()
-        && !parts.headers.contains_key(header::HOST)
-    {
-        shared.metrics.local_reply(&ci.listener, "bad_request");
-        return local(StatusCode::BAD_REQUEST, Some(active));
-    }
+    // `request_host`, with the `Host` lookup shared with the check that an HTTP/1.1
+    // request has one.
+    let host = match parts.uri.authority() {
+        Some(a) => Some(a.host()),
+        None => match parts.headers.get(header::HOST) {
+            Some(h) => h.to_str().ok().map(strip_port),
+            None if parts.version == Version::HTTP_11 => {
+                shared.metrics.local_reply(&ci.listener, "bad_request");
+                return local(StatusCode::BAD_REQUEST, Some(active));
+            }
+            None => None,
+        },
+    };
 
     let Some(route) = listener
         .router
-        .find(request_host(&parts), parts.uri.path(), &parts.method)
+        .find(host, parts.uri.path(), &parts.method)
         .cloned()
     else {
         shared.metrics.local_reply(&ci.listener, "no_route");
         return local(StatusCode::NOT_FOUND, Some(active));
     };
 
+    // Looked up once: the backend client frames the request by it too (`Outgoing`).
+    let content_length = parts.headers.get(header::CONTENT_LENGTH);
     let declared = if has_body || listener.max_body_bytes.is_some() {
-        parts
-            .headers
-            .get(header::CONTENT_LENGTH)
+        content_length
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok())
     } else {
@@ -194,7 +222,12 @@ pub(crate) async fn forward<B: ForwardBody>(
     let client =
         crate::client_ip::client_ip(ci.peer.ip(), &parts.headers, &listener.trusted_proxies);
     let arrived = Instant::now();
-    let admitted = match route.policy.admit(&parts, client).await {
+    let admitted = if route.policy.admits_all() {
+        Ok(crate::policy::Admitted::unconditional())
+    } else {
+        boxed_admit(&route.policy, &parts, client).await
+    };
+    let admitted = match admitted {
         Ok(a) => a,
         Err(refused) => {
             shared.metrics.local_reply(&ci.listener, refused.kind);
@@ -308,7 +341,7 @@ pub(crate) async fn forward<B: ForwardBody>(
 
         let acquired = match backend.acquire_now() {
             Some(r) => r,
-            None => Box::pin(backend.acquire()).await,
+            None => boxed_acquire(&backend).await,
         };
         let permit = match acquired {
             Ok(p) => p,
@@ -337,14 +370,19 @@ pub(crate) async fn forward<B: ForwardBody>(
 
         let outgoing = pool::Outgoing {
             parts: &parts,
+            content_length,
             request_id: &request_id,
             forwarding: &ci.forwarding,
             upgrade,
         };
-        let sending = backend.send(&outgoing, &mut body, has_body, started);
-        let result = match timer.as_mut() {
-            Some(t) => scalewise::timeout::timeout_on(t.as_mut(), deadline, sending).await,
-            None => tokio::time::timeout_at(deadline, sending).await.ok(),
+        // Pinned here and lent to the timeout: `timeout_on` is an async fn, and one that
+        // took the future by value would hold it twice (its argument and its pinned copy).
+        let result = {
+            let sending = std::pin::pin!(backend.send(&outgoing, &mut body, has_body, started));
+            match timer.as_mut() {
+                Some(t) => scalewise::timeout::timeout_on(t.as_mut(), deadline, sending).await,
+                None => tokio::time::timeout_at(deadline, sending).await.ok(),
+            }
         };
         let latency = started.elapsed();
 
@@ -440,10 +478,10 @@ pub(crate) async fn forward<B: ForwardBody>(
 
         let switching = status == StatusCode::SWITCHING_PROTOCOLS;
         headers::strip_hop_by_hop(resp.headers_mut(), switching && upgrade);
-        if !resp.headers().contains_key(&headers::X_REQUEST_ID) {
-            resp.headers_mut()
-                .insert(headers::X_REQUEST_ID.clone(), request_id);
-        }
+        // One lookup: kept if the backend set one.
+        resp.headers_mut()
+            .entry(&headers::X_REQUEST_ID)
+            .or_insert(request_id);
         if state.config().log.access_log {
             resp.extensions_mut()
                 .insert(crate::logging::AnsweredBy(format!(

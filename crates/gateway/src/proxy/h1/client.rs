@@ -114,16 +114,17 @@ impl ExchangeError {
 /// The parts of an outgoing request besides the client's head.
 pub(crate) struct Outgoing<'a> {
     pub(crate) parts: &'a http::request::Parts,
+    /// `parts`' `Content-Length`, which the caller has looked up already.
+    pub(crate) content_length: Option<&'a HeaderValue>,
     pub(crate) request_id: &'a HeaderValue,
     pub(crate) forwarding: &'a Forwarding,
     pub(crate) upgrade: bool,
 }
 
-/// How the request body goes upstream: as the client declared its length, else chunked.
-pub(crate) fn request_framing(parts: &http::request::Parts, has_body: bool) -> Framing {
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
+/// How the request body goes upstream: as the client declared its length (`content_length`,
+/// the request's `Content-Length`), else chunked.
+pub(crate) fn request_framing(content_length: Option<&HeaderValue>, has_body: bool) -> Framing {
+    let declared = content_length
         .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     match declared {
@@ -153,11 +154,8 @@ pub(crate) fn write_request_head(out: &mut Vec<u8>, o: &Outgoing<'_>, framing: F
         codec::put_header(out, b"host", a.as_str().as_bytes());
     }
     let h = &parts.headers;
-    let listed = if h.contains_key(header::CONNECTION) {
-        headers::connection_listed(h)
-    } else {
-        Vec::new()
-    };
+    // One lookup (no allocation without a `Connection` header).
+    let listed = headers::connection_listed(h);
     for (name, value) in h {
         if headers::is_hop_by_hop(name)
             || name == header::CONTENT_LENGTH
@@ -232,7 +230,10 @@ impl Conn {
         if framing == Framing::Empty {
             self.io.write_all(head).await.map_err(stale)?;
         } else {
-            let r = self.send_body(head, body, framing, head_request).await;
+            // Boxed (in a plain fn, see `listener.rs`): the body pump's state (the writer,
+            // an early answer) would otherwise take room in every request's future, bodiless
+            // ones included, and be moved with it.
+            let r = send_body_boxed(self, head, body, framing, head_request).await;
             head.truncate(head_len);
             if let Some(answer) = r? {
                 return Ok(answer);
@@ -242,13 +243,16 @@ impl Conn {
         loop {
             if !self.rbuf.is_empty() {
                 got_any = true;
-                match self.parse_head(head_request)? {
+                // The match ends before the await: a scrutinee held across it would keep
+                // room for a whole response head in this future.
+                let interim = match self.parse_head(head_request)? {
                     Some(Answer::Final(h)) => return Ok((h, true)),
-                    Some(Answer::Interim(parts)) => {
-                        body.interim(parts).await;
-                        continue;
-                    }
-                    None => {}
+                    Some(Answer::Interim(parts)) => Some(body.interim(parts)),
+                    None => None,
+                };
+                if let Some(passed_on) = interim {
+                    passed_on.await;
+                    continue;
                 }
             }
             if self.rbuf.capacity() - self.rbuf.len() < 1024 {
@@ -539,7 +543,7 @@ pub(crate) async fn send<B: ForwardBody>(
     has_body: bool,
     now: Instant,
 ) -> Result<(ResponseHead, H1Body), Result<io::Error, BoxError>> {
-    let framing = request_framing(o.parts, has_body);
+    let framing = request_framing(o.content_length, has_body);
     let mut head = Vec::with_capacity(512);
     write_request_head(&mut head, o, framing);
     let head_request = o.parts.method == Method::HEAD;
@@ -550,7 +554,10 @@ pub(crate) async fn send<B: ForwardBody>(
         let mut conn = match pooled {
             Some(c) if has_body && c.looks_closed() => continue,
             Some(c) => c,
-            None => Conn::connect(target).await.map_err(Ok)?,
+            // Boxed (in a plain fn, see `listener.rs`): the connect future (TCP connect,
+            // TLS handshake, their timer) is most of this one's size, and a warm pool
+            // rarely needs it; unboxed, every request would carry and move its room.
+            None => connect_boxed(target).await.map_err(Ok)?,
         };
         match conn.exchange(&mut head, body, framing, head_request).await {
             Ok((h, whole)) => {
@@ -563,6 +570,30 @@ pub(crate) async fn send<B: ForwardBody>(
             Err(e) => return Err(Err(e.into_box())),
         }
     }
+}
+
+type SendBodyFuture<'a> = Pin<
+    Box<
+        dyn std::future::Future<Output = Result<Option<(ResponseHead, bool)>, ExchangeError>>
+            + Send
+            + 'a,
+    >,
+>;
+
+fn send_body_boxed<'a, B: ForwardBody>(
+    conn: &'a mut Conn,
+    out: &'a mut Vec<u8>,
+    body: &'a mut B,
+    framing: Framing,
+    head_request: bool,
+) -> SendBodyFuture<'a> {
+    Box::pin(conn.send_body(out, body, framing, head_request))
+}
+
+fn connect_boxed(
+    target: &Target,
+) -> Pin<Box<dyn std::future::Future<Output = io::Result<Conn>> + Send + '_>> {
+    Box::pin(Conn::connect(target))
 }
 
 /// A backend's HTTP/1 response body, read from its connection as the client takes it.
@@ -678,12 +709,13 @@ mod tests {
         let id = HeaderValue::from_static("rid");
         let o = Outgoing {
             parts: &parts,
+            content_length: parts.headers.get(header::CONTENT_LENGTH),
             request_id: &id,
             forwarding: &f,
             upgrade,
         };
         let mut out = Vec::new();
-        write_request_head(&mut out, &o, request_framing(&parts, false));
+        write_request_head(&mut out, &o, request_framing(o.content_length, false));
         String::from_utf8(out).unwrap()
     }
 
@@ -723,6 +755,7 @@ mod tests {
         let head = |f: &Forwarding| {
             let o = Outgoing {
                 parts: &parts,
+                content_length: parts.headers.get(header::CONTENT_LENGTH),
                 request_id: &id,
                 forwarding: f,
                 upgrade: false,
@@ -795,6 +828,7 @@ mod tests {
         let id = HeaderValue::from_static("r");
         let o = Outgoing {
             parts: &parts,
+            content_length: parts.headers.get(header::CONTENT_LENGTH),
             request_id: &id,
             forwarding: &f,
             upgrade: false,

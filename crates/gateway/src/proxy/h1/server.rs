@@ -184,8 +184,8 @@ pub(crate) async fn serve<S: ClientIo>(
     };
     let mut first = true;
     // One registration with the token for the connection's life, not one per idle spell
-    // (each registration takes the token's lock).
-    let cancelled = cancel.cancelled();
+    // (each registration takes the token's lock); polls cost no lock (`Cancelled`).
+    let cancelled = crate::cancel::Cancelled::new(&cancel);
     tokio::pin!(cancelled);
     // The connection's one timer, re-armed lazily, for the idle clock and for each request's
     // response deadline, both through `timeout_on`: each idle spell and each request has its
@@ -300,6 +300,28 @@ fn boxed_forward<'a, S: ClientIo>(
     timer: Pin<&'a mut tokio::time::Sleep>,
 ) -> Pin<Box<dyn std::future::Future<Output = http::Response<ResponseBody>> + Send + 'a>> {
     Box::pin(proxy::forward(parts, body, has_body, ci, Some(timer)))
+}
+
+/// Bytes of the box [`boxed_forward`] makes for a bodiless request on `io` (the
+/// `future_sizes` test in `listener.rs`).
+#[cfg(test)]
+pub(crate) fn forward_future_size<S: ClientIo>(
+    io: &mut S,
+    parts: http::request::Parts,
+    ci: &ConnInfo,
+    timer: Pin<&mut tokio::time::Sleep>,
+) -> usize {
+    let mut buf = BytesMut::new();
+    let mut decoder = BodyDecoder::new(codec::Framing::Empty);
+    let body = ClientBody {
+        io,
+        buf: &mut buf,
+        decoder: &mut decoder,
+        cont: None,
+        interim: true,
+    };
+    let fut = boxed_forward(parts, body, false, ci, timer);
+    std::mem::size_of_val(&*fut)
 }
 
 /// One request and its response. Returns whether the connection may carry another.
