@@ -198,7 +198,11 @@ async fn scenario_websocket_steps_say_why_they_failed() {
             "reset",
             "WebSocket closed by the server: code 1011, reason \"overloaded\"",
         ),
-        (Failure::Silence, "timeout", "WebSocket recv: nothing within 200ms"),
+        (
+            Failure::Silence,
+            "timeout",
+            "WebSocket recv: nothing within 200ms",
+        ),
     ] {
         let addr = failing_ws_server(failure).await;
         let file = common::temp_path("ws-failing.toml");
