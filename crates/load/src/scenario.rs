@@ -1203,6 +1203,23 @@ impl Scenario {
             .any(|s| matches!(s.kind, StepKind::Ws { .. }))
     }
 
+    /// The longest `timeout` of any WebSocket `recv` (None when no `recv` sets one): the
+    /// recorder's histograms must reach that far.
+    pub(crate) fn longest_recv_timeout(&self) -> Option<Duration> {
+        self.steps
+            .iter()
+            .filter_map(|s| match &s.kind {
+                StepKind::Ws { actions, .. } => Some(actions),
+                StepKind::Http { .. } => None,
+            })
+            .flatten()
+            .filter_map(|a| match a {
+                Action::Recv(r) => r.timeout,
+                Action::Send(_) => None,
+            })
+            .max()
+    }
+
     /// Step names in file order.
     #[must_use]
     pub fn step_names(&self) -> Vec<String> {

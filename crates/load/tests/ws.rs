@@ -231,3 +231,52 @@ async fn scenario_websocket_steps_say_why_they_failed() {
         );
     }
 }
+
+/// A subscription server whose one message is stamped 90 s in the past (a backlog being
+/// replayed, say) and which then closes the session: a latency beyond 60 s without waiting
+/// for one.
+async fn stale_message_server() -> std::net::SocketAddr {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else {
+                    return;
+                };
+                let Some(Ok(_)) = ws.next().await else { return };
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap();
+                let ts = (now - std::time::Duration::from_secs(90)).as_micros();
+                let _ = ws.send(Message::Text(format!("{{\"ts_us\":{ts}}}"))).await;
+                let _ = ws.close(None).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latencies_beyond_60_s_are_kept_when_the_timeout_is_longer() {
+    let addr = stale_message_server().await;
+    let mut a = LoadArgs::new(format!("ws://{addr}/"));
+    a.connections = 1;
+    a.requests = Some(1);
+    a.ws_mode = "subscribe".into();
+    a.ws_message = Some("subscribe".into());
+    a.timeout = "2m".into();
+    let r = load(&a).await.unwrap();
+    assert_eq!(r.websocket.unwrap().messages_received, 1);
+    // 90 s and however long it took to arrive; the default range would report 60 s.
+    assert!(
+        (89_000.0..120_000.0).contains(&r.latency.max_ms),
+        "{}",
+        r.latency.max_ms
+    );
+}
