@@ -22,8 +22,9 @@ pub struct LoadArgs {
     /// coordinated omission).
     #[arg(long)]
     pub rate: Option<f64>,
-    /// Runtime worker threads (default: one per core). Used by the binary's runtime.
-    #[arg(long)]
+    /// Runtime worker threads, at least 1 (default: one per core). Used by the binary's
+    /// runtime.
+    #[arg(long, value_parser = worker_threads)]
     pub threads: Option<usize>,
     /// Request header `Name: value` (repeatable).
     #[arg(short = 'H', long = "header")]
@@ -224,3 +225,16 @@ impl BenchArgs {
         }
     }
 }
+
+/// `--threads`: a whole number ≥ 1. Zero used to mean one thread silently; a usage error
+/// says what the flag expects instead (clap names the flag and exits 2).
+fn worker_threads(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(THREADS_EXPECTED.into()),
+    }
+}
+
+/// What `--threads` takes, for the parser's and [`crate::load`]'s errors.
+pub(crate) const THREADS_EXPECTED: &str =
+    "expected a number of worker threads of at least 1 (omit --threads for one per core)";

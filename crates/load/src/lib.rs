@@ -187,6 +187,21 @@ async fn plan(args: &LoadArgs) -> Result<Plan, LoadError> {
         cacert: args.cacert.clone(),
         alpn: Vec::new(),
     };
+    if args.threads == Some(0) {
+        // The binary's parser rejects it first; this covers arguments built in code.
+        return Err(LoadError::Config(format!(
+            "--threads 0: {}",
+            args::THREADS_EXPECTED
+        )));
+    }
+    if let (Some(url), Some(file)) = (&args.url, &args.scenario) {
+        // The scenario's steps name their own URLs: a URL argument as well would be ignored,
+        // and a run against a different target than the one typed is worse than no run.
+        return Err(LoadError::Config(format!(
+            "--scenario replaces the URL argument; remove one (URL `{url}`, --scenario `{}`)",
+            file.display()
+        )));
+    }
     let scenario = match &args.scenario {
         Some(p) => {
             if args.h2_connections.is_some() {

@@ -24,17 +24,36 @@ const MAX_BUFFER_AGE: Duration = Duration::from_millis(100);
 /// Longest error message kept (server-controlled text: bounded).
 const MAX_MESSAGE: usize = 200;
 
-/// Lowest and highest trackable latency (µs) and precision of every histogram.
+/// Lowest trackable latency (µs), default highest (µs) and precision of every histogram.
 pub(crate) const HIST_LOW: u64 = 1;
 pub(crate) const HIST_HIGH: u64 = 60_000_000;
 pub(crate) const HIST_SIGFIG: u8 = 3;
 
+/// The widest range a run's histograms get (2^40 µs, about 12.7 days): a histogram grows by one
+/// bucket of 1024 counters (8 KiB) per doubling of its range, so this caps every histogram at
+/// 32 buckets of 1024 counters (256 KiB) against 17 (136 KiB) for the default 60 s, whatever
+/// `--timeout` says.
+pub(crate) const HIST_HIGHEST: u64 = 1 << 40;
+
 /// A new, empty latency histogram (µs, 1 µs – 60 s, 3 significant figures).
 #[must_use]
 pub fn new_histogram() -> Histogram<u64> {
-    // Constant, valid bounds: this cannot fail at runtime.
-    Histogram::new_with_bounds(HIST_LOW, HIST_HIGH, HIST_SIGFIG)
-        .expect("constant histogram bounds are valid")
+    histogram_to(HIST_HIGH)
+}
+
+/// A new, empty latency histogram reaching `high` µs (clamped to 60 s ..= [`HIST_HIGHEST`]).
+fn histogram_to(high: u64) -> Histogram<u64> {
+    // Bounds clamped to a valid range: this cannot fail at runtime.
+    Histogram::new_with_bounds(HIST_LOW, high.clamp(HIST_HIGH, HIST_HIGHEST), HIST_SIGFIG)
+        .expect("clamped histogram bounds are valid")
+}
+
+/// The highest value (µs) a run's histograms must track so that no latency the run can measure
+/// is cut to the range's end: at least 60 s, and at least `longest` (the longest time any
+/// request may take, e.g. `--timeout` or a scenario `recv` timeout). Capped at [`HIST_HIGHEST`].
+#[must_use]
+pub(crate) fn histogram_high(longest: Duration) -> u64 {
+    micros(longest).clamp(HIST_HIGH, HIST_HIGHEST)
 }
 
 /// Categories of failed requests, as reported in the `errors` object of the JSON report.
@@ -157,9 +176,9 @@ pub struct StepStats {
 }
 
 impl StepStats {
-    fn new() -> Self {
+    fn new(high: u64) -> Self {
         StepStats {
-            hist: new_histogram(),
+            hist: histogram_to(high),
             requests: 0,
             errors: 0,
         }
@@ -187,10 +206,11 @@ pub struct Totals {
 }
 
 impl Totals {
-    pub(crate) fn new() -> Self {
+    /// Empty totals whose histograms reach `high` µs.
+    fn to(high: u64) -> Self {
         Totals {
-            corrected: new_histogram(),
-            uncorrected: new_histogram(),
+            corrected: histogram_to(high),
+            uncorrected: histogram_to(high),
             counts: Counts::default(),
             statuses: BTreeMap::new(),
             steps: Vec::new(),
@@ -224,7 +244,8 @@ impl Totals {
 
     fn step_mut(&mut self, i: usize) -> &mut StepStats {
         while self.steps.len() <= i {
-            self.steps.push(StepStats::new());
+            // Same range as the run's other histograms, so that merging them loses nothing.
+            self.steps.push(StepStats::new(self.corrected.high()));
         }
         &mut self.steps[i]
     }
@@ -258,6 +279,8 @@ struct Shard {
 /// State shared by every virtual user of a run.
 pub struct Recorder {
     shards: Vec<Mutex<Shard>>,
+    /// Highest trackable latency (µs) of every histogram of the run.
+    high: u64,
     /// Per [`ErrorKind`]: a message was already taken, so later errors skip formatting one.
     messaged: [AtomicBool; 7],
     per_step: bool,
@@ -276,12 +299,25 @@ impl Recorder {
     /// A recorder with `shards` independently locked shards (at least one).
     #[must_use]
     pub fn new(shards: usize) -> Self {
+        Self::with_high(shards, HIST_HIGH)
+    }
+
+    /// A recorder whose histograms track latencies up to `longest` (at least 60 s, at most
+    /// about 12.7 days), e.g. a `--timeout` beyond 60 s: a latency above the range would be
+    /// recorded as the range's end. Memory grows with the logarithm of the range (8 KiB per
+    /// histogram per doubling).
+    #[must_use]
+    pub fn reaching(shards: usize, longest: Duration) -> Self {
+        Self::with_high(shards, histogram_high(longest))
+    }
+
+    fn with_high(shards: usize, high: u64) -> Self {
         let shards = (0..shards.max(1))
             .map(|_| {
                 Mutex::new(Shard {
-                    total: Totals::new(),
+                    total: Totals::to(high),
                     interval: Interval {
-                        hist: new_histogram(),
+                        hist: histogram_to(high),
                         counts: Counts::default(),
                     },
                 })
@@ -289,6 +325,7 @@ impl Recorder {
             .collect();
         Recorder {
             shards,
+            high,
             messaged: Default::default(),
             per_step: true,
             uncorrected: true,
@@ -333,7 +370,7 @@ impl Recorder {
     /// Takes and resets the interval statistics of all shards.
     pub fn drain_interval(&self) -> Interval {
         let mut out = Interval {
-            hist: new_histogram(),
+            hist: histogram_to(self.high),
             counts: Counts::default(),
         };
         for i in 0..self.shards.len() {
@@ -349,7 +386,7 @@ impl Recorder {
     /// Merges all shards into one [`Totals`].
     #[must_use]
     pub fn totals(&self) -> Totals {
-        let mut out = Totals::new();
+        let mut out = Totals::to(self.high);
         for i in 0..self.shards.len() {
             let shard = self.lock(i);
             out.merge(&shard.total);
@@ -648,6 +685,49 @@ fn micros(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn latencies_beyond_60_s_keep_their_value_when_the_timeout_is_longer() {
+        let long = Duration::from_secs(90);
+        // The default range cuts a 90 s latency to its end (60 s)...
+        let rec = Recorder::new(2);
+        rec.local(0).message_latency(long, 1);
+        let cut = rec.totals().corrected.max();
+        assert!(cut < 61_000_000, "{cut}");
+        // ...a range that reaches a 2 min timeout keeps it (3 significant figures), in the
+        // totals, the per-step entries and the timeline alike.
+        let rec = Recorder::reaching(2, Duration::from_secs(120));
+        {
+            let mut l = rec.local(1);
+            l.message_latency(long, 1);
+            l.message_latency(Duration::from_millis(5), 1);
+        }
+        let t = rec.totals();
+        for h in [&t.corrected, &t.uncorrected, &t.steps[0].hist] {
+            assert!(h.equivalent(h.max(), 90_000_000), "{}", h.max());
+            assert_eq!(h.len(), 2);
+        }
+        let i = rec.drain_interval();
+        assert!(
+            i.hist.equivalent(i.hist.max(), 90_000_000),
+            "{}",
+            i.hist.max()
+        );
+    }
+
+    #[test]
+    fn the_histogram_range_follows_the_timeout_with_bounded_memory() {
+        let counters = |d: Duration| histogram_to(histogram_high(d)).distinct_values();
+        // Below 60 s nothing changes: 17 buckets of 1024 counters.
+        assert_eq!(histogram_high(Duration::from_secs(5)), HIST_HIGH);
+        assert_eq!(counters(Duration::from_secs(5)), 17 * 1024);
+        // One bucket more per doubling: 1 h costs 6 more (48 KiB per histogram)...
+        assert!(histogram_to(histogram_high(Duration::from_secs(3600))).high() >= 3_600_000_000);
+        assert_eq!(counters(Duration::from_secs(3600)), 23 * 1024);
+        // ...and any timeout at all at most 15 more: 256 KiB per histogram.
+        assert_eq!(histogram_high(Duration::MAX), HIST_HIGHEST);
+        assert_eq!(counters(Duration::MAX), 32 * 1024);
+    }
 
     #[test]
     fn one_bounded_message_per_error_category_whatever_the_errors_say() {

@@ -497,6 +497,26 @@ async fn probe(plan: &Plan) -> Result<(), LoadError> {
 
 /// Runs `plan` to completion (duration, request count, `stop`, or Ctrl-C) and builds the
 /// report.
+/// The longest latency this run can measure, so that its histograms reach that far instead of
+/// cutting it to 60 s: a request lasts at most `--timeout` (a scenario `recv` its own timeout),
+/// and in the open model latency runs from the scheduled time, so a request due at the start
+/// can still finish at the end of the graceful stop.
+fn longest_latency(plan: &Plan) -> Duration {
+    let recv = plan
+        .scenario
+        .as_ref()
+        .and_then(|s| s.longest_recv_timeout())
+        .unwrap_or_default();
+    let open = match plan.rate {
+        Some(_) => plan
+            .duration
+            .unwrap_or(Duration::from_secs(10))
+            .saturating_add(plan.graceful_stop),
+        None => Duration::ZERO,
+    };
+    plan.timeout.max(recv).max(open)
+}
+
 pub(crate) async fn execute(plan: Plan, stop: &Stop) -> Result<Report, LoadError> {
     if plan.probe {
         probe(&plan).await?;
@@ -531,7 +551,7 @@ pub(crate) async fn execute(plan: Plan, stop: &Stop) -> Result<Report, LoadError
     let run = Arc::new(Run {
         plan: plan.clone(),
         recorder: {
-            let r = Recorder::new((workers * 4).clamp(1, 64));
+            let r = Recorder::reaching((workers * 4).clamp(1, 64), longest_latency(&plan));
             if plan.rate.is_none() && plan.scenario.is_none() {
                 r.single_closed()
             } else {

@@ -1203,6 +1203,23 @@ impl Scenario {
             .any(|s| matches!(s.kind, StepKind::Ws { .. }))
     }
 
+    /// The longest `timeout` of any WebSocket `recv` (None when no `recv` sets one): the
+    /// recorder's histograms must reach that far.
+    pub(crate) fn longest_recv_timeout(&self) -> Option<Duration> {
+        self.steps
+            .iter()
+            .filter_map(|s| match &s.kind {
+                StepKind::Ws { actions, .. } => Some(actions),
+                StepKind::Http { .. } => None,
+            })
+            .flatten()
+            .filter_map(|a| match a {
+                Action::Recv(r) => r.timeout,
+                Action::Send(_) => None,
+            })
+            .max()
+    }
+
     /// Step names in file order.
     #[must_use]
     pub fn step_names(&self) -> Vec<String> {
@@ -2077,10 +2094,14 @@ async fn ws_step(
         local.start_request();
         match action {
             Action::Send(payload) => {
-                let Ok(msg) = payload.render(vars) else {
-                    // Templated bytes that do not decode: nothing sensible to send.
-                    local.error(idx, ErrorKind::Protocol, 0);
-                    return false;
+                let msg = match payload.render(vars) {
+                    Ok(msg) => msg,
+                    Err(why) => {
+                        // Templated bytes that do not decode: nothing sensible to send.
+                        let why = format!("WebSocket send: {why}");
+                        local.error_because(idx, ErrorKind::Protocol, 0, &why);
+                        return false;
+                    }
                 };
                 since = Instant::now();
                 match tokio::time::timeout(session.timeout, crate::ws::send(ws, msg)).await {
@@ -2088,20 +2109,25 @@ async fn ws_step(
                         local.ws(1, 0);
                         local.settle();
                     }
-                    Ok(Err(kind)) => {
-                        local.error(idx, kind, 0);
+                    Ok(Err((kind, why))) => {
+                        local.error_because(idx, kind, 0, &why);
                         return false;
                     }
                     Err(_) => {
-                        local.error(idx, ErrorKind::Timeout, 0);
+                        let why = crate::ws::timed_out("send", session.timeout);
+                        local.error_because(idx, ErrorKind::Timeout, 0, &why);
                         return false;
                     }
                 }
             }
             Action::Recv(r) => {
-                let Ok(needles) = r.needles(vars) else {
-                    local.error(r.slot, ErrorKind::Protocol, 0);
-                    return false;
+                let needles = match r.needles(vars) {
+                    Ok(n) => n,
+                    Err(why) => {
+                        let why = format!("WebSocket recv: {why}");
+                        local.error_because(r.slot, ErrorKind::Protocol, 0, &why);
+                        return false;
+                    }
                 };
                 let mut bytes = 0u64;
                 let wait = async {
@@ -2118,7 +2144,7 @@ async fn ws_step(
                                 None
                             };
                         if r.accepts(&frame, &needles, json.as_ref(), vars) {
-                            return Ok::<_, ErrorKind>(json);
+                            return Ok::<_, crate::ws::WsError>(json);
                         }
                     }
                 };
@@ -2131,12 +2157,22 @@ async fn ws_step(
                         }
                         local.response(r.slot, since, since, 0, bytes);
                     }
-                    Ok(Err(kind)) => {
-                        local.error(r.slot, kind, bytes);
+                    Ok(Err((kind, why))) => {
+                        local.error_because(r.slot, kind, bytes, &why);
                         return false;
                     }
                     Err(_) => {
-                        local.error(r.slot, ErrorKind::Timeout, bytes);
+                        // Say whether anything arrived: "no message" and "no matching
+                        // message" need different fixes.
+                        let why = if bytes == 0 {
+                            crate::ws::timed_out("recv", limit)
+                        } else {
+                            format!(
+                                "WebSocket recv: no matching message within {limit:?} \
+                                 ({bytes} bytes of other messages)"
+                            )
+                        };
+                        local.error_because(r.slot, ErrorKind::Timeout, bytes, &why);
                         return false;
                     }
                 }

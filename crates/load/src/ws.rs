@@ -83,14 +83,20 @@ async fn open(run: &Run) -> Result<Ws, (ErrorKind, String)> {
     .await
 }
 
+/// A failure on an open session: the category and a message for the report's
+/// `error_messages` (formatted only when it fails, which is the rare path).
+pub(crate) type WsError = (ErrorKind, String);
+
 /// Sends one text message.
-pub(crate) async fn send_text(ws: &mut Ws, text: String) -> Result<(), ErrorKind> {
+pub(crate) async fn send_text(ws: &mut Ws, text: String) -> Result<(), WsError> {
     send(ws, Message::Text(text)).await
 }
 
 /// Sends one message (text or binary frame).
-pub(crate) async fn send(ws: &mut Ws, msg: Message) -> Result<(), ErrorKind> {
-    ws.send(msg).await.map_err(|e| classify(&e))
+pub(crate) async fn send(ws: &mut Ws, msg: Message) -> Result<(), WsError> {
+    ws.send(msg)
+        .await
+        .map_err(|e| (classify(&e), format!("WebSocket send: {e}")))
 }
 
 /// Starts the close handshake without waiting long for the peer (it may be the one that failed).
@@ -99,7 +105,7 @@ pub(crate) async fn close(ws: &mut Ws) {
 }
 
 /// Receives the next data message, text or binary, skipping control frames.
-pub(crate) async fn next_data(ws: &mut Ws) -> Result<Vec<u8>, ErrorKind> {
+pub(crate) async fn next_data(ws: &mut Ws) -> Result<Vec<u8>, WsError> {
     next_frame(ws).await.map(|f| f.data)
 }
 
@@ -112,7 +118,7 @@ pub(crate) struct Frame {
 
 /// Receives the next data message and whether it came in a binary frame, skipping control
 /// frames.
-pub(crate) async fn next_frame(ws: &mut Ws) -> Result<Frame, ErrorKind> {
+pub(crate) async fn next_frame(ws: &mut Ws) -> Result<Frame, WsError> {
     loop {
         match ws.next().await {
             Some(Ok(Message::Text(t))) => {
@@ -122,11 +128,38 @@ pub(crate) async fn next_frame(ws: &mut Ws) -> Result<Frame, ErrorKind> {
                 })
             }
             Some(Ok(Message::Binary(data))) => return Ok(Frame { binary: true, data }),
-            Some(Ok(Message::Close(_))) | None => return Err(ErrorKind::Reset),
+            Some(Ok(Message::Close(frame))) => return Err((ErrorKind::Reset, closed_by(frame))),
+            None => {
+                return Err((
+                    ErrorKind::Reset,
+                    "WebSocket recv: the connection ended without a close frame".into(),
+                ))
+            }
             Some(Ok(_)) => {}
-            Some(Err(e)) => return Err(classify(&e)),
+            Some(Err(e)) => return Err((classify(&e), format!("WebSocket recv: {e}"))),
         }
     }
+}
+
+/// The message for a close frame from the server: its code and reason say why (e.g. 1011
+/// and the server's own text), which the count alone does not.
+fn closed_by(frame: Option<tungstenite::protocol::CloseFrame<'_>>) -> String {
+    match frame {
+        Some(f) if f.reason.is_empty() => {
+            format!("WebSocket closed by the server: code {}", u16::from(f.code))
+        }
+        Some(f) => format!(
+            "WebSocket closed by the server: code {}, reason {:?}",
+            u16::from(f.code),
+            f.reason
+        ),
+        None => "WebSocket closed by the server (close frame without a code)".into(),
+    }
+}
+
+/// The message for a send/receive exchange that did not finish within `limit`.
+pub(crate) fn timed_out(what: &str, limit: Duration) -> String {
+    format!("WebSocket {what}: nothing within {limit:?}")
 }
 
 pub(crate) async fn ws_vu(run: Arc<Run>, vu: usize) {
@@ -167,12 +200,13 @@ async fn echo(run: Arc<Run>, vu: usize) {
                 local.ws(1, 1);
                 local.response(0, scheduled, sent, 0, reply.len() as u64);
             }
-            Ok(Err(kind)) => {
-                local.error(0, kind, 0);
+            Ok(Err((kind, why))) => {
+                local.error_because(0, kind, 0, &why);
                 ws = None;
             }
             Err(_) => {
-                local.error(0, ErrorKind::Timeout, 0);
+                let why = timed_out("echo (send, then await the reply)", plan.timeout);
+                local.error_because(0, ErrorKind::Timeout, 0, &why);
                 ws = None;
             }
         }
@@ -199,8 +233,8 @@ async fn subscribe(run: Arc<Run>, vu: usize) {
         };
         backoff = Duration::from_millis(10);
         if !plan.ws_message.is_empty() {
-            if let Err(kind) = send_text(&mut ws, plan.ws_message.clone()).await {
-                local.error(0, kind, 0);
+            if let Err((kind, why)) = send_text(&mut ws, plan.ws_message.clone()).await {
+                local.error_because(0, kind, 0, &why);
                 continue;
             }
             local.ws(1, 0);
@@ -217,8 +251,8 @@ async fn subscribe(run: Arc<Run>, vu: usize) {
                         None => local.message(msg.len() as u64),
                     }
                 }
-                Err(kind) => {
-                    local.error(0, kind, 0);
+                Err((kind, why)) => {
+                    local.error_because(0, kind, 0, &why);
                     break;
                 }
             }
