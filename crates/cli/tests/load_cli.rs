@@ -1,43 +1,11 @@
 //! `scalewise load` usage errors: arguments that used to be silently ignored or adjusted are
 //! refused with exit code 2 and a message naming the flag, before any request is sent.
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+mod common;
+
 use std::process::Command;
 
-/// A keep-alive HTTP/1.1 server on a thread per connection that answers every request with
-/// `ok`: a run that is (wrongly) allowed to start succeeds against it, so only a usage error
-/// makes the exit code 2.
-fn server() -> std::net::SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            std::thread::spawn(move || serve(conn));
-        }
-    });
-    addr
-}
-
-fn serve(conn: TcpStream) {
-    let mut out = conn.try_clone().unwrap();
-    let mut lines = BufReader::new(conn);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        match lines.read_line(&mut line) {
-            Ok(0) | Err(_) => return,
-            Ok(_) if line == "\r\n" => {
-                if out
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                    .is_err()
-                {
-                    return;
-                }
-            }
-            Ok(_) => {}
-        }
-    }
-}
+// A run that is (wrongly) allowed to start succeeds against `common::ok_server`, so only a
+// usage error makes the exit code 2.
 
 fn load(args: &[&str]) -> (Option<i32>, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_scalewise"))
@@ -55,7 +23,7 @@ fn load(args: &[&str]) -> (Option<i32>, String, String) {
 
 #[test]
 fn zero_threads_is_a_usage_error() {
-    let url = format!("http://{}/", server());
+    let url = format!("http://{}/", common::ok_server());
     let (code, stdout, stderr) = load(&["--threads", "0", &url]);
     assert_eq!(code, Some(2), "{stdout}\n{stderr}");
     assert!(
@@ -70,7 +38,7 @@ fn zero_threads_is_a_usage_error() {
 
 #[test]
 fn a_url_next_to_a_scenario_is_a_usage_error() {
-    let addr = server();
+    let addr = common::ok_server();
     let file = std::env::temp_dir().join(format!("scalewise-cli-{}-both.toml", std::process::id()));
     std::fs::write(
         &file,
