@@ -4,9 +4,8 @@ mod common;
 
 use std::process::Command;
 
-// A run that is (wrongly) allowed to start succeeds against `common::ok_server`, so only a
-// usage error makes the exit code 2.
-
+/// Runs `scalewise load ARGS` (2 requests). A run that is (wrongly) allowed to start succeeds
+/// against `common::ok_server`, so only a usage error makes the exit code 2.
 fn load(args: &[&str]) -> (Option<i32>, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_scalewise"))
         .arg("load")
