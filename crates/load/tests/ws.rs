@@ -91,44 +91,32 @@ async fn failing_ws_server(failure: Failure) -> std::net::SocketAddr {
     use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
     use tokio_tungstenite::tungstenite::protocol::CloseFrame;
     use tokio_tungstenite::tungstenite::Message;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else {
-                    return;
+    common::ws_server_with(move |mut ws| async move {
+        // The client's first message (echo and subscribe both send one).
+        let Some(Ok(_)) = ws.next().await else { return };
+        match failure {
+            Failure::Close => {
+                let frame = CloseFrame {
+                    code: CloseCode::Error,
+                    reason: "overloaded".into(),
                 };
-                // The client's first message (echo and subscribe both send one).
-                let Some(Ok(_)) = ws.next().await else { return };
-                match failure {
-                    Failure::Close => {
-                        let frame = CloseFrame {
-                            code: CloseCode::Error,
-                            reason: "overloaded".into(),
-                        };
-                        let _ = ws.send(Message::Close(Some(frame))).await;
-                        while let Some(Ok(_)) = ws.next().await {}
-                    }
-                    Failure::BadFrame => {
-                        // FIN + RSV1 + text opcode, empty payload: RSV1 without a negotiated
-                        // extension is a protocol violation.
-                        let _ = ws.get_mut().write_all(&[0xC1, 0x00]).await;
-                        while let Some(Ok(_)) = ws.next().await {}
-                    }
-                    Failure::Reset => {
-                        let _ = ws.get_ref().set_zero_linger();
-                        drop(ws);
-                    }
-                    Failure::Silence => while let Some(Ok(_)) = ws.next().await {},
-                }
-            });
+                let _ = ws.send(Message::Close(Some(frame))).await;
+                while let Some(Ok(_)) = ws.next().await {}
+            }
+            Failure::BadFrame => {
+                // FIN + RSV1 + text opcode, empty payload: RSV1 without a negotiated
+                // extension is a protocol violation.
+                let _ = ws.get_mut().write_all(&[0xC1, 0x00]).await;
+                while let Some(Ok(_)) = ws.next().await {}
+            }
+            Failure::Reset => {
+                let _ = ws.get_ref().set_zero_linger();
+                drop(ws);
+            }
+            Failure::Silence => while let Some(Ok(_)) = ws.next().await {},
         }
-    });
-    addr
+    })
+    .await
 }
 
 /// A run against a server that fails every session with `failure`: (the error category's
@@ -238,28 +226,16 @@ async fn scenario_websocket_steps_say_why_they_failed() {
 async fn stale_message_server() -> std::net::SocketAddr {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else {
-                    return;
-                };
-                let Some(Ok(_)) = ws.next().await else { return };
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap();
-                let ts = (now - std::time::Duration::from_secs(90)).as_micros();
-                let _ = ws.send(Message::Text(format!("{{\"ts_us\":{ts}}}"))).await;
-                let _ = ws.close(None).await;
-            });
-        }
-    });
-    addr
+    common::ws_server_with(move |mut ws| async move {
+        let Some(Ok(_)) = ws.next().await else { return };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        let ts = (now - std::time::Duration::from_secs(90)).as_micros();
+        let _ = ws.send(Message::Text(format!("{{\"ts_us\":{ts}}}"))).await;
+        let _ = ws.close(None).await;
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -225,6 +225,32 @@ pub async fn ws_server() -> SocketAddr {
     addr
 }
 
+/// A WebSocket server on loopback that runs `session` on each connection after a successful
+/// handshake: for servers that misbehave in one particular way.
+pub async fn ws_server_with<F, Fut>(session: F) -> SocketAddr
+where
+    F: Fn(tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let session = Arc::new(session);
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else {
+                continue;
+            };
+            let session = session.clone();
+            tokio::spawn(async move {
+                if let Ok(ws) = tokio_tungstenite::accept_async(s).await {
+                    session(ws).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
 /// A chat server on loopback: the upgrade needs `?token=tok-…` in the URL (401 otherwise);
 /// the server greets with `{"type":"welcome"}` and answers each `{"say":TEXT}` with
 /// `{"type":"said","id":7,"from":TOKEN,"text":TEXT}` — except `{"say":"silence"}`, which gets
