@@ -477,14 +477,14 @@ async fn serve_h2<I>(
         let info = info.clone();
         async move {
             let (parts, body) = req.into_parts();
-            let log = crate::logging::AccessEntry::start(
+            let mut log = Abandoned(crate::logging::AccessEntry::start(
                 &parts,
                 info.peer,
                 info.client_cert.as_ref(),
                 access_log(&info),
-            );
+            ));
             let resp = proxy::handle(hyper::Request::from_parts(parts, body), &info).await;
-            Ok::<_, Infallible>(crate::logging::AccessEntry::finish(log, resp))
+            Ok::<_, Infallible>(crate::logging::AccessEntry::finish(log.0.take(), resp))
         }
     });
     let io = Watched::new(io, prefix, activity, setup.timeouts);
@@ -502,6 +502,18 @@ async fn serve_h2<I>(
     }
     conn.as_mut().graceful_shutdown();
     let _ = conn.await;
+}
+
+/// An access-log entry that logs 499 if it is dropped unfinished: hyper drops a request's
+/// future when its HTTP/2 client resets the stream or goes away (nginx logs those as 499).
+struct Abandoned(Option<crate::logging::AccessEntry>);
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        if let Some(e) = self.0.take() {
+            e.abandoned();
+        }
+    }
 }
 
 fn access_log(info: &ConnInfo) -> bool {

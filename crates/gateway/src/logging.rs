@@ -89,6 +89,15 @@ pub fn access(r: &AccessRecord<'_>) {
 #[derive(Debug, Clone)]
 pub struct AnsweredBy(pub String);
 
+/// Put into a local answer's extensions when the client went away while its request body
+/// was being forwarded: the access log then says 499 (nginx's "client closed request"),
+/// whatever status the unread answer carried.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientClosed;
+
+/// The status the access log shows for requests whose client went away.
+const CLIENT_CLOSED: u16 = 499;
+
 /// An access-log entry in progress: what is known when the request head arrives.
 /// `None` when the access log is off, so a disabled log costs one branch per request.
 #[derive(Debug)]
@@ -137,6 +146,19 @@ impl AccessEntry {
         resp
     }
 
+    /// Logs the entry of a request abandoned before its answer was ready (an HTTP/2 client
+    /// reset the stream or closed the connection, and the request was dropped) as 499.
+    pub fn abandoned(self) {
+        let status =
+            http::StatusCode::from_u16(CLIENT_CLOSED).unwrap_or(http::StatusCode::BAD_REQUEST);
+        self.log(
+            status,
+            &http::HeaderMap::new(),
+            &http::Extensions::new(),
+            Some(0),
+        );
+    }
+
     /// Logs the entry after the response body has been written (the native HTTP/1
     /// engine), with the body bytes actually sent.
     pub fn finish_sent(
@@ -166,7 +188,11 @@ impl AccessEntry {
             client: Some(self.client),
             method: self.method.as_str(),
             path: &self.path,
-            status: status.as_u16(),
+            status: if extensions.get::<ClientClosed>().is_some() {
+                CLIENT_CLOSED
+            } else {
+                status.as_u16()
+            },
             duration: self.started.elapsed(),
             backend,
             bytes,

@@ -8,7 +8,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use scalewise::balance::{Outcome, Selection};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use tokio::sync::OwnedSemaphorePermit;
@@ -103,20 +103,110 @@ impl ForwardBody for HyperBody {
     }
 }
 
-/// A request body cut off at the listener's size limit.
+/// How the client's side of a request body went, as seen by [`Limited`] wherever the body
+/// ended up (it may be handed to hyper's HTTP/2 client and polled by its task). The
+/// pipeline reads it after a failed or timed-out attempt to tell the client's failures
+/// from the backend's: only the backend's may reach its breaker, its outlier detection and
+/// the retry logic (a client must not be able to get a healthy backend ejected).
+#[derive(Debug, Default)]
+pub(crate) struct ClientBodyWatch(AtomicU8);
+
+/// What the client did to its request body, if anything went wrong there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClientFault {
+    /// More body than `max_body_bytes` allows: 413.
+    TooLarge,
+    /// A body that cannot be decoded (bad chunked framing): 400.
+    Malformed,
+    /// The client closed, reset the stream (HTTP/2 `RST_STREAM`) or dropped the connection
+    /// midway: nobody to answer; logged as 499, like nginx.
+    Gone,
+}
+
+const WAITING: u8 = 1;
+const TOO_LARGE: u8 = 2;
+const MALFORMED: u8 = 4;
+const GONE: u8 = 8;
+
+impl ClientBodyWatch {
+    fn set(&self, bit: u8) {
+        self.0.fetch_or(bit, Ordering::AcqRel);
+    }
+
+    fn clear(&self, bit: u8) {
+        self.0.fetch_and(!bit, Ordering::AcqRel);
+    }
+
+    /// The client's failure, if its body failed.
+    pub(crate) fn fault(&self) -> Option<ClientFault> {
+        let v = self.0.load(Ordering::Acquire);
+        if v & TOO_LARGE != 0 {
+            Some(ClientFault::TooLarge)
+        } else if v & MALFORMED != 0 {
+            Some(ClientFault::Malformed)
+        } else if v & GONE != 0 {
+            Some(ClientFault::Gone)
+        } else {
+            None
+        }
+    }
+
+    /// Whether the body's last read is still waiting for the client: the backend client
+    /// asked for more body and the client has not sent it. A timeout then is the client's
+    /// (408), not the backend's (504). A backend that stops reading is never waited on
+    /// here: its client does not poll the body while the backend's window is full.
+    pub(crate) fn waiting_for_client(&self) -> bool {
+        self.0.load(Ordering::Acquire) & WAITING != 0
+    }
+}
+
+/// Whether a failed read of the client's body means the client went away (as opposed to
+/// sending something undecodable). HTTP/2 body errors (hyper's) are resets and closed
+/// connections; HTTP/1 ones are I/O errors wrapped in [`BadRequestBody`].
+fn client_gone(err: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind as K;
+    let mut e = Some(err);
+    while let Some(cur) = e {
+        if cur.is::<hyper::Error>() {
+            return true;
+        }
+        if let Some(io) = cur.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                K::UnexpectedEof | K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe
+            ) {
+                return true;
+            }
+        }
+        e = cur.source();
+    }
+    false
+}
+
+/// A request body cut off at the listener's size limit, which reports the client's side
+/// of the body to a [`ClientBodyWatch`].
 #[derive(Debug)]
 pub(crate) struct Limited<B> {
     inner: B,
     remaining: u64,
     failed: bool,
+    watch: Option<Arc<ClientBodyWatch>>,
 }
 
 impl<B> Limited<B> {
-    pub(crate) fn new(inner: B, limit: Option<u64>) -> Self {
+    pub(crate) fn new(inner: B, limit: Option<u64>, watch: Option<Arc<ClientBodyWatch>>) -> Self {
         Self {
             inner,
             remaining: limit.unwrap_or(u64::MAX),
             failed: false,
+            watch,
+        }
+    }
+
+    fn mark(&self, set: u8) {
+        if let Some(w) = &self.watch {
+            w.clear(WAITING);
+            w.set(set);
         }
     }
 }
@@ -132,19 +222,37 @@ impl<B: Body<Data = Bytes, Error = BoxError> + Unpin> Body for Limited<B> {
         if self.failed {
             return Poll::Ready(None);
         }
-        match ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
+        let Poll::Ready(r) = Pin::new(&mut self.inner).poll_frame(cx) else {
+            self.mark(WAITING);
+            return Poll::Pending;
+        };
+        match r {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
                     let len = data.len() as u64;
                     if len > self.remaining {
                         self.failed = true;
+                        self.mark(TOO_LARGE);
                         return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
                     }
                     self.remaining -= len;
                 }
+                self.mark(0);
                 Poll::Ready(Some(Ok(frame)))
             }
-            other => Poll::Ready(other),
+            Some(Err(e)) => {
+                self.failed = true;
+                self.mark(if client_gone(e.as_ref()) {
+                    GONE
+                } else {
+                    MALFORMED
+                });
+                Poll::Ready(Some(Err(e)))
+            }
+            None => {
+                self.mark(0);
+                Poll::Ready(None)
+            }
         }
     }
 
@@ -164,6 +272,7 @@ impl<B: ForwardBody> ForwardBody for Limited<B> {
             inner,
             remaining: self.remaining,
             failed: self.failed,
+            watch: self.watch.clone(),
         }))
     }
 

@@ -15,6 +15,11 @@
 //! | every backend's circuit breaker open | 503 + `Retry-After` |
 //! | connect refused / reset before a response | retry (route `retries`, default 1; under the upstream's retry budget) on another backend if the request is idempotent (or the route has `retry_non_idempotent`) and its body, if any, was kept (`retry_buffer_bytes`) or not read yet, else 502 |
 //! | no response head within the route's timeout | 504 |
+//! | the route's timeout ran out while waiting for the client's request body | 408 |
+//! | the client closed, reset (HTTP/2) or dropped its connection mid-upload | 400 (nobody reads it); 499 in metrics and the access log |
+//!
+//! Failures of the client's making (413, 400 for a bad body, 408, 499) never reach the
+//! backend's breaker, outlier detection or the retries.
 //!
 //! Error bodies are the status text and nothing else.
 //!
@@ -32,8 +37,8 @@ pub(crate) mod websocket;
 use crate::route::strip_port;
 use crate::state::Shared;
 use body::{
-    is_bad_request_body, is_body_too_large, ActiveGuard, Activity, ForwardBody, HyperBody, Limited,
-    Replay, ResponseBody, Upstreamed,
+    is_bad_request_body, is_body_too_large, ActiveGuard, Activity, ClientBodyWatch, ClientFault,
+    ForwardBody, HyperBody, Limited, Replay, ResponseBody, Upstreamed,
 };
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
@@ -246,8 +251,10 @@ pub(crate) async fn forward<B: ForwardBody>(
     } else {
         0
     };
+    // Only a request with a body can fail on the client's side while it is forwarded.
+    let watch = has_body.then(|| Arc::new(ClientBodyWatch::default()));
     let mut body = Replay::new(
-        Limited::new(body, listener.max_body_bytes),
+        Limited::new(body, listener.max_body_bytes, watch.clone()),
         keep,
         declared,
         Some((
@@ -388,6 +395,20 @@ pub(crate) async fn forward<B: ForwardBody>(
 
         let mut resp = match result {
             Some(Ok(r)) => r,
+            None if watch.as_ref().is_some_and(|w| w.waiting_for_client()) => {
+                // The backend was waiting for the rest of the body as much as we were: a
+                // slow client (nginx's `client_body_timeout`), answered 408 and not held
+                // against the backend (breaker permit and selection dropped unjudged).
+                drop(breaker);
+                drop(selection);
+                if let Some(g) = route_guard.as_mut() {
+                    g.outcome(None);
+                }
+                backend.metrics.in_flight.dec();
+                shared.metrics.local_reply(&ci.listener, "client_timeout");
+                route.metrics.count(408);
+                return local(StatusCode::REQUEST_TIMEOUT, Some(active));
+            }
             None => {
                 if let Some(g) = route_guard.as_mut() {
                     g.outcome(Some(false));
@@ -402,38 +423,37 @@ pub(crate) async fn forward<B: ForwardBody>(
                 return local(StatusCode::GATEWAY_TIMEOUT, Some(active));
             }
             Some(Err(e)) => {
-                let bad_body =
-                    matches!(&e, SendError::Request(inner) if is_bad_request_body(inner.as_ref()));
-                let client_fault = bad_body
-                    || matches!(&e, SendError::Request(inner) if is_body_too_large(inner.as_ref()));
-                // A body over the limit or broken is the client's doing: the permit is dropped
-                // unjudged.
-                if let (Some(b), false) = (breaker, client_fault) {
+                // The client's failures (its body too large, undecodable, or abandoned) are
+                // told apart by what its body saw, whatever error the backend client made
+                // of them (the backend may see a reset stream or a cut-off request): they
+                // never reach the backend's breaker, outlier detection or the retries.
+                let fault = watch.as_ref().and_then(|w| w.fault()).or(match &e {
+                    SendError::Request(inner) if is_body_too_large(inner.as_ref()) => {
+                        Some(ClientFault::TooLarge)
+                    }
+                    SendError::Request(inner) if is_bad_request_body(inner.as_ref()) => {
+                        Some(ClientFault::Malformed)
+                    }
+                    _ => None,
+                });
+                if let Some(fault) = fault {
+                    drop(breaker);
+                    drop(selection);
+                    if let Some(g) = route_guard.as_mut() {
+                        g.outcome(None);
+                    }
+                    backend.metrics.in_flight.dec();
+                    tracing::debug!(error = %e, ?fault, "request body failed on the client's side");
+                    return client_fault(fault, ci, &route, active);
+                }
+                if let Some(b) = breaker {
                     b.record(scalewise::breaker::Outcome::failure().with_duration(latency));
                 }
                 selection.finish(match e {
-                    // Not the backend's failure: outlier detection must not eject it.
-                    _ if bad_body => Outcome::success(latency),
                     SendError::Connect(_) => Outcome::connect_failure(latency),
                     SendError::Request(_) => Outcome::failure(latency),
                 });
                 backend.metrics.in_flight.dec();
-                if let SendError::Request(inner) = &e {
-                    if is_body_too_large(inner.as_ref()) {
-                        shared.metrics.local_reply(&ci.listener, "body_too_large");
-                        route.metrics.count(413);
-                        return local(StatusCode::PAYLOAD_TOO_LARGE, Some(active));
-                    }
-                    if bad_body {
-                        // RFC 9112 §7.1: a chunked body that cannot be decoded is the
-                        // request's error. The connection closes (the body did not end
-                        // where the framing said), and the request is not retried.
-                        tracing::debug!(error = %e, "request body failed");
-                        shared.metrics.local_reply(&ci.listener, "bad_request");
-                        route.metrics.count(400);
-                        return local(StatusCode::BAD_REQUEST, Some(active));
-                    }
-                }
                 tracing::debug!(upstream = %upstream.name, backend = %backend.addr(), error = %e, "upstream request failed");
                 if may_retry
                     && attempts <= route.policy.retries
@@ -517,6 +537,33 @@ pub(crate) async fn forward<B: ForwardBody>(
             ResponseBody::upstream(upstream_body, guard, Some(active)),
         );
     }
+}
+
+/// The answer to a request whose body failed on the client's side.
+fn client_fault(
+    fault: ClientFault,
+    ci: &ConnInfo,
+    route: &crate::route::Route,
+    active: ActiveGuard,
+) -> Response<ResponseBody> {
+    let (kind, status) = match fault {
+        ClientFault::TooLarge => ("body_too_large", StatusCode::PAYLOAD_TOO_LARGE),
+        // RFC 9112 §7.1: a chunked body that cannot be decoded is the request's error. The
+        // connection closes (the body did not end where the framing said).
+        ClientFault::Malformed => ("bad_request", StatusCode::BAD_REQUEST),
+        // Nobody is left to read an answer; 499 (nginx's "client closed request") is what
+        // the metrics and the access log say.
+        ClientFault::Gone => ("client_closed", StatusCode::BAD_REQUEST),
+    };
+    ci.shared.metrics.local_reply(&ci.listener, kind);
+    let mut r = local(status, Some(active));
+    if fault == ClientFault::Gone {
+        route.metrics.count(499);
+        r.extensions_mut().insert(crate::logging::ClientClosed);
+    } else {
+        route.metrics.count(status.as_u16());
+    }
+    r
 }
 
 #[cfg(test)]
