@@ -354,6 +354,52 @@ async fn h2_client_that_resets_its_stream_mid_upload_is_not_the_backends_fault()
     assert_eq!((status, text.as_str()), (StatusCode::OK, "5"));
 }
 
+/// The backend's `gateway_backend_in_flight` gauge, as the metrics endpoint shows it.
+fn in_flight_gauge(gw: &Gateway) -> Option<String> {
+    gw.shared
+        .metrics
+        .encode()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("gateway_backend_in_flight{")?
+                .split_once("} ")
+        })
+        .map(|(_, v)| v.to_owned())
+}
+
+#[tokio::test]
+async fn h2_client_that_cancels_while_the_backend_answers_leaves_nothing_in_flight() {
+    // A backend that reads each request and never answers it.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (seen_tx, mut seen) = mpsc::unbounded_channel();
+    let _backend = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = seen_tx.send(());
+            held.push(s);
+        }
+    });
+    let gw = gateway(guarded(addr, None)).await;
+    let (mut tx, _conn) = h2_conn(gw.addr).await;
+    for i in 0..N {
+        tx.ready().await.unwrap();
+        let req = Request::get("http://h2.example.test/")
+            .body(body(""))
+            .unwrap();
+        let resp = tokio::spawn(tx.send_request(req));
+        seen.recv().await.unwrap();
+        assert_eq!(in_flight_gauge(&gw).as_deref(), Some("1"), "request {i}");
+        // Dropping the response future resets the stream (RST_STREAM CANCEL) while the
+        // gateway waits for the backend's answer: hyper drops the gateway's request future.
+        resp.abort();
+        settled(&gw).await;
+        assert_eq!(in_flight_gauge(&gw).as_deref(), Some("0"), "request {i}");
+    }
+}
+
 /// A TCP relay to `to` for one connection; aborting its task closes both sides at once (the
 /// client's connection to the gateway drops, whatever the client library would do).
 async fn relay(to: SocketAddr) -> (SocketAddr, tokio::task::JoinHandle<()>) {

@@ -363,7 +363,7 @@ pub(crate) async fn forward<B: ForwardBody>(
                 return local(StatusCode::SERVICE_UNAVAILABLE, Some(active));
             }
         };
-        backend.metrics.in_flight.inc();
+        let in_flight = InFlight::new(&backend.metrics.in_flight);
         // One clock read serves both the queue delay and the upstream latency (clock reads
         // are not free on every VM).
         let started = Instant::now();
@@ -404,7 +404,7 @@ pub(crate) async fn forward<B: ForwardBody>(
                 if let Some(g) = route_guard.as_mut() {
                     g.outcome(None);
                 }
-                backend.metrics.in_flight.dec();
+                drop(in_flight);
                 shared.metrics.local_reply(&ci.listener, "client_timeout");
                 route.metrics.count(408);
                 return local(StatusCode::REQUEST_TIMEOUT, Some(active));
@@ -417,7 +417,7 @@ pub(crate) async fn forward<B: ForwardBody>(
                     b.record(scalewise::breaker::Outcome::failure().with_duration(latency));
                 }
                 selection.finish(Outcome::failure(latency));
-                backend.metrics.in_flight.dec();
+                drop(in_flight);
                 shared.metrics.local_reply(&ci.listener, "upstream_timeout");
                 route.metrics.count(504);
                 return local(StatusCode::GATEWAY_TIMEOUT, Some(active));
@@ -442,7 +442,7 @@ pub(crate) async fn forward<B: ForwardBody>(
                     if let Some(g) = route_guard.as_mut() {
                         g.outcome(None);
                     }
-                    backend.metrics.in_flight.dec();
+                    drop(in_flight);
                     tracing::debug!(error = %e, ?fault, "request body failed on the client's side");
                     return client_fault(fault, ci, &route, active);
                 }
@@ -453,7 +453,7 @@ pub(crate) async fn forward<B: ForwardBody>(
                     SendError::Connect(_) => Outcome::connect_failure(latency),
                     SendError::Request(_) => Outcome::failure(latency),
                 });
-                backend.metrics.in_flight.dec();
+                drop(in_flight);
                 tracing::debug!(upstream = %upstream.name, backend = %backend.addr(), error = %e, "upstream request failed");
                 if may_retry
                     && attempts <= route.policy.retries
@@ -519,7 +519,7 @@ pub(crate) async fn forward<B: ForwardBody>(
         if switching && !upgrade {
             // A 101 nobody asked for: the backend is broken.
             selection.finish(Outcome::failure(latency));
-            backend.metrics.in_flight.dec();
+            drop(in_flight);
             return local(StatusCode::BAD_GATEWAY, Some(active));
         }
 
@@ -529,13 +529,38 @@ pub(crate) async fn forward<B: ForwardBody>(
         let guard = Box::new(Upstreamed {
             selection: Some((selection, outcome)),
             permit,
-            in_flight: backend.metrics.in_flight.clone(),
+            in_flight: in_flight.hand_over(),
             policy: route_guard.take(),
         });
         return Response::from_parts(
             parts,
             ResponseBody::upstream(upstream_body, guard, Some(active)),
         );
+    }
+}
+
+/// A backend's in-flight gauge raised for one attempt, lowered when this is dropped — also
+/// when hyper drops the whole request future mid-attempt (an HTTP/2 client reset its stream
+/// while the backend was still answering), which no explicit decrement would see.
+struct InFlight(Option<prometheus_client::metrics::gauge::Gauge>);
+
+impl InFlight {
+    fn new(gauge: &prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        Self(Some(gauge.clone()))
+    }
+
+    /// The raised gauge, for the response body's guard to lower when the exchange ends.
+    fn hand_over(mut self) -> prometheus_client::metrics::gauge::Gauge {
+        self.0.take().unwrap_or_default()
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(g) = self.0.take() {
+            g.dec();
+        }
     }
 }
 
