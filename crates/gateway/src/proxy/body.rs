@@ -32,16 +32,12 @@ pub struct BodyTooLarge;
 #[error("malformed or incomplete request body: {0}")]
 pub struct BadRequestBody(#[source] pub std::io::Error);
 
-/// Whether `err` (or anything in its source chain) is [`BadRequestBody`].
-pub(crate) fn is_bad_request_body(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut e = Some(err);
-    while let Some(cur) = e {
-        if cur.is::<BadRequestBody>() {
-            return true;
-        }
-        e = cur.source();
-    }
-    false
+/// Whether `err` or anything in its source chain is a `T` (such as [`BadRequestBody`] or
+/// [`BodyTooLarge`], whatever the backend client wrapped them in).
+pub(crate) fn in_chain<T: std::error::Error + 'static>(
+    err: &(dyn std::error::Error + 'static),
+) -> bool {
+    std::iter::successors(Some(err), |e| e.source()).any(|e| e.is::<T>())
 }
 
 /// A request body on its way upstream, from either client-side engine.
@@ -165,22 +161,15 @@ impl ClientBodyWatch {
 /// connections; HTTP/1 ones are I/O errors wrapped in [`BadRequestBody`].
 fn client_gone(err: &(dyn std::error::Error + 'static)) -> bool {
     use std::io::ErrorKind as K;
-    let mut e = Some(err);
-    while let Some(cur) = e {
-        if cur.is::<hyper::Error>() {
-            return true;
-        }
-        if let Some(io) = cur.downcast_ref::<std::io::Error>() {
-            if matches!(
-                io.kind(),
-                K::UnexpectedEof | K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe
-            ) {
-                return true;
-            }
-        }
-        e = cur.source();
-    }
-    false
+    std::iter::successors(Some(err), |e| e.source()).any(|cur| {
+        cur.is::<hyper::Error>()
+            || cur.downcast_ref::<std::io::Error>().is_some_and(|io| {
+                matches!(
+                    io.kind(),
+                    K::UnexpectedEof | K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe
+                )
+            })
+    })
 }
 
 /// A request body cut off at the listener's size limit, which reports the client's side
@@ -495,18 +484,6 @@ impl Body for ChannelBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.0.poll_recv(cx)
     }
-}
-
-/// Whether `err` (or anything in its source chain) is [`BodyTooLarge`].
-pub(crate) fn is_body_too_large(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut e = Some(err);
-    while let Some(cur) = e {
-        if cur.is::<BodyTooLarge>() {
-            return true;
-        }
-        e = cur.source();
-    }
-    false
 }
 
 /// Counts requests in progress on one client connection; the connection's idle timer runs

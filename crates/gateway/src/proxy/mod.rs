@@ -37,7 +37,7 @@ pub(crate) mod websocket;
 use crate::route::strip_port;
 use crate::state::Shared;
 use body::{
-    is_bad_request_body, is_body_too_large, ActiveGuard, Activity, ClientBodyWatch, ClientFault,
+    in_chain, ActiveGuard, Activity, BadRequestBody, BodyTooLarge, ClientBodyWatch, ClientFault,
     ForwardBody, HyperBody, Limited, Replay, ResponseBody, Upstreamed,
 };
 use bytes::Bytes;
@@ -428,10 +428,10 @@ pub(crate) async fn forward<B: ForwardBody>(
                 // of them (the backend may see a reset stream or a cut-off request): they
                 // never reach the backend's breaker, outlier detection or the retries.
                 let fault = watch.as_ref().and_then(|w| w.fault()).or(match &e {
-                    SendError::Request(inner) if is_body_too_large(inner.as_ref()) => {
+                    SendError::Request(inner) if in_chain::<BodyTooLarge>(inner.as_ref()) => {
                         Some(ClientFault::TooLarge)
                     }
-                    SendError::Request(inner) if is_bad_request_body(inner.as_ref()) => {
+                    SendError::Request(inner) if in_chain::<BadRequestBody>(inner.as_ref()) => {
                         Some(ClientFault::Malformed)
                     }
                     _ => None,
