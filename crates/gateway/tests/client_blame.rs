@@ -129,19 +129,23 @@ async fn settled(gw: &Gateway) {
     panic!("the request to the backend never ended");
 }
 
+/// Once the requests have ended: the backend is not ejected, has no error streak and its
+/// breaker is closed.
+async fn not_blamed(gw: &Gateway) {
+    settled(gw).await;
+    let state = gw.shared.load();
+    let up = state.upstream("default").unwrap();
+    let e = &up.balancer.endpoints()[0];
+    let snap = e.snapshot();
+    assert!(!snap.ejected, "ejected by outlier detection: {snap:?}");
+    assert_eq!(snap.consecutive_errors, 0, "{snap:?}");
+    let breaker = up.policy.breaker_json(e);
+    assert_eq!(breaker["state"], "closed", "{breaker}");
+}
+
 /// The backend is still in rotation and answers; nothing was retried.
 async fn still_in_rotation(gw: &Gateway, local_kind: &str) {
-    settled(gw).await;
-    {
-        let state = gw.shared.load();
-        let up = state.upstream("default").unwrap();
-        let e = &up.balancer.endpoints()[0];
-        let snap = e.snapshot();
-        assert!(!snap.ejected, "ejected by outlier detection: {snap:?}");
-        assert_eq!(snap.consecutive_errors, 0, "{snap:?}");
-        let breaker = up.policy.breaker_json(e);
-        assert_eq!(breaker["state"], "closed", "{breaker}");
-    }
+    not_blamed(gw).await;
     let m = gw.shared.metrics.encode();
     let retries = m
         .lines()
@@ -332,15 +336,7 @@ async fn h2_client_that_resets_its_stream_mid_upload_is_not_the_backends_fault()
     }
     // Nobody is left to answer; whether the gateway saw the reset as a body error or had
     // the request dropped by hyper, nothing was blamed. Only the count of 499s differs.
-    settled(&gw).await;
-    let state = gw.shared.load();
-    let up = state.upstream("default").unwrap();
-    let e = &up.balancer.endpoints()[0];
-    let snap = e.snapshot();
-    assert!(!snap.ejected, "{snap:?}");
-    assert_eq!(snap.consecutive_errors, 0, "{snap:?}");
-    assert_eq!(up.policy.breaker_json(e)["state"], "closed");
-    drop(state);
+    not_blamed(&gw).await;
     let (status, _, text) = read(
         tx.send_request(
             Request::put("http://h2.example.test/sink")
